@@ -1,0 +1,252 @@
+//! Map keys, values, limits and flag bits of the XDP data plane.
+//!
+//! Addresses are stored as four 32-bit words in network byte order; an IPv4
+//! address uses word 0 and leaves the rest zero, so one key layout serves
+//! both families. Ports are kept in network byte order as they appear on
+//! the wire, so the program never swaps bytes on the hot path.
+
+/// Bumped whenever a map's layout or meaning changes: a restart adopts pinned
+/// maps only when their layout version matches its own.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Slots of every VIP's Maglev table (a prime, as Maglev requires).
+pub const MAGLEV_TABLE_SIZE: u32 = 65537;
+/// Virtual services the data plane holds (the default `max_entries`).
+pub const MAX_VIPS: u32 = 64;
+/// Real-server slots, over all virtual services. Slot 0 means "none".
+pub const MAX_REALS: u32 = 4096;
+/// Entries of a VIP's round-robin sequence (rr, wrr).
+pub const SCHED_SEQ_SIZE: u32 = 4096;
+/// Interfaces the program may be attached to at once.
+pub const MAX_IFACES: u32 = 64;
+/// Connection table entries when the config does not say.
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 4_194_304;
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A virtual service as the program looks it up: (address, port, protocol).
+/// Port 0 means "every port" and is tried after the exact port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Scheduler of a virtual service, as the program sees it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedKind {
+    /// Consistent hash of the flow into the VIP's Maglev table.
+    Maglev = 0,
+    /// Next entry of the VIP's sequence table (rr, wrr), per-CPU cursor.
+    Sequence = 1,
+}
+
+/// Forwarding method.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FwdMethod {
+    Dr = 0,
+    Nat = 1,
+    Tun = 2,
+}
+
+/// Value of the VIP map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    /// Index of the VIP's Maglev table, sequence table and counters.
+    pub id: u32,
+    /// `SchedKind` as u8.
+    pub sched: u8,
+    /// `FwdMethod` as u8.
+    pub method: u8,
+    pub flags: u16,
+    /// Used entries of the VIP's sequence table (rr, wrr); 0 = none.
+    pub seq_len: u32,
+}
+
+/// The 5-tuple of a flow: key of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the connection table: the real server a flow is pinned to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnInfo {
+    /// Real-server slot.
+    pub real: u32,
+    /// The slot's generation when the flow was pinned; a slot whose
+    /// generation moved on no longer holds that real server.
+    pub generation: u32,
+}
+
+/// The real server has a resolved MAC address.
+pub const REAL_F_MAC_RESOLVED: u8 = 1;
+
+/// A real server in a slot of the REALS array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealInfo {
+    pub addr: [u32; 4],
+    pub mac: [u8; 6],
+    /// `REAL_F_*` bits.
+    pub flags: u8,
+    pub family: u8,
+    /// Bumped each time the slot is given to another real server.
+    pub generation: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// What the program needs to know of an interface it is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceInfo {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Per-CPU traffic counters of a VIP or a real server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_conns: u64,
+}
+
+/// Why the program passed or dropped a packet: index of the DP_STATS array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not for a VIP: passed to the kernel untouched.
+    PassNotVip = 0,
+    /// Not IPv4/IPv6, or not TCP/UDP: passed.
+    PassNotIp = 1,
+    /// Malformed or truncated headers: passed.
+    PassMalformed = 2,
+    /// IPv6, not yet forwarded: passed.
+    PassIpv6 = 3,
+    /// VIP traffic with no real server to send it to: dropped.
+    DropNoReal = 4,
+    /// VIP traffic whose real server's MAC is not resolved: dropped.
+    DropNoNexthop = 5,
+    /// VIP traffic arriving on an interface lbd did not set up: dropped.
+    DropNoIface = 6,
+    /// Forwarding method not supported yet: dropped.
+    DropUnsupported = 7,
+    /// Forwarded with XDP_TX.
+    Forwarded = 8,
+    /// VIP traffic that is an IP fragment (not yet handled): dropped.
+    DropFragment = 9,
+}
+
+pub const REASON_COUNT: u32 = 10;
+
+impl Reason {
+    pub const ALL: [Reason; REASON_COUNT as usize] = [
+        Reason::PassNotVip,
+        Reason::PassNotIp,
+        Reason::PassMalformed,
+        Reason::PassIpv6,
+        Reason::DropNoReal,
+        Reason::DropNoNexthop,
+        Reason::DropNoIface,
+        Reason::DropUnsupported,
+        Reason::Forwarded,
+        Reason::DropFragment,
+    ];
+
+    /// Name used in `lbctl stats` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassNotIp => "pass_not_ip",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::PassIpv6 => "pass_ipv6",
+            Reason::DropNoReal => "drop_no_real",
+            Reason::DropNoNexthop => "drop_no_nexthop",
+            Reason::DropNoIface => "drop_no_iface",
+            Reason::DropUnsupported => "drop_unsupported",
+            Reason::Forwarded => "forwarded",
+            Reason::DropFragment => "drop_fragment",
+        }
+    }
+}
+
+/// Seed of the flow hash. Fixed, so every director with the same config
+/// maps a flow to the same real server (a DR flow survives a failover).
+pub const FLOW_HASH_SEED: u32 = 0x1bd0_5eed;
+
+/// Hash of a flow for table-driven scheduling. Only the words that can be
+/// non-zero for the family are mixed in.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    let ports = ((key.sport as u32) << 16) | key.dport as u32;
+    if key.family == AF_INET {
+        crate::jhash::jhash_3words(key.src[0], key.dst[0], ports ^ ((key.proto as u32) << 24), FLOW_HASH_SEED)
+    } else {
+        let s = crate::jhash::jhash_3words(key.src[0], key.src[1], key.src[2], FLOW_HASH_SEED);
+        let d = crate::jhash::jhash_3words(key.src[3], key.dst[0], key.dst[1], s);
+        crate::jhash::jhash_3words(key.dst[2], key.dst[3], ports ^ ((key.proto as u32) << 24), d)
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: every type below is #[repr(C)], Copy, made only of integers
+    // and integer arrays, with padding spelled out as fields, so any byte
+    // pattern is a valid value and no byte is uninitialised.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for ConnInfo {}
+    unsafe impl aya::Pod for RealInfo {}
+    unsafe impl aya::Pod for IfaceInfo {}
+    unsafe impl aya::Pod for Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<VipInfo>(), 12);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<ConnInfo>(), 8);
+        assert_eq!(size_of::<RealInfo>(), 32);
+        assert_eq!(size_of::<IfaceInfo>(), 8);
+        assert_eq!(size_of::<Counters>(), 24);
+    }
+
+    #[test]
+    fn reasons_are_indexed_in_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}
