@@ -1,8 +1,48 @@
+//! lbd's XDP programs. Only the entry points live here; each concern has
+//! its own module (parsing, connection table, scheduling, forwarding,
+//! counters), as in Katran's sources.
 #![no_std]
 #![no_main]
+
+mod balancer;
+mod bench;
+mod conn;
+mod fwd;
+mod maps;
+mod parse;
+mod sched;
+mod stats;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+/// The load balancer, attached to the director's interfaces.
 #[xdp]
-pub fn balancer(_ctx: XdpContext) -> u32 { xdp_action::XDP_PASS }
+pub fn balancer(ctx: XdpContext) -> u32 {
+    balancer::process(&ctx)
+}
+
+/// Passes everything. A veth delivers frames that its peer sends with
+/// XDP_TX only if it runs a native XDP program itself (TOOLCHAIN.md): labs
+/// attach this one to the peers of directors' interfaces.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Drops everything: the floor of the benchmark harness.
+#[xdp]
+pub fn xdp_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// Benchmark harness: restores a template frame, then tail-calls.
+#[xdp]
+pub fn bench_harness(ctx: XdpContext) -> u32 {
+    bench::run(&ctx)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

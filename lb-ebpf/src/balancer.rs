@@ -1,0 +1,104 @@
+//! The per-packet path: parse → VIP → connection table or scheduler →
+//! forward → count. Anything that is not for a VIP passes untouched; VIP
+//! traffic that cannot be forwarded is dropped and counted by reason.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{
+    FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey, AF_INET,
+};
+
+use crate::{
+    conn,
+    fwd,
+    maps::{IFACES, REALS, VIPS},
+    parse::{self, Parsed, TCP_FLAG_SYN},
+    sched, stats,
+};
+
+#[inline(always)]
+fn pass(reason: Reason) -> u32 {
+    stats::count(reason);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(reason: Reason) -> u32 {
+    stats::count(reason);
+    xdp_action::XDP_DROP
+}
+
+/// VIP lookup: the exact port first, then the "every port" service.
+#[inline(always)]
+fn find_vip(key: &FlowKey) -> Option<VipInfo> {
+    let mut vk = VipKey { addr: key.dst, port: key.dport, proto: key.proto, family: key.family };
+    // SAFETY: values are plain data copied out at once.
+    if let Some(v) = unsafe { VIPS.get(&vk) } {
+        return Some(*v);
+    }
+    vk.port = 0;
+    unsafe { VIPS.get(&vk) }.copied()
+}
+
+pub fn process(ctx: &XdpContext) -> u32 {
+    let flow = match parse::parse(ctx) {
+        Parsed::Flow(f) => f,
+        Parsed::Ipv6 => return pass(Reason::PassIpv6),
+        Parsed::NotBalanced => return pass(Reason::PassNotIp),
+        Parsed::Malformed => return pass(Reason::PassMalformed),
+        Parsed::Fragment { dst, proto } => {
+            // Only a port-0 service can own a fragment without ports.
+            let vk = VipKey { addr: [dst, 0, 0, 0], port: 0, proto, family: AF_INET };
+            // SAFETY: lookup only.
+            return if unsafe { VIPS.get(&vk) }.is_some() {
+                drop(Reason::DropFragment)
+            } else {
+                pass(Reason::PassNotVip)
+            };
+        }
+    };
+    let Some(vip) = find_vip(&flow.key) else {
+        return pass(Reason::PassNotVip);
+    };
+
+    let (slot, real, new_conn) = match conn::lookup(&flow.key) {
+        Some((slot, real)) => (slot, real, false),
+        None => {
+            // A TCP segment without SYN belongs to a flow this director has
+            // not seen (failover, table eviction): the Maglev table gives
+            // every director the same answer for it, whatever the scheduler.
+            let slot = if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0 {
+                sched::maglev(&vip, &flow.key)
+            } else {
+                sched::pick(&vip, &flow.key)
+            };
+            if slot == 0 {
+                return drop(Reason::DropNoReal);
+            }
+            let Some(real) = REALS.get_ptr(slot) else {
+                return drop(Reason::DropNoReal);
+            };
+            // SAFETY: the map returned a valid pointer.
+            conn::record(&flow.key, slot, unsafe { (*real).generation });
+            (slot, real, true)
+        }
+    };
+    // SAFETY: pointer from a map lookup; copied out at once.
+    let real = unsafe { *real };
+    if real.family == 0 {
+        return drop(Reason::DropNoReal);
+    }
+    if real.flags & REAL_F_MAC_RESOLVED == 0 {
+        return drop(Reason::DropNoNexthop);
+    }
+    // SAFETY: reading the context of this packet.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: lookup only; copied out at once.
+    let Some(iface) = (unsafe { IFACES.get(&ifindex) }).copied() else {
+        return drop(Reason::DropNoIface);
+    };
+    if vip.method != FwdMethod::Dr as u8 {
+        return drop(Reason::DropUnsupported);
+    }
+    stats::forwarded(vip.id, slot, flow.ip_len as u64, new_conn);
+    fwd::dr::forward(ctx, &real.mac, &iface.mac)
+}

@@ -1,0 +1,49 @@
+//! Benchmark harness. BPF_PROG_TEST_RUN with repeat > 1 reuses one buffer,
+//! so a program that rewrites the frame would see its own output on the
+//! next round. The harness writes the template frame back first (optionally
+//! with a fresh source port, to make every round a new flow) and then
+//! tail-calls the program under test. Timing the harness around a plain
+//! XDP_DROP program gives the floor to subtract.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+
+use crate::{maps::{BENCH_FRAME, BENCH_PROGS}, parse::ptr_at};
+
+pub const FRAME_WORDS: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Frame {
+    pub words: [u64; FRAME_WORDS],
+    /// Byte offset of a 16-bit field to bump on every round (0 = none).
+    pub vary_off: u32,
+    pub counter: u32,
+}
+
+pub fn run(ctx: &XdpContext) -> u32 {
+    let Some(frame) = BENCH_FRAME.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: pointer from a map lookup.
+    let frame = unsafe { &mut *frame };
+    let mut i = 0;
+    while i < FRAME_WORDS {
+        match ptr_at::<u64>(ctx, i * 8) {
+            // SAFETY: bounds checked by ptr_at.
+            Some(p) => unsafe { p.write_unaligned(frame.words[i]) },
+            None => break,
+        }
+        i += 1;
+    }
+    if frame.vary_off != 0 {
+        frame.counter = frame.counter.wrapping_add(1);
+        let off = (frame.vary_off & 0x7f) as usize;
+        if let Some(p) = ptr_at::<u16>(ctx, off) {
+            // SAFETY: bounds checked by ptr_at.
+            unsafe { p.write_unaligned((frame.counter as u16 | 1024).to_be()) };
+        }
+    }
+    // SAFETY: tail call into the program under test; returns only on failure.
+    unsafe { BENCH_PROGS.tail_call(ctx, 0) };
+    xdp_action::XDP_ABORTED
+}

@@ -1,0 +1,2 @@
+//! Forwarding methods, one file each.
+pub mod dr;

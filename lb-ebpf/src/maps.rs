@@ -1,0 +1,60 @@
+//! Every map of the balancer. User space (lb-userspace's XDP data plane)
+//! finds them by these names, pins them and fills them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+};
+use lb_common::{
+    ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, IfaceInfo, MAGLEV_TABLE_SIZE, MAX_IFACES,
+    MAX_REALS, MAX_VIPS, REASON_COUNT, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
+};
+
+/// Virtual services: (address, port, protocol) → VIP info.
+#[map(name = "LB_VIPS")]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Connection table: 5-tuple → real-server slot. LRU, so a full table
+/// forgets the least recently used flow, never refuses a new one.
+/// User space sets the size from `global.conn_table_size`.
+#[map(name = "LB_CONNS")]
+pub static CONNS: LruHashMap<FlowKey, ConnInfo> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// Real servers by slot id (slot 0 is never used).
+#[map(name = "LB_REALS")]
+pub static REALS: Array<RealInfo> = Array::with_max_entries(MAX_REALS, 0);
+
+/// Every VIP's Maglev table, `MAGLEV_TABLE_SIZE` slot ids per VIP id.
+#[map(name = "LB_MAGLEV")]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(MAX_VIPS * MAGLEV_TABLE_SIZE, 0);
+
+/// Every VIP's round-robin sequence, `SCHED_SEQ_SIZE` slot ids per VIP id.
+#[map(name = "LB_SCHED_SEQ")]
+pub static SCHED_SEQ: Array<u32> = Array::with_max_entries(MAX_VIPS * SCHED_SEQ_SIZE, 0);
+
+/// Position in each VIP's sequence. Per CPU: no contention between CPUs;
+/// each CPU walks the whole sequence, so the spread stays even.
+#[map(name = "LB_SCHED_POS")]
+pub static SCHED_POS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// Interfaces the program is attached to: ifindex → own MAC.
+#[map(name = "LB_IFACES")]
+pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// Traffic counters per VIP id and per real slot.
+#[map(name = "LB_VIP_STATS")]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+#[map(name = "LB_REAL_STATS")]
+pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+
+/// Packets passed, dropped and forwarded, by `lb_common::Reason`.
+#[map(name = "LB_DP_STATS")]
+pub static DP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+
+/// Benchmark harness: template frame, its settings, and the program it
+/// tail-calls (see `bench.rs`). Unused in production.
+#[map(name = "BENCH_FRAME")]
+pub static BENCH_FRAME: Array<crate::bench::Frame> = Array::with_max_entries(1, 0);
+#[map(name = "BENCH_PROGS")]
+pub static BENCH_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);

@@ -1,0 +1,196 @@
+//! lbd's main loop: load the config, start the data plane, apply the
+//! desired state, keep real servers' next hops resolved, serve the control
+//! socket, reload on SIGHUP, and stop on SIGTERM/SIGINT.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+use crate::api::server::{ControlSocket, Handler};
+use crate::api::{Request, Response};
+use crate::config::{self, Config, DataplaneKind};
+use crate::dataplane::Dataplane;
+use crate::dataplane::xdp::{XdpDataplane, XdpOptions};
+use crate::neighbor::NeighborResolver;
+use crate::state::DesiredState;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    /// Remove the pinned data plane (detach XDP) when lbd stops.
+    pub cleanup_on_exit: bool,
+    /// Overrides `global.interfaces` when not empty.
+    pub interfaces: Vec<String>,
+}
+
+struct Inner {
+    config_path: PathBuf,
+    config: Config,
+    desired: DesiredState,
+    dataplane: Box<dyn Dataplane>,
+}
+
+pub struct Daemon {
+    inner: Mutex<Inner>,
+}
+
+impl Daemon {
+    /// Re-reads the config file and applies only the difference. A file
+    /// with errors changes nothing; the errors (with positions) come back.
+    pub async fn reload(&self) -> Result<String, String> {
+        let mut inner = self.inner.lock().await;
+        let mut config = config::load_file(&inner.config_path).map_err(|e| e.to_string())?;
+        // An interface given on the command line outlives reloads.
+        config.global.interfaces = inner.config.global.interfaces.clone();
+        if config.global.interfaces != inner.config.global.interfaces
+            || config.global.bpf_pin_dir != inner.config.global.bpf_pin_dir
+        {
+            warn!("global.interfaces and global.bpf_pin_dir take effect at the next start");
+        }
+        let desired = DesiredState::from_config(&config);
+        let changes = inner.desired.diff(&desired);
+        inner.dataplane.check(&desired).map_err(|e| format!("{e:#}"))?;
+        inner.dataplane.apply(&changes).map_err(|e| format!("{e:#}"))?;
+        inner.desired = desired;
+        inner.config = config;
+        let msg = format!("reloaded: {} change(s) applied", changes.len());
+        info!("{msg}");
+        Ok(msg)
+    }
+
+    async fn refresh_neighbors(&self, resolver: &mut NeighborResolver) -> anyhow::Result<bool> {
+        let wanted = self.inner.lock().await.dataplane.wanted_neighbors();
+        let known = resolver.refresh(&wanted).await?;
+        let mut inner = self.inner.lock().await;
+        let mut all_resolved = true;
+        for (addr, mac) in known {
+            all_resolved &= mac.is_some();
+            inner.dataplane.set_neighbor(addr, mac)?;
+        }
+        Ok(all_resolved)
+    }
+}
+
+impl Handler for Daemon {
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Status => match self.inner.lock().await.dataplane.status() {
+                Ok(s) => Response::ok(s),
+                Err(e) => Response::err(format!("{e:#}")),
+            },
+            Request::Reload => match self.reload().await {
+                Ok(msg) => Response::ok(msg),
+                Err(e) => Response::err(e),
+            },
+        }
+    }
+}
+
+/// Warns about VIPs that are on no local interface: the director must own
+/// a VIP (or VRRP must add it) for clients' ARP to reach it.
+fn warn_unowned_vips(config: &Config) {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return };
+    let local: Vec<IpAddr> = addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .collect();
+    for vs in &config.virtual_servers {
+        let owned_by_vrrp = config.vrrp_instances.values().any(|i| {
+            i.virtual_ipaddresses.iter().any(|v| v.address.addr() == vs.vip.addr())
+        });
+        if !owned_by_vrrp && !local.iter().any(|a| vs.vip.contains(a)) {
+            warn!(vip = %vs.vip, "virtual server {}: its VIP is on no interface and no VRRP instance owns it", vs.name);
+        }
+    }
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut config = config::load_file(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !opts.interfaces.is_empty() {
+        config.global.interfaces = opts.interfaces.clone();
+    }
+    if config.global.interfaces.is_empty() {
+        bail!("no interface to attach to: set global.interfaces or pass --interface");
+    }
+    if config.global.dataplane == DataplaneKind::Ipvs {
+        bail!("global.dataplane: ipvs is not implemented yet; use xdp");
+    }
+    if !config.vrrp_instances.is_empty() {
+        warn!("vrrp_instances are not implemented yet and are ignored");
+    }
+    let xdp_opts = XdpOptions {
+        interfaces: config.global.interfaces.clone(),
+        mode: config.global.xdp_mode,
+        pin_dir: config.global.bpf_pin_dir.clone(),
+        conn_table_size: config.global.conn_table_size,
+    };
+    let mut dataplane: Box<dyn Dataplane> = Box::new(XdpDataplane::start(&xdp_opts)?);
+    let desired = DesiredState::from_config(&config);
+    dataplane.check(&desired)?;
+    dataplane.apply(&DesiredState::default().diff(&desired))?;
+    warn_unowned_vips(&config);
+    let socket_path = config.global.api.socket.clone();
+    let daemon = Arc::new(Daemon {
+        inner: Mutex::new(Inner {
+            config_path: opts.config.clone(),
+            config,
+            desired,
+            dataplane,
+        }),
+    });
+    let socket = ControlSocket::bind(&socket_path)?;
+    let server = tokio::spawn(socket.serve(daemon.clone()));
+    let mut resolver = NeighborResolver::new(&xdp_opts.interfaces)?;
+    info!(config = %opts.config.display(), "lbd running");
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut delay = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Err(e) = daemon.reload().await {
+                    error!("reload failed, running config kept:\n{e}");
+                }
+            }
+            _ = tokio::time::sleep(delay) => {
+                // Poll fast until every real is resolved, then every second.
+                delay = match daemon.refresh_neighbors(&mut resolver).await {
+                    Ok(true) => Duration::from_secs(1),
+                    Ok(false) => Duration::from_millis(100),
+                    Err(e) => {
+                        warn!("neighbour refresh: {e:#}");
+                        Duration::from_secs(1)
+                    }
+                };
+            }
+        }
+    }
+    info!("stopping");
+    server.abort();
+    let _ = server.await;
+    let daemon = Arc::try_unwrap(daemon).map_err(|_| anyhow::anyhow!("daemon still in use"))?;
+    let inner = daemon.inner.into_inner();
+    if opts.cleanup_on_exit {
+        resolver.remove_added().await;
+        inner.dataplane.shutdown(true)?;
+        info!("data plane removed");
+    } else {
+        inner.dataplane.shutdown(false)?;
+        info!("data plane left pinned and forwarding");
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Data planes: what turns a `DesiredState` into forwarding.
+//!
+//! `Dataplane` has one implementation per way of forwarding (XDP here;
+//! kernel IPVS later). The daemon feeds it `Change`s from `DesiredState::diff`
+//! and reads back status and counters; nothing else knows which one runs.
+
+pub mod slots;
+pub mod xdp;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Change, DesiredState};
+
+/// Counters of a service or real server, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// New connections scheduled.
+    pub conns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealStatus {
+    pub address: IpAddr,
+    pub port: u16,
+    /// ipvsadm's forward column: Route, Masq, Tunnel.
+    pub forward: String,
+    pub weight: u32,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    /// False while the real's next hop (MAC) is unresolved.
+    pub next_hop_resolved: bool,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// "TCP" or "UDP".
+    pub protocol: String,
+    /// Address, or prefix for a prefix VIP.
+    pub vip: String,
+    pub port: u16,
+    pub scheduler: String,
+    pub method: String,
+    pub reals: Vec<RealStatus>,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// "xdp" or "ipvs".
+    pub kind: String,
+    /// Capacity of the connection table (ipvsadm's "size=").
+    pub conn_table_size: u32,
+    pub services: Vec<ServiceStatus>,
+    /// Packets passed, dropped and forwarded by reason.
+    pub reasons: Vec<(String, u64)>,
+}
+
+pub trait Dataplane: Send {
+    /// Whether this data plane can implement `desired` at all (schedulers,
+    /// methods, families it supports). Checked before anything is applied,
+    /// so a config it cannot carry out changes nothing.
+    fn check(&self, desired: &DesiredState) -> anyhow::Result<()>;
+
+    /// Applies changes in order. An error leaves the changes before it
+    /// applied; the caller logs it and keeps running.
+    fn apply(&mut self, changes: &[Change]) -> anyhow::Result<()>;
+
+    /// Services, reals and counters as the data plane holds them.
+    fn status(&self) -> anyhow::Result<DataplaneStatus>;
+
+    /// Stops: with `cleanup`, removes everything it set up; without, leaves
+    /// the data plane forwarding for the next lbd to adopt.
+    fn shutdown(self: Box<Self>, cleanup: bool) -> anyhow::Result<()>;
+
+    /// Real-server addresses whose link-layer address the data plane needs.
+    fn wanted_neighbors(&self) -> Vec<IpAddr> {
+        Vec::new()
+    }
+
+    /// A real server's MAC address was learned (or lost: `None`).
+    fn set_neighbor(&mut self, _addr: IpAddr, _mac: Option<[u8; 6]>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

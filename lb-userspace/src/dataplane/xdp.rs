@@ -1,0 +1,641 @@
+//! The XDP data plane: loads lb-ebpf's `balancer`, attaches it to the
+//! configured interfaces, pins link, program and maps under the pin
+//! directory (so forwarding outlives lbd), and keeps the maps equal to the
+//! desired state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
+};
+use lb_common::{
+    AF_INET, AF_INET6, ConnInfo, Counters, FlowKey, FwdMethod, IfaceInfo, MAGLEV_TABLE_SIZE,
+    MAX_REALS, MAX_VIPS, REAL_F_MAC_RESOLVED, Reason, RealInfo, SCHED_SEQ_SIZE, SchedKind, VipInfo,
+    VipKey, maglev, wrr,
+};
+use tracing::{debug, info, warn};
+
+use super::slots::{IdPool, SlotPool};
+use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
+use crate::config::{Method, Protocol, Scheduler, XdpMode as ConfigXdpMode};
+use crate::state::{Change, DesiredState, Real, RealKey, ServiceAttrs, ServiceKey};
+
+/// The eBPF object built by build.rs (aya-build), embedded in the binary.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// Where and how to attach.
+#[derive(Clone, Debug)]
+pub struct XdpOptions {
+    pub interfaces: Vec<String>,
+    pub mode: ConfigXdpMode,
+    pub pin_dir: PathBuf,
+    pub conn_table_size: u32,
+}
+
+/// The typed maps, taken out of the loaded object.
+struct Maps {
+    vips: BpfHashMap<MapData, VipKey, VipInfo>,
+    conns: BpfHashMap<MapData, FlowKey, ConnInfo>,
+    reals: Array<MapData, RealInfo>,
+    maglev: Array<MapData, u32>,
+    seq: Array<MapData, u32>,
+    ifaces: BpfHashMap<MapData, u32, IfaceInfo>,
+    vip_stats: PerCpuArray<MapData, Counters>,
+    real_stats: PerCpuArray<MapData, Counters>,
+    dp_stats: PerCpuArray<MapData, u64>,
+}
+
+struct RealSlot {
+    real: Real,
+    slot: u32,
+}
+
+struct ServiceSlots {
+    vip_id: u32,
+    attrs: ServiceAttrs,
+    reals: Vec<RealSlot>,
+    /// The Maglev table as last written, to write only what changed;
+    /// `None` until the first write (the id's old contents are unknown).
+    maglev: Option<Vec<u32>>,
+}
+
+struct Attached {
+    ifname: String,
+    _link: PinnedLink,
+}
+
+pub struct XdpDataplane {
+    ebpf: Ebpf,
+    maps: Maps,
+    conn_table_size: u32,
+    pin_dir: Option<PathBuf>,
+    attached: Vec<Attached>,
+    services: HashMap<ServiceKey, ServiceSlots>,
+    vip_ids: IdPool,
+    slots: SlotPool,
+    neighbors: HashMap<IpAddr, [u8; 6]>,
+}
+
+/// Takes a map out of the object, pinning it under `pin_dir/maps` first.
+fn take<T>(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> anyhow::Result<T>
+where
+    T: TryFrom<Map>,
+    <T as TryFrom<Map>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    if let Some(dir) = pin_dir {
+        map.pin(dir.join("maps").join(name)).with_context(|| format!("pinning map {name}"))?;
+    }
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+/// IPv4 in word 0, IPv6 in all four; network byte order in memory.
+pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], AF_INET),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], AF_INET6)
+        }
+    }
+}
+
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => lb_common::IPPROTO_TCP,
+        Protocol::Udp => lb_common::IPPROTO_UDP,
+    }
+}
+
+fn forward_name(m: Method) -> &'static str {
+    match m {
+        Method::Dr => "Route",
+        Method::Nat => "Masq",
+        Method::Tun => "Tunnel",
+    }
+}
+
+fn vip_key(key: &ServiceKey) -> VipKey {
+    let (addr, family) = addr_words(key.vip.addr());
+    VipKey { addr, port: key.port.to_be(), proto: proto_number(key.protocol), family }
+}
+
+impl XdpDataplane {
+    /// Loads the programs and maps without attaching or pinning anything:
+    /// what BPF fixtures and benchmarks drive through BPF_PROG_TEST_RUN.
+    pub fn load_detached(conn_table_size: u32) -> anyhow::Result<Self> {
+        Self::load(conn_table_size, None)
+    }
+
+    fn load(conn_table_size: u32, pin_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("LB_CONNS", conn_table_size.max(1));
+        let mut ebpf = loader.load(EBPF_OBJECT).context(
+            "loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN, and kernel BTF)",
+        )?;
+        for name in ["balancer", "xdp_pass"] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("verifier rejected program {name}"))?;
+        }
+        let maps = Maps {
+            vips: take(&mut ebpf, "LB_VIPS", pin_dir)?,
+            conns: take(&mut ebpf, "LB_CONNS", pin_dir)?,
+            reals: take(&mut ebpf, "LB_REALS", pin_dir)?,
+            maglev: take(&mut ebpf, "LB_MAGLEV", pin_dir)?,
+            seq: take(&mut ebpf, "LB_SCHED_SEQ", pin_dir)?,
+            ifaces: take(&mut ebpf, "LB_IFACES", pin_dir)?,
+            vip_stats: take(&mut ebpf, "LB_VIP_STATS", pin_dir)?,
+            real_stats: take(&mut ebpf, "LB_REAL_STATS", pin_dir)?,
+            dp_stats: take(&mut ebpf, "LB_DP_STATS", pin_dir)?,
+        };
+        Ok(XdpDataplane {
+            ebpf,
+            maps,
+            conn_table_size,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            attached: Vec::new(),
+            services: HashMap::new(),
+            vip_ids: IdPool::new(0, MAX_VIPS),
+            slots: SlotPool::new(MAX_REALS),
+            neighbors: HashMap::new(),
+        })
+    }
+
+    /// Loads, attaches to every interface and pins everything under
+    /// `pin_dir`. Pins left by an earlier run are replaced.
+    pub fn start(opts: &XdpOptions) -> anyhow::Result<Self> {
+        remove_pins(&opts.pin_dir)?;
+        std::fs::create_dir_all(opts.pin_dir.join("maps"))
+            .with_context(|| format!("creating {} (is bpffs mounted?)", opts.pin_dir.display()))?;
+        let mut dp = Self::load(opts.conn_table_size, Some(&opts.pin_dir))?;
+        let prog = dp.balancer_mut();
+        prog.pin(opts.pin_dir.join("prog_balancer")).context("pinning program")?;
+        for ifname in &opts.interfaces {
+            dp.attach(ifname, opts.mode, &opts.pin_dir)?;
+        }
+        Ok(dp)
+    }
+
+    fn attach(&mut self, ifname: &str, mode: ConfigXdpMode, pin_dir: &Path) -> anyhow::Result<()> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname)
+            .with_context(|| format!("interface {ifname} not found"))?;
+        let mac = interface_mac(ifname)?;
+        self.maps.ifaces.insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
+        let modes: &[XdpMode] = match mode {
+            ConfigXdpMode::Driver => &[XdpMode::Driver],
+            ConfigXdpMode::Skb => &[XdpMode::Skb],
+            ConfigXdpMode::Auto => &[XdpMode::Driver, XdpMode::Skb],
+        };
+        let prog = self.balancer_mut();
+        let mut last_err = None;
+        let mut attached = None;
+        // A link released just before (old pins removed) may take a moment
+        // to let go of the interface.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        'outer: loop {
+            for m in modes {
+                match prog.attach(ifname, *m) {
+                    Ok(id) => {
+                        attached = Some((id, *m));
+                        break 'outer;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let Some((id, used_mode)) = attached else {
+            return Err(anyhow!(last_err.unwrap())).with_context(|| format!("attaching XDP to {ifname}"));
+        };
+        let link: FdLink = prog.take_link(id)?.try_into().context("XDP link is not a bpf_link")?;
+        let pinned = link
+            .pin(pin_dir.join(format!("link_{ifname}")))
+            .with_context(|| format!("pinning the XDP link of {ifname}"))?;
+        info!(interface = ifname, mode = ?used_mode, "XDP balancer attached");
+        self.attached.push(Attached { ifname: ifname.to_string(), _link: pinned });
+        Ok(())
+    }
+
+    /// The `balancer` program (for BPF_PROG_TEST_RUN in fixtures, benches).
+    pub fn balancer(&self) -> &Xdp {
+        self.ebpf.program("balancer").and_then(|p| p.try_into().ok()).expect("balancer is loaded")
+    }
+
+    fn balancer_mut(&mut self) -> &mut Xdp {
+        self.ebpf.program_mut("balancer").and_then(|p| p.try_into().ok()).expect("balancer is loaded")
+    }
+
+    /// The loaded object, for tests that need its other programs.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Registers an interface the program may see packets on (fixtures
+    /// use loopback's ifindex, which BPF_PROG_TEST_RUN reports).
+    pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        self.maps.ifaces.insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
+        Ok(())
+    }
+
+    /// Forgets an interface (fixtures: traffic arriving on it is dropped).
+    pub fn remove_interface(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        self.maps.ifaces.remove(&ifindex)?;
+        Ok(())
+    }
+
+    /// Number of entries in the connection table.
+    pub fn conn_count(&self) -> usize {
+        self.maps.conns.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Packets counted per reason, summed over CPUs.
+    pub fn reason_count(&self, reason: Reason) -> u64 {
+        self.maps
+            .dp_stats
+            .get(&(reason as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// The slot and generation a real server of a service occupies.
+    pub fn real_slot(&self, key: &ServiceKey, real: RealKey) -> Option<(u32, u32)> {
+        let s = self.services.get(key)?;
+        let r = s.reals.iter().find(|r| r.real.key() == real)?;
+        Some((r.slot, self.slots.generation(r.slot)))
+    }
+
+    /// Removes every pin and detaches: `--cleanup-on-exit`.
+    pub fn cleanup(self) -> anyhow::Result<()> {
+        let dir = self.pin_dir.clone();
+        drop(self);
+        if let Some(dir) = dir {
+            remove_pins(&dir)?;
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
+    fn real_info(&self, real: &Real, slot: u32) -> RealInfo {
+        let (addr, family) = addr_words(real.addr);
+        let mac = self.neighbors.get(&real.addr).copied();
+        RealInfo {
+            addr,
+            mac: mac.unwrap_or([0; 6]),
+            flags: if mac.is_some() { REAL_F_MAC_RESOLVED } else { 0 },
+            family,
+            generation: self.slots.generation(slot),
+            port: real.port.to_be(),
+            _pad: [0; 2],
+        }
+    }
+
+    fn zero_counters(stats: &mut PerCpuArray<MapData, Counters>, index: u32) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        stats.set(index, PerCpuValues::try_from(vec![Counters::default(); cpus])?, 0)?;
+        Ok(())
+    }
+
+    fn add_service(&mut self, key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
+        check_service(key, attrs)?;
+        let vip_id = self
+            .vip_ids
+            .alloc()
+            .ok_or_else(|| anyhow!("{key}: more than {MAX_VIPS} virtual services"))?;
+        Self::zero_counters(&mut self.maps.vip_stats, vip_id)?;
+        self.services.insert(
+            key.clone(),
+            ServiceSlots { vip_id, attrs: attrs.clone(), reals: Vec::new(), maglev: None },
+        );
+        Ok(())
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey, freed: &mut Vec<u32>) -> anyhow::Result<()> {
+        let Some(s) = self.services.remove(key) else { return Ok(()) };
+        // The VIP disappears first, so no packet reads the tables after.
+        let _ = self.maps.vips.remove(&vip_key(key));
+        freed.extend(s.reals.iter().map(|r| r.slot));
+        self.vip_ids.release(s.vip_id);
+        Ok(())
+    }
+
+    fn service_mut(&mut self, key: &ServiceKey) -> anyhow::Result<&mut ServiceSlots> {
+        self.services.get_mut(key).ok_or_else(|| anyhow!("{key}: no such service"))
+    }
+
+    /// Rewrites a service's reals, tables and VIP entry, in the order that
+    /// never shows a packet a table pointing at an unwritten slot.
+    fn sync_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        let s = self.services.get(key).ok_or_else(|| anyhow!("{key}: no such service"))?;
+        let infos: Vec<(u32, RealInfo)> =
+            s.reals.iter().map(|r| (r.slot, self.real_info(&r.real, r.slot))).collect();
+        for (slot, info) in infos {
+            self.maps.reals.set(slot, info, 0)?;
+        }
+        let s = self.services.get(key).expect("checked above");
+        let vip_id = s.vip_id;
+        let backends: Vec<maglev::Backend> = s
+            .reals
+            .iter()
+            .map(|r| {
+                let (w, _) = addr_words(r.real.addr);
+                maglev::Backend {
+                    id: r.slot,
+                    identity: [w[0], w[1], w[2], w[3], r.real.port as u32],
+                    weight: r.real.weight,
+                }
+            })
+            .collect();
+        let table = maglev::build(&backends, MAGLEV_TABLE_SIZE);
+        let weights: Vec<(u32, u32)> = s.reals.iter().map(|r| (r.slot, r.real.weight)).collect();
+        let seq = match s.attrs.scheduler {
+            Scheduler::Rr => wrr::rr_sequence(&weights),
+            Scheduler::Wrr => wrr::wrr_sequence(&weights, SCHED_SEQ_SIZE as usize),
+            _ => Vec::new(),
+        };
+        let sched = if seq.is_empty() && matches!(s.attrs.scheduler, Scheduler::Mh) {
+            SchedKind::Maglev
+        } else if matches!(s.attrs.scheduler, Scheduler::Rr | Scheduler::Wrr) {
+            SchedKind::Sequence
+        } else {
+            SchedKind::Maglev
+        };
+        let method = match s.attrs.method {
+            Method::Dr => FwdMethod::Dr,
+            Method::Nat => FwdMethod::Nat,
+            Method::Tun => FwdMethod::Tun,
+        };
+        let base = vip_id * MAGLEV_TABLE_SIZE;
+        let previous = s.maglev.clone();
+        for (i, slot) in table.iter().enumerate() {
+            if previous.as_ref().is_some_and(|p| p[i] == *slot) {
+                continue;
+            }
+            self.maps.maglev.set(base + i as u32, *slot, 0)?;
+        }
+        let seq_base = vip_id * SCHED_SEQ_SIZE;
+        for (i, slot) in seq.iter().enumerate() {
+            self.maps.seq.set(seq_base + i as u32, *slot, 0)?;
+        }
+        let info = VipInfo {
+            id: vip_id,
+            sched: sched as u8,
+            method: method as u8,
+            flags: 0,
+            seq_len: seq.len() as u32,
+        };
+        self.maps.vips.insert(vip_key(key), info, 0)?;
+        self.services.get_mut(key).expect("checked above").maglev = Some(table);
+        debug!(service = %key, "synced");
+        Ok(())
+    }
+}
+
+/// Families, schedulers and methods this data plane implements so far.
+fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
+    if key.vip.prefix_len() != key.vip.max_prefix_len() {
+        bail!("{key}: VIP prefixes are not supported by the XDP data plane yet");
+    }
+    if key.vip.addr().is_ipv6() {
+        bail!("{key}: IPv6 VIPs are not supported by the XDP data plane yet");
+    }
+    if !matches!(attrs.scheduler, Scheduler::Mh | Scheduler::Rr | Scheduler::Wrr) {
+        bail!(
+            "{key}: scheduler {:?} is not implemented by the XDP data plane yet (mh, rr, wrr are)",
+            attrs.scheduler
+        );
+    }
+    if attrs.method != Method::Dr {
+        bail!("{key}: method {:?} is not implemented by the XDP data plane yet (DR is)", attrs.method);
+    }
+    Ok(())
+}
+
+impl Dataplane for XdpDataplane {
+    fn check(&self, desired: &DesiredState) -> anyhow::Result<()> {
+        if desired.services.len() > MAX_VIPS as usize {
+            bail!("{} virtual services; the XDP data plane holds {MAX_VIPS}", desired.services.len());
+        }
+        let reals: usize = desired.services.values().map(|s| s.reals.len()).sum();
+        if reals >= MAX_REALS as usize {
+            bail!("{reals} real servers; the XDP data plane holds {}", MAX_REALS - 1);
+        }
+        for s in desired.services.values() {
+            check_service(&s.key, &s.attrs)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown(self: Box<Self>, cleanup: bool) -> anyhow::Result<()> {
+        if cleanup { (*self).cleanup() } else { Ok(()) }
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> anyhow::Result<()> {
+        let mut touched = BTreeSet::new();
+        // Slots of removed reals are freed only after the tables that
+        // pointed at them have been rewritten.
+        let mut freed = Vec::new();
+        let mut result = Ok(());
+        for change in changes {
+            let r = match change {
+                Change::AddService(key, attrs) => {
+                    touched.insert(key.clone());
+                    self.add_service(key, attrs)
+                }
+                Change::EditService(key, attrs) => {
+                    touched.insert(key.clone());
+                    check_service(key, attrs).and_then(|_| {
+                        self.service_mut(key)?.attrs = attrs.clone();
+                        Ok(())
+                    })
+                }
+                Change::RemoveService(key) => {
+                    touched.remove(key);
+                    self.remove_service(key, &mut freed)
+                }
+                Change::AddReal(key, real) => {
+                    touched.insert(key.clone());
+                    match self.slots.alloc() {
+                        None => Err(anyhow!("{key}: more than {} real servers", MAX_REALS - 1)),
+                        Some((slot, _)) => {
+                            Self::zero_counters(&mut self.maps.real_stats, slot).and_then(|_| {
+                                self.service_mut(key)?.reals.push(RealSlot { real: real.clone(), slot });
+                                Ok(())
+                            })
+                        }
+                    }
+                }
+                Change::EditReal(key, real) => {
+                    touched.insert(key.clone());
+                    self.service_mut(key).map(|s| {
+                        if let Some(r) = s.reals.iter_mut().find(|r| r.real.key() == real.key()) {
+                            r.real = real.clone();
+                        }
+                    })
+                }
+                Change::RemoveReal(key, rk) => {
+                    touched.insert(key.clone());
+                    self.service_mut(key).map(|s| {
+                        if let Some(pos) = s.reals.iter().position(|r| r.real.key() == *rk) {
+                            freed.push(s.reals.remove(pos).slot);
+                        }
+                    })
+                }
+            };
+            if let Err(e) = r {
+                warn!("{e:#}");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        for key in &touched {
+            if self.services.contains_key(key) {
+                self.sync_service(key)?;
+            }
+        }
+        for slot in freed {
+            // The slot holds nobody now: flows pinned to it stop matching.
+            self.maps.reals.set(slot, RealInfo::default(), 0)?;
+            self.slots.release(slot);
+        }
+        result
+    }
+
+    fn status(&self) -> anyhow::Result<DataplaneStatus> {
+        let sum = |stats: &PerCpuArray<MapData, Counters>, i: u32| -> Stats {
+            let mut s = Stats::default();
+            if let Ok(values) = stats.get(&i, 0) {
+                for c in values.iter() {
+                    s.conns += c.new_conns;
+                    s.packets += c.packets;
+                    s.bytes += c.bytes;
+                }
+            }
+            s
+        };
+        let mut services: Vec<(&ServiceKey, &ServiceSlots)> = self.services.iter().collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        let services = services
+            .into_iter()
+            .map(|(key, s)| ServiceStatus {
+                name: s.attrs.name.clone(),
+                protocol: match key.protocol {
+                    Protocol::Tcp => "TCP".into(),
+                    Protocol::Udp => "UDP".into(),
+                },
+                vip: if key.vip.prefix_len() == key.vip.max_prefix_len() {
+                    key.vip.addr().to_string()
+                } else {
+                    key.vip.to_string()
+                },
+                port: key.port,
+                scheduler: format!("{:?}", s.attrs.scheduler).to_lowercase(),
+                method: format!("{:?}", s.attrs.method).to_uppercase(),
+                reals: s
+                    .reals
+                    .iter()
+                    .map(|r| RealStatus {
+                        address: r.real.addr,
+                        port: r.real.port,
+                        forward: forward_name(s.attrs.method).into(),
+                        weight: r.real.weight,
+                        active_conns: 0,
+                        inactive_conns: 0,
+                        next_hop_resolved: self.neighbors.contains_key(&r.real.addr),
+                        stats: sum(&self.maps.real_stats, r.slot),
+                    })
+                    .collect(),
+                stats: sum(&self.maps.vip_stats, s.vip_id),
+            })
+            .collect();
+        let reasons = Reason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), self.reason_count(*r)))
+            .collect();
+        Ok(DataplaneStatus {
+            kind: "xdp".into(),
+            conn_table_size: self.conn_table_size,
+            services,
+            reasons,
+        })
+    }
+
+    fn wanted_neighbors(&self) -> Vec<IpAddr> {
+        let set: BTreeSet<IpAddr> =
+            self.services.values().flat_map(|s| s.reals.iter().map(|r| r.real.addr)).collect();
+        set.into_iter().collect()
+    }
+
+    fn set_neighbor(&mut self, addr: IpAddr, mac: Option<[u8; 6]>) -> anyhow::Result<()> {
+        let changed = match mac {
+            Some(m) => self.neighbors.insert(addr, m) != Some(m),
+            None => self.neighbors.remove(&addr).is_some(),
+        };
+        if !changed {
+            return Ok(());
+        }
+        let slots: Vec<(Real, u32)> = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter().filter(|r| r.real.addr == addr).map(|r| (r.real.clone(), r.slot)))
+            .collect();
+        for (real, slot) in slots {
+            let info = self.real_info(&real, slot);
+            self.maps.reals.set(slot, info, 0)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for XdpDataplane {
+    fn drop(&mut self) {
+        for a in &self.attached {
+            debug!(interface = a.ifname, "leaving XDP link pinned");
+        }
+    }
+}
+
+/// Removes pins of an earlier run (its link pins too, which detaches it).
+fn remove_pins(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for sub in [dir.join("maps"), dir.to_path_buf()] {
+        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_file() || p.is_symlink() || !p.is_dir() {
+                std::fs::remove_file(&p).with_context(|| format!("removing pin {}", p.display()))?;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir.join("maps"));
+    Ok(())
+}
+
+/// The MAC address of an interface of this network namespace.
+pub fn interface_mac(ifname: &str) -> anyhow::Result<[u8; 6]> {
+    let addrs = nix::ifaddrs::getifaddrs().context("getifaddrs")?;
+    for ifa in addrs {
+        if ifa.interface_name != ifname {
+            continue;
+        }
+        if let Some(mac) = ifa.address.as_ref().and_then(|a| a.as_link_addr()).and_then(|l| l.addr()) {
+            return Ok(mac);
+        }
+    }
+    bail!("interface {ifname} has no MAC address")
+}

@@ -1,0 +1,221 @@
+//! The desired state: plain data describing what the data plane must do.
+//!
+//! Config, health checks and VRRP only ever change a `DesiredState`; the
+//! data plane only ever applies the difference between two of them
+//! (`diff`). So a reload, a health change or a restart all take one path,
+//! and nothing but the data plane knows whether XDP or IPVS runs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::config::{Config, Method, Protocol, Scheduler};
+
+/// What identifies a virtual service: ipvsadm's `-t/-u VIP:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ServiceKey {
+    pub vip: IpNet,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = match self.protocol {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        };
+        match self.vip.addr() {
+            IpAddr::V4(a) if self.vip.prefix_len() == 32 => write!(f, "{proto} {a}:{}", self.port),
+            IpAddr::V6(a) if self.vip.prefix_len() == 128 => {
+                write!(f, "{proto} [{a}]:{}", self.port)
+            }
+            _ => write!(f, "{proto} {}:{}", self.vip, self.port),
+        }
+    }
+}
+
+/// A real server of a service: identity (address, port) and effective weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Real {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Effective weight: configured, or 0 while drained or inhibited.
+    pub weight: u32,
+}
+
+impl Real {
+    pub fn key(&self) -> RealKey {
+        RealKey { addr: self.addr, port: self.port }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RealKey {
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+/// A virtual service's attributes (not its reals).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceAttrs {
+    pub name: String,
+    pub scheduler: Scheduler,
+    pub method: Method,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub key: ServiceKey,
+    pub attrs: ServiceAttrs,
+    /// In config order (IPVS's wrr walks reals in the order they were added).
+    pub reals: Vec<Real>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DesiredState {
+    pub services: BTreeMap<ServiceKey, Service>,
+}
+
+/// One step of bringing the data plane from one state to another, in the
+/// granularity of ipvsadm's commands (-A/-E/-D, -a/-e/-d).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    AddService(ServiceKey, ServiceAttrs),
+    EditService(ServiceKey, ServiceAttrs),
+    RemoveService(ServiceKey),
+    AddReal(ServiceKey, Real),
+    EditReal(ServiceKey, Real),
+    RemoveReal(ServiceKey, RealKey),
+}
+
+impl DesiredState {
+    /// The state a config asks for, before health checks have a say.
+    pub fn from_config(config: &Config) -> Self {
+        let mut services = BTreeMap::new();
+        for vs in &config.virtual_servers {
+            let key = ServiceKey { vip: vs.vip, port: vs.port, protocol: vs.protocol };
+            let reals = vs
+                .real_servers
+                .iter()
+                .map(|r| Real { addr: r.address, port: r.port, weight: r.weight })
+                .collect();
+            let attrs = ServiceAttrs {
+                name: vs.name.clone(),
+                scheduler: vs.scheduler,
+                method: vs.method,
+            };
+            services.insert(key.clone(), Service { key, attrs, reals });
+        }
+        DesiredState { services }
+    }
+
+    /// The changes that turn `self` into `new`: removals first (so a slot or
+    /// id they free can be reused), then edits, then additions.
+    pub fn diff(&self, new: &DesiredState) -> Vec<Change> {
+        let mut removals = Vec::new();
+        let mut edits = Vec::new();
+        let mut additions = Vec::new();
+        for (key, old) in &self.services {
+            let Some(new) = new.services.get(key) else {
+                removals.push(Change::RemoveService(key.clone()));
+                continue;
+            };
+            if old.attrs != new.attrs {
+                edits.push(Change::EditService(key.clone(), new.attrs.clone()));
+            }
+            for r in &old.reals {
+                match new.reals.iter().find(|n| n.key() == r.key()) {
+                    None => removals.push(Change::RemoveReal(key.clone(), r.key())),
+                    Some(n) if n != r => edits.push(Change::EditReal(key.clone(), n.clone())),
+                    Some(_) => {}
+                }
+            }
+            for n in &new.reals {
+                if !old.reals.iter().any(|r| r.key() == n.key()) {
+                    additions.push(Change::AddReal(key.clone(), n.clone()));
+                }
+            }
+        }
+        for (key, new) in &new.services {
+            if self.services.contains_key(key) {
+                continue;
+            }
+            additions.push(Change::AddService(key.clone(), new.attrs.clone()));
+            for r in &new.reals {
+                additions.push(Change::AddReal(key.clone(), r.clone()));
+            }
+        }
+        removals.into_iter().chain(edits).chain(additions).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey { vip: "10.0.0.100/32".parse().unwrap(), port, protocol: Protocol::Tcp }
+    }
+
+    fn service(port: u16, reals: &[(&str, u32)]) -> Service {
+        Service {
+            key: key(port),
+            attrs: ServiceAttrs {
+                name: format!("s{port}"),
+                scheduler: Scheduler::Mh,
+                method: Method::Dr,
+            },
+            reals: reals
+                .iter()
+                .map(|(a, w)| Real { addr: a.parse().unwrap(), port, weight: *w })
+                .collect(),
+        }
+    }
+
+    fn state(services: Vec<Service>) -> DesiredState {
+        DesiredState { services: services.into_iter().map(|s| (s.key.clone(), s)).collect() }
+    }
+
+    #[test]
+    fn identical_states_have_no_diff() {
+        let s = state(vec![service(80, &[("10.0.0.1", 1)])]);
+        assert!(s.diff(&s.clone()).is_empty());
+    }
+
+    #[test]
+    fn diff_touches_only_what_changed() {
+        let old = state(vec![
+            service(80, &[("10.0.0.1", 1), ("10.0.0.2", 1)]),
+            service(81, &[("10.0.0.1", 1)]),
+        ]);
+        let new = state(vec![
+            service(80, &[("10.0.0.1", 3), ("10.0.0.3", 1)]),
+            service(82, &[("10.0.0.9", 1)]),
+        ]);
+        let changes = old.diff(&new);
+        let real = |a: &str, p: u16, w: u32| Real { addr: a.parse().unwrap(), port: p, weight: w };
+        assert_eq!(
+            changes,
+            vec![
+                Change::RemoveReal(key(80), real("10.0.0.2", 80, 1).key()),
+                Change::RemoveService(key(81)),
+                Change::EditReal(key(80), real("10.0.0.1", 80, 3)),
+                Change::AddReal(key(80), real("10.0.0.3", 80, 1)),
+                Change::AddService(key(82), service(82, &[]).attrs),
+                Change::AddReal(key(82), real("10.0.0.9", 82, 1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn scheduler_change_is_an_edit() {
+        let old = state(vec![service(80, &[("10.0.0.1", 1)])]);
+        let mut s = service(80, &[("10.0.0.1", 1)]);
+        s.attrs.scheduler = Scheduler::Wrr;
+        let changes = old.diff(&state(vec![s.clone()]));
+        assert_eq!(changes, vec![Change::EditService(key(80), s.attrs)]);
+    }
+}

@@ -1,0 +1,101 @@
+//! BPF fixtures: the real `balancer` program, loaded with lbd's own
+//! data-plane code and driven packet-in/packet-out with BPF_PROG_TEST_RUN.
+//! Real servers' MACs come from lbd's neighbour map, never the host's.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use lb_userspace::config::{Method, Protocol, Scheduler};
+use lb_userspace::dataplane::Dataplane as _;
+use lb_userspace::dataplane::xdp::XdpDataplane;
+use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
+
+use crate::packet::DIRECTOR_MAC;
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+/// BPF_PROG_TEST_RUN reports loopback as the ingress interface.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+pub fn real_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x10, i]
+}
+
+/// Real server `i` of the fixtures: 10.0.0.(10+i).
+pub fn real_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 10 + i)
+}
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+/// A service description for fixtures.
+pub fn service(vip: Ipv4Addr, port: u16, protocol: Protocol, scheduler: Scheduler, reals: &[(u8, u32)]) -> Service {
+    Service {
+        key: ServiceKey { vip: IpAddr::V4(vip).into(), port, protocol },
+        attrs: ServiceAttrs { name: format!("{vip}:{port}"), scheduler, method: Method::Dr },
+        reals: reals
+            .iter()
+            .map(|&(i, weight)| Real { addr: IpAddr::V4(real_ip(i)), port, weight })
+            .collect(),
+    }
+}
+
+pub struct Fixture {
+    pub dp: XdpDataplane,
+    pub state: DesiredState,
+}
+
+/// What the program did with a frame.
+#[derive(Debug)]
+pub struct Outcome {
+    pub action: u32,
+    pub frame: Vec<u8>,
+}
+
+impl Fixture {
+    /// Loads the program with these services; every real's MAC is known.
+    pub fn new(services: Vec<Service>) -> Self {
+        let mut dp = XdpDataplane::load_detached(65536).expect("loading the balancer (root needed)");
+        dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC).unwrap();
+        let mut f = Fixture { dp, state: DesiredState::default() };
+        f.set(services);
+        for i in 0..=40u8 {
+            f.dp.set_neighbor(IpAddr::V4(real_ip(i)), Some(real_mac(i))).unwrap();
+        }
+        f
+    }
+
+    /// Applies a new set of services the way a reload does (by difference).
+    pub fn set(&mut self, services: Vec<Service>) {
+        let new = DesiredState { services: services.into_iter().map(|s| (s.key.clone(), s)).collect() };
+        self.dp.check(&new).expect("the data plane supports these services");
+        let changes = self.state.diff(&new);
+        self.dp.apply(&changes).expect("applying services");
+        self.state = new;
+    }
+
+    pub fn run(&self, frame: &[u8]) -> Outcome {
+        self.try_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    pub fn try_run(&self, frame: &[u8]) -> anyhow::Result<Outcome> {
+        let mut out = vec![0u8; frame.len() + 512];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let r = self.dp.balancer().test_run(opts)?;
+        out.truncate(r.data_size_out as usize);
+        Ok(Outcome { action: r.return_value, frame: out })
+    }
+
+    /// The real server (index) a forwarded frame went to, by its MAC.
+    pub fn real_of(&self, o: &Outcome) -> u8 {
+        assert_eq!(o.action, XDP_TX, "expected XDP_TX");
+        let mac = crate::packet::dst_mac(&o.frame);
+        assert_eq!(mac[..5], real_mac(0)[..5], "destination MAC is not a real server's: {mac:02x?}");
+        mac[5]
+    }
+}

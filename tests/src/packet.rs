@@ -1,0 +1,166 @@
+//! Readable packet builders for fixtures and benchmarks (etherparse), plus
+//! accessors for what the tests check in the frames that come back.
+
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+
+/// A TCP or UDP packet to build; defaults: client → VIP, SYN.
+#[derive(Clone, Debug)]
+pub struct Pkt {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+    pub ttl: u8,
+}
+
+/// TCP flags of a segment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+}
+
+pub const SYN: Flags = Flags { syn: true, ack: false, fin: false, rst: false, psh: false };
+pub const ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false, psh: false };
+pub const FIN_ACK: Flags = Flags { syn: false, ack: true, fin: true, rst: false, psh: false };
+pub const PSH_ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false, psh: true };
+
+impl Pkt {
+    pub fn to(dst: Ipv4Addr, dport: u16) -> Self {
+        Pkt {
+            src_mac: CLIENT_MAC,
+            dst_mac: DIRECTOR_MAC,
+            src: Ipv4Addr::new(10, 0, 0, 2),
+            dst,
+            sport: 40000,
+            dport,
+            payload: Vec::new(),
+            ttl: 64,
+        }
+    }
+
+    pub fn from(mut self, src: Ipv4Addr, sport: u16) -> Self {
+        self.src = src;
+        self.sport = sport;
+        self
+    }
+
+    pub fn payload(mut self, p: &[u8]) -> Self {
+        self.payload = p.to_vec();
+        self
+    }
+
+    fn base(&self) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+        PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ipv4(self.src.octets(), self.dst.octets(), self.ttl)
+    }
+
+    pub fn tcp(&self, flags: Flags) -> Vec<u8> {
+        let mut b = self.base().tcp(self.sport, self.dport, 1000, 64240);
+        if flags.syn {
+            b = b.syn();
+        }
+        if flags.ack {
+            b = b.ack(1);
+        }
+        if flags.fin {
+            b = b.fin();
+        }
+        if flags.rst {
+            b = b.rst();
+        }
+        if flags.psh {
+            b = b.psh();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &self.payload).expect("building a TCP packet");
+        out
+    }
+
+    pub fn udp(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.base().udp(self.sport, self.dport).write(&mut out, &self.payload).expect("building a UDP packet");
+        out
+    }
+
+    pub fn icmp_echo(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.base().icmpv4_echo_request(1, 1).write(&mut out, &self.payload).expect("building ICMP");
+        out
+    }
+}
+
+/// An ARP request for `target` from the client.
+pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[10, 0, 0, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+/// A TCP SYN over IPv6 to `dst`.
+pub fn tcp6_syn(dst: [u8; 16], dport: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], dst, 64)
+        .tcp(40000, dport, 1, 64240)
+        .syn()
+        .write(&mut out, &[])
+        .expect("building IPv6");
+    out
+}
+
+/// Inserts IPv4 options (`words` × 4 bytes of NOPs + EOL) into a frame,
+/// fixing IHL, total length and the header checksum.
+pub fn with_ip_options(frame: &[u8], words: usize) -> Vec<u8> {
+    let mut out = frame[..14 + 20].to_vec();
+    let mut opts = vec![1u8; words * 4];
+    *opts.last_mut().unwrap() = 0;
+    out.extend_from_slice(&opts);
+    out.extend_from_slice(&frame[14 + 20..]);
+    out[14] = 0x40 | (5 + words as u8);
+    let tot = u16::from_be_bytes([out[16], out[17]]) + (words * 4) as u16;
+    out[16..18].copy_from_slice(&tot.to_be_bytes());
+    fix_ipv4_checksum(&mut out);
+    out
+}
+
+/// Recomputes the IPv4 header checksum of a frame in place.
+pub fn fix_ipv4_checksum(frame: &mut [u8]) {
+    let ihl = (frame[14] & 0x0f) as usize * 4;
+    frame[24] = 0;
+    frame[25] = 0;
+    let mut sum: u32 = 0;
+    for c in frame[14..14 + ihl].chunks(2) {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let ck = !(sum as u16);
+    frame[24..26].copy_from_slice(&ck.to_be_bytes());
+}
+
+pub fn dst_mac(frame: &[u8]) -> [u8; 6] {
+    frame[0..6].try_into().unwrap()
+}
+
+pub fn src_mac(frame: &[u8]) -> [u8; 6] {
+    frame[6..12].try_into().unwrap()
+}
