@@ -1,0 +1,167 @@
+//! A director in a lab: the real `lbd` binary running in the director's
+//! namespace with its own pin directory and control socket, plus the pass
+//! program a veth peer needs to receive native XDP_TX frames.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{EbpfLoader, programs::{Xdp, XdpMode}};
+use lb_userspace::dataplane::DataplaneStatus;
+use lb_userspace::dataplane::xdp::EBPF_OBJECT;
+
+use crate::lab::DrLab;
+use crate::netns::{Netns, NsChild};
+
+/// The lab's config, as it lives in the repository.
+pub fn lab_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab-dr.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A binary of this workspace, next to the running executable (tests run
+/// from target/<profile>/deps, binaries live in target/<profile>).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("{name} not found near {} (build it with `cargo build -p lb-userspace`, or set {var})", exe.display())
+}
+
+/// `xdp_pass` attached natively to an interface of a namespace, so that
+/// frames its veth peer sends with XDP_TX are received (TOOLCHAIN.md).
+pub struct PeerPass {
+    _ebpf: aya::Ebpf,
+}
+
+impl PeerPass {
+    pub fn attach(ns: &Netns, ifname: &str) -> Result<PeerPass> {
+        let ifname = ifname.to_string();
+        ns.run(move || {
+            // Small tables: only the program is wanted from this object.
+            let mut ebpf = EbpfLoader::new().map_max_entries("LB_CONNS", 1).load(EBPF_OBJECT)?;
+            let prog: &mut Xdp =
+                ebpf.program_mut("xdp_pass").ok_or_else(|| anyhow!("xdp_pass missing"))?.try_into()?;
+            prog.load()?;
+            prog.attach(&ifname, XdpMode::Driver).with_context(|| format!("attaching xdp_pass to {ifname}"))?;
+            Ok(PeerPass { _ebpf: ebpf })
+        })
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// lbd running on a lab's director.
+pub struct Director {
+    child: Option<NsChild>,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub config_path: PathBuf,
+    _peer_pass: PeerPass,
+}
+
+impl Director {
+    /// Starts lbd with `config` (YAML) on the lab's director. The config's
+    /// pin directory and socket are replaced by ones unique to this run, so
+    /// labs can run side by side. Returns once every real's MAC is resolved.
+    pub fn start(lab: &DrLab, config: &str) -> Result<Director> {
+        let peer_pass = PeerPass::attach(&lab.switch, &lab.director_bridge_peer)?;
+        let tag = format!("lbt{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
+        let socket = std::env::temp_dir().join(format!("{tag}.sock"));
+        let config_path = std::env::temp_dir().join(format!("{tag}.yaml"));
+        let config = config
+            .replace("/sys/fs/bpf/lbd-lab", pin_dir.to_str().unwrap())
+            .replace("/run/lbd/lab.sock", socket.to_str().unwrap());
+        std::fs::write(&config_path, config)?;
+        let lbd = workspace_bin("lbd")?;
+        // `ip netns exec` gives the process a fresh /sys without bpffs:
+        // step back into this process's mount namespace (keeping the
+        // network namespace) so pins land in the host's /sys/fs/bpf.
+        let own_mounts = format!("--mount=/proc/{}/ns/mnt", std::process::id());
+        let child = lab.director.ns.spawn(&[
+            "nsenter",
+            &own_mounts,
+            "--",
+            lbd.to_str().unwrap(),
+            "--config",
+            config_path.to_str().unwrap(),
+            "--cleanup-on-exit",
+        ])?;
+        let mut d = Director { child: Some(child), socket, pin_dir, config_path, _peer_pass: peer_pass };
+        d.wait_ready(Duration::from_secs(15))?;
+        Ok(d)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!("lbd exited ({status}):\n{}", child.log());
+            }
+            if let Ok(status) = self.status() {
+                let all = status.services.iter().flat_map(|s| &s.reals).all(|r| r.next_hop_resolved);
+                if all {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("lbd not ready after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.child.as_ref().map(|c| c.log()).unwrap_or_default()
+    }
+
+    /// Runs `lbctl --socket <ours> args...` and returns its stdout.
+    pub fn lbctl(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(workspace_bin("lbctl")?)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("lbctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn status(&self) -> Result<DataplaneStatus> {
+        let json = self.lbctl(&["status", "--json"])?;
+        Ok(serde_json::from_str(&json)?)
+    }
+
+    /// Stops lbd with SIGTERM and checks it exits cleanly.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let status = child.stop(Duration::from_secs(10))?;
+            if !status.success() {
+                bail!("lbd exited with {status}:\n{}", child.log());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        // lbd removes its pins on a clean exit; a killed one leaves them.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
