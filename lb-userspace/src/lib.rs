@@ -1,1 +1,10 @@
+//! lbd: the daemon that drives the XDP load balancer, and lbctl's client
+//! side. Data flows config → `state::DesiredState` → diff →
+//! `dataplane::Dataplane::apply` (see ARCHITECTURE.md).
 
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod neighbor;
+pub mod state;

@@ -1,0 +1,351 @@
+//! The validated configuration the daemon works from: every default applied,
+//! every address parsed, every reference checked. Field meanings and
+//! defaults follow CONTRACT.md, which follows keepalived and ipvsadm.
+//!
+//! `Serialize` gives the JSON `lbd` prints; durations print as `"250ms"`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::duration;
+pub use super::error::Span;
+pub use super::keyword::{
+    AuthType, CheckType, DataplaneKind, DnsRecordType, HttpVersion, Method, Protocol, Scheduler,
+    VrrpState, XdpMode,
+};
+pub use super::script::Script;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub global: Global,
+    pub vrrp_scripts: BTreeMap<String, VrrpScript>,
+    pub vrrp_instances: BTreeMap<String, VrrpInstance>,
+    pub vrrp_sync_groups: BTreeMap<String, SyncGroup>,
+    pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// Director-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Global {
+    pub router_id: Option<String>,
+    pub dataplane: DataplaneKind,
+    /// Where the XDP program attaches; two-arm NAT lists both arms.
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub timeouts: Timeouts,
+    /// Entries of the connection table.
+    pub conn_table_size: u32,
+    /// User that scripts run as: never root unless said.
+    pub script_user: String,
+    /// New connections per CPU per second that are recorded; above it new
+    /// flows are forwarded by the VIP's Maglev table only.
+    pub new_conn_rate_limit: u64,
+    /// One per director, so several can share a host.
+    pub bpf_pin_dir: PathBuf,
+    pub api: Api,
+}
+
+/// Connection idle timeouts, as `ipvsadm --set tcp tcpfin udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    #[serde(serialize_with = "duration::serialize")]
+    pub tcp: Duration,
+    #[serde(serialize_with = "duration::serialize")]
+    pub tcp_fin: Duration,
+    #[serde(serialize_with = "duration::serialize")]
+    pub udp: Duration,
+}
+
+/// Where `lbctl` and Prometheus reach the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Api {
+    pub socket: PathBuf,
+    pub metrics: SocketAddr,
+}
+
+/// A tracked script (keepalived's vrrp_script).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VrrpScript {
+    pub script: Script,
+    #[serde(serialize_with = "duration::serialize")]
+    pub interval: Duration,
+    /// Defaults to `interval`, as keepalived's.
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+    /// > 0 adds to the priority while the script succeeds, < 0 subtracts while it fails.
+    pub weight: i32,
+    /// Successes needed to count as OK.
+    pub rise: u32,
+    /// Failures needed to count as failed.
+    pub fall: u32,
+    pub span: Span,
+}
+
+/// A VRRP instance: one virtual router on one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VrrpInstance {
+    /// Initial state only; the election decides.
+    pub state: VrrpState,
+    pub interface: String,
+    pub virtual_router_id: u8,
+    pub priority: u8,
+    #[serde(serialize_with = "duration::serialize")]
+    pub advert_int: Duration,
+    /// 2 or 3.
+    pub version: u8,
+    pub preempt: bool,
+    #[serde(serialize_with = "duration::serialize")]
+    pub preempt_delay: Duration,
+    pub authentication: Option<Authentication>,
+    pub unicast_src_ip: Option<IpAddr>,
+    /// Empty: multicast.
+    pub unicast_peers: Vec<IpAddr>,
+    pub virtual_ipaddresses: Vec<VirtualIpAddress>,
+    pub track_scripts: Vec<TrackScript>,
+    pub track_interfaces: Vec<String>,
+    pub notify: Notify,
+    pub span: Span,
+}
+
+/// VRRPv2 authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authentication {
+    #[serde(rename = "type")]
+    pub auth_type: AuthType,
+    pub password: String,
+}
+
+/// An address VRRP adds on the master and removes elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VirtualIpAddress {
+    /// A bare address is a /32 or /128.
+    pub address: IpNet,
+    /// None: the instance's interface.
+    pub dev: Option<String>,
+    pub label: Option<String>,
+}
+
+/// A reference from an instance to a `vrrp_scripts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackScript {
+    pub name: String,
+    /// Overrides the script's own weight.
+    pub weight: Option<i32>,
+    pub span: Span,
+}
+
+/// Scripts run on VRRP state changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Notify {
+    pub master: Option<Script>,
+    pub backup: Option<Script>,
+    pub fault: Option<Script>,
+    pub stop: Option<Script>,
+    /// Run on every change, with the new state as arguments (keepalived's `notify`).
+    pub any: Option<Script>,
+}
+
+/// Instances that change state together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncGroup {
+    pub instances: Vec<String>,
+    pub span: Span,
+}
+
+/// A load-balanced service: VIP (or prefix of VIPs), port, protocol.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VirtualServer {
+    /// Default `VIP:PORT` (`[v6]:PORT` for IPv6).
+    pub name: String,
+    /// A bare address is a /32 or /128; a wider prefix makes every address in it a VIP.
+    pub vip: IpNet,
+    /// 0 = every port.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub method: Method,
+    pub persistence: Option<Persistence>,
+    #[serde(serialize_with = "duration::serialize")]
+    pub delay_loop: Duration,
+    /// Minimum total weight of healthy reals for the service to count as up.
+    pub quorum: u32,
+    pub hysteresis: u32,
+    /// On a failed check: weight 0 instead of removal.
+    pub inhibit_on_failure: bool,
+    pub sorry_server: Option<SorryServer>,
+    pub real_servers: Vec<RealServer>,
+    pub span: Span,
+}
+
+/// Client affinity (ipvsadm `-p` and `-M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Persistence {
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+    /// Prefix length of the client address that is kept on one real.
+    pub netmask: u8,
+}
+
+/// Where traffic goes when no real server is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SorryServer {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// A backend of a virtual server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RealServer {
+    pub address: IpAddr,
+    /// Defaults to the virtual server's port; must equal it for DR and TUN.
+    pub port: u16,
+    /// 0..=65535; 0 takes no new connections.
+    pub weight: u32,
+    pub notify_up: Option<Script>,
+    pub notify_down: Option<Script>,
+    /// All must pass for the real to be up.
+    pub checks: Vec<Check>,
+    pub span: Span,
+}
+
+/// A health check of a real server. Settings shared by every kind sit here;
+/// the kind-specific ones in [`CheckKind`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    #[serde(flatten)]
+    pub kind: CheckKind,
+    /// None: the real server's address.
+    pub connect_ip: Option<IpAddr>,
+    /// None: the real server's port.
+    pub connect_port: Option<u16>,
+    /// Source address of the check's connections.
+    pub bindto: Option<IpAddr>,
+    #[serde(serialize_with = "duration::serialize")]
+    pub connect_timeout: Duration,
+    /// The check goes down after 1 + `retry` consecutive failures.
+    pub retry: u32,
+    #[serde(serialize_with = "duration::serialize")]
+    pub delay_before_retry: Duration,
+    /// None: the virtual server's `delay_loop`.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub delay_loop: Option<Duration>,
+    /// Random delay of up to this before the first check.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub warmup: Option<Duration>,
+    /// keepalived's alpha mode: the real starts down until a check passes.
+    pub alpha: bool,
+    pub span: Span,
+}
+
+impl Check {
+    /// Interval between checks, given the virtual server's `delay_loop`.
+    pub fn interval(&self, virtual_server: &VirtualServer) -> Duration {
+        self.delay_loop.unwrap_or(virtual_server.delay_loop)
+    }
+}
+
+/// What a check does, by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum CheckKind {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "HTTP")]
+    Http(HttpCheck),
+    #[serde(rename = "HTTPS")]
+    Https(HttpCheck),
+    #[serde(rename = "DNS")]
+    Dns(DnsCheck),
+    #[serde(rename = "SMTP")]
+    Smtp(SmtpCheck),
+    #[serde(rename = "SCRIPT")]
+    Script(ScriptCheck),
+    #[serde(rename = "PING")]
+    Ping,
+    #[serde(rename = "UDP")]
+    Udp(UdpCheck),
+}
+
+impl CheckKind {
+    pub fn check_type(&self) -> CheckType {
+        match self {
+            CheckKind::Tcp => CheckType::Tcp,
+            CheckKind::Http(_) => CheckType::Http,
+            CheckKind::Https(_) => CheckType::Https,
+            CheckKind::Dns(_) => CheckType::Dns,
+            CheckKind::Smtp(_) => CheckType::Smtp,
+            CheckKind::Script(_) => CheckType::Script,
+            CheckKind::Ping => CheckType::Ping,
+            CheckKind::Udp(_) => CheckType::Udp,
+        }
+    }
+}
+
+/// HTTP and HTTPS checks (keepalived's HTTP_GET / SSL_GET).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpCheck {
+    /// Default `/`.
+    pub path: String,
+    /// Accepted statuses; default 200-299.
+    pub status_code: Vec<StatusRange>,
+    /// MD5 of the body, lowercase hex.
+    pub digest: Option<String>,
+    /// Host header; None: the connect address.
+    pub virtualhost: Option<String>,
+    pub http_protocol: HttpVersion,
+    /// HTTPS: check the server certificate (keepalived does not).
+    pub verify: bool,
+}
+
+/// An inclusive range of HTTP status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatusRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        (self.from..=self.to).contains(&status)
+    }
+}
+
+/// A DNS query that must be answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsCheck {
+    /// Name queried; default `.`.
+    pub name: String,
+    pub record_type: DnsRecordType,
+}
+
+/// An SMTP greeting and HELO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SmtpCheck {
+    /// Default `localhost`.
+    pub helo_name: String,
+}
+
+/// A script whose exit status decides (keepalived's MISC_CHECK).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScriptCheck {
+    pub script: Script,
+    /// None: the check's interval.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub timeout: Option<Duration>,
+    /// Exit status 2..=255 sets the weight to status - 2 (keepalived's misc_dynamic).
+    pub dynamic: bool,
+}
+
+/// A UDP datagram sent to the real.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UdpCheck {
+    pub payload: Option<String>,
+    /// Down unless the real answers.
+    pub require_reply: bool,
+}
