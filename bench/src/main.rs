@@ -1,1 +1,213 @@
-fn main() {}
+//! `cargo xtask bench`: nanoseconds per packet of the `balancer` XDP
+//! program, through BPF_PROG_TEST_RUN, with 100 real servers behind a VIP.
+//!
+//! With repeat > 1 the kernel reruns the program on one buffer, so a
+//! rewriting program would see its own output. The `bench_harness` program
+//! writes a template frame back first (optionally with a fresh source
+//! address, so every round is a new flow) and tail-calls the program under
+//! test. The same harness tail-calling `xdp_drop` is the floor, measured in
+//! the same run and subtracted. Medians of several rounds, on one CPU.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{Array, ProgramArray};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use clap::Parser;
+use lb_common::{BENCH_FRAME_WORDS, BenchFrame};
+use lb_tests::fixture::{LOOPBACK_IFINDEX, real_ip, real_mac};
+use lb_tests::packet::{ACK, DIRECTOR_MAC, Pkt, SYN};
+use lb_userspace::config::{Method, Protocol, Scheduler};
+use lb_userspace::dataplane::Dataplane as _;
+use lb_userspace::dataplane::xdp::XdpDataplane;
+use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
+
+#[derive(Parser)]
+#[command(about = "ns/packet of the balancer XDP program (BPF_PROG_TEST_RUN)")]
+struct Args {
+    /// Program runs per measurement (the kernel times them together).
+    #[arg(long, default_value_t = 200_000)]
+    repeat: u32,
+    /// Measurements per case; the median is reported.
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// CPU to pin to.
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+    /// Connection table entries.
+    #[arg(long, default_value_t = 1 << 20)]
+    conn_table_size: u32,
+}
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// Offset of the IPv4 source address in an Ethernet frame.
+const SADDR_OFFSET: u32 = 14 + 12;
+
+fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .context("pinning to a CPU")?;
+    Ok(())
+}
+
+fn template(frame: &[u8], vary_off: u32) -> BenchFrame {
+    let mut bytes = [0u8; BENCH_FRAME_WORDS * 8];
+    bytes[..frame.len()].copy_from_slice(frame);
+    let mut words = [0u64; BENCH_FRAME_WORDS];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+    }
+    BenchFrame {
+        words,
+        vary_off,
+        counter: 0,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Bench {
+    dp: XdpDataplane,
+    frames: Array<aya::maps::MapData, BenchFrame>,
+    progs: ProgramArray<aya::maps::MapData>,
+    repeat: u32,
+}
+
+impl Bench {
+    /// Median ns per run of the harness around `target` for `frame`.
+    fn measure(
+        &mut self,
+        target: &str,
+        frame: &[u8],
+        vary_off: u32,
+        rounds: usize,
+    ) -> anyhow::Result<f64> {
+        let fd = {
+            let prog: &Xdp = self
+                .dp
+                .ebpf_mut()
+                .program(target)
+                .ok_or_else(|| anyhow!("{target}"))?
+                .try_into()?;
+            prog.fd()?.try_clone()?
+        };
+        self.progs.set(0, &fd, 0)?;
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            self.frames.set(0, template(frame, vary_off), 0)?;
+            let harness: &Xdp = self
+                .dp
+                .ebpf_mut()
+                .program("bench_harness")
+                .unwrap()
+                .try_into()?;
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(frame);
+            opts.repeat = self.repeat;
+            let r = harness.test_run(opts)?;
+            samples.push(r.duration.as_nanos() as f64);
+        }
+        Ok(median(samples))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    pin_to_cpu(args.cpu)?;
+    let mut dp = XdpDataplane::load_detached(args.conn_table_size)?;
+    dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC)?;
+    let reals: Vec<Real> = (1..=100u8)
+        .map(|i| Real {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)),
+            port: 80,
+            weight: 1,
+        })
+        .collect();
+    let key = ServiceKey {
+        vip: IpAddr::V4(VIP).into(),
+        port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let service = Service {
+        key: key.clone(),
+        attrs: ServiceAttrs {
+            name: "bench".into(),
+            scheduler: Scheduler::Mh,
+            method: Method::Dr,
+        },
+        reals: reals.clone(),
+    };
+    let state = DesiredState {
+        services: [(key, service)].into(),
+    };
+    dp.apply(&DesiredState::default().diff(&state))?;
+    for r in &reals {
+        dp.set_neighbor(r.addr, Some(real_mac(1)))?;
+    }
+    let _ = real_ip;
+    for name in ["bench_harness", "xdp_drop"] {
+        let p: &mut Xdp = dp.ebpf_mut().program_mut(name).unwrap().try_into()?;
+        p.load()?;
+    }
+    let frames = Array::try_from(dp.ebpf_mut().take_map("BENCH_FRAME").unwrap())?;
+    let progs = ProgramArray::try_from(dp.ebpf_mut().take_map("BENCH_PROGS").unwrap())?;
+    let mut bench = Bench {
+        dp,
+        frames,
+        progs,
+        repeat: args.repeat,
+    };
+
+    let flow = Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 1, 0, 1), 40000);
+    let syn = flow.tcp(SYN);
+    let ack = flow.tcp(ACK);
+    let non_vip = Pkt::to(Ipv4Addr::new(10, 0, 0, 3), 80).tcp(ACK);
+    // Make the ACK's flow established before timing it.
+    {
+        let prog = bench.dp.balancer();
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(&syn);
+        let r = prog.test_run(o)?;
+        anyhow::ensure!(
+            r.return_value == 3,
+            "the SYN was not forwarded ({})",
+            r.return_value
+        );
+    }
+
+    let rounds = args.rounds;
+    let floor_syn = bench.measure("xdp_drop", &syn, SADDR_OFFSET, rounds)?;
+    let floor = bench.measure("xdp_drop", &ack, 0, rounds)?;
+    let cases = [
+        (
+            "TCP SYN, new flow (100 reals, mh)",
+            bench.measure("balancer", &syn, SADDR_OFFSET, rounds)? - floor_syn,
+        ),
+        (
+            "TCP ACK, established flow",
+            bench.measure("balancer", &ack, 0, rounds)? - floor,
+        ),
+        (
+            "non-VIP packet (XDP_PASS)",
+            bench.measure("balancer", &non_vip, 0, rounds)? - floor,
+        ),
+    ];
+    println!(
+        "balancer, BPF_PROG_TEST_RUN, {} runs x {} rounds (median), CPU {}; net of the harness floor",
+        args.repeat, rounds, args.cpu
+    );
+    println!(
+        "floor (harness + XDP_DROP): {floor:.1} ns/packet ({floor_syn:.1} with a fresh source address)"
+    );
+    println!();
+    println!("| case | ns/packet |");
+    println!("|---|---:|");
+    for (name, ns) in cases {
+        println!("| {name} | {ns:.1} |");
+    }
+    Ok(())
+}

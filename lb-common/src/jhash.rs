@@ -69,9 +69,7 @@ pub fn jhash_2words(a: u32, b: u32, initval: u32) -> u32 {
 /// `jhash2(k, length, initval)`: hash of a slice of 32-bit words.
 pub fn jhash2(k: &[u32], initval: u32) -> u32 {
     let len = k.len() as u32;
-    let iv = JHASH_INITVAL
-        .wrapping_add(len << 2)
-        .wrapping_add(initval);
+    let iv = JHASH_INITVAL.wrapping_add(len << 2).wrapping_add(initval);
     let (mut a, mut b, mut c) = (iv, iv, iv);
     let mut rest = k;
     while rest.len() > 3 {

@@ -40,7 +40,7 @@ pub fn build(backends: &[Backend], size: u32) -> Vec<u32> {
         return table;
     }
     // Sorting by identity makes the fill order independent of input order.
-    live.sort_by(|a, b| a.identity.cmp(&b.identity));
+    live.sort_by_key(|b| b.identity);
     let offset: Vec<u64> = live
         .iter()
         .map(|b| jhash2(&b.identity, OFFSET_SEED) as u64 % m)
@@ -119,7 +119,12 @@ mod tests {
             let got = s[&backend.id] as f64 / MAGLEV_TABLE_SIZE as f64;
             // "within 1% of its weight share": relative error below 1%.
             let err = (got - expected).abs() / expected;
-            assert!(err < 0.01, "real {} weight {}: share {got:.5} expected {expected:.5} (err {err:.4})", backend.id, backend.weight);
+            assert!(
+                err < 0.01,
+                "real {} weight {}: share {got:.5} expected {expected:.5} (err {err:.4})",
+                backend.id,
+                backend.weight
+            );
         }
     }
 
@@ -129,7 +134,10 @@ mod tests {
         let before = build(&b, MAGLEV_TABLE_SIZE);
         let removed = 42;
         let after = build(
-            &b.iter().filter(|x| x.id != removed).cloned().collect::<Vec<_>>(),
+            &b.iter()
+                .filter(|x| x.id != removed)
+                .cloned()
+                .collect::<Vec<_>>(),
             MAGLEV_TABLE_SIZE,
         );
         let others = before.iter().filter(|&&id| id != removed).count();
@@ -139,7 +147,10 @@ mod tests {
             .filter(|(old, new)| **old != removed && old != new)
             .count();
         let ratio = moved as f64 / others as f64;
-        assert!(ratio <= 0.015, "moved {moved} of {others} slots ({ratio:.4})");
+        assert!(
+            ratio <= 0.015,
+            "moved {moved} of {others} slots ({ratio:.4})"
+        );
         assert!(after.iter().all(|&id| id != removed));
     }
 
@@ -156,7 +167,11 @@ mod tests {
         let b = backends(3, |i| if i == 2 { 0 } else { 1 });
         let t = build(&b, 65537);
         assert!(!t.contains(&2));
-        assert!(build(&backends(3, |_| 0), 65537).iter().all(|&x| x == EMPTY));
+        assert!(
+            build(&backends(3, |_| 0), 65537)
+                .iter()
+                .all(|&x| x == EMPTY)
+        );
         assert!(build(&[], 65537).iter().all(|&x| x == EMPTY));
     }
 }

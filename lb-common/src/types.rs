@@ -194,6 +194,21 @@ impl Reason {
     }
 }
 
+/// Words of the benchmark harness's template frame.
+pub const BENCH_FRAME_WORDS: usize = 16;
+
+/// The benchmark harness's template (see lb-ebpf's `bench.rs`): written
+/// back over the frame before every run of the program under test.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BenchFrame {
+    pub words: [u64; BENCH_FRAME_WORDS],
+    /// Byte offset of a 32-bit field set to a fresh value every round
+    /// (e.g. the IPv4 source address: every round is a new flow); 0 = none.
+    pub vary_off: u32,
+    pub counter: u32,
+}
+
 /// Seed of the flow hash. Fixed, so every director with the same config
 /// maps a flow to the same real server (a DR flow survives a failover).
 pub const FLOW_HASH_SEED: u32 = 0x1bd0_5eed;
@@ -204,11 +219,21 @@ pub const FLOW_HASH_SEED: u32 = 0x1bd0_5eed;
 pub fn flow_hash(key: &FlowKey) -> u32 {
     let ports = ((key.sport as u32) << 16) | key.dport as u32;
     if key.family == AF_INET {
-        crate::jhash::jhash_3words(key.src[0], key.dst[0], ports ^ ((key.proto as u32) << 24), FLOW_HASH_SEED)
+        crate::jhash::jhash_3words(
+            key.src[0],
+            key.dst[0],
+            ports ^ ((key.proto as u32) << 24),
+            FLOW_HASH_SEED,
+        )
     } else {
         let s = crate::jhash::jhash_3words(key.src[0], key.src[1], key.src[2], FLOW_HASH_SEED);
         let d = crate::jhash::jhash_3words(key.src[3], key.dst[0], key.dst[1], s);
-        crate::jhash::jhash_3words(key.dst[2], key.dst[3], ports ^ ((key.proto as u32) << 24), d)
+        crate::jhash::jhash_3words(
+            key.dst[2],
+            key.dst[3],
+            ports ^ ((key.proto as u32) << 24),
+            d,
+        )
     }
 }
 
@@ -225,6 +250,7 @@ mod pod {
     unsafe impl aya::Pod for RealInfo {}
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for BenchFrame {}
 }
 
 #[cfg(test)]
@@ -241,6 +267,7 @@ mod tests {
         assert_eq!(size_of::<RealInfo>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 8);
         assert_eq!(size_of::<Counters>(), 24);
+        assert_eq!(size_of::<BenchFrame>(), 136);
     }
 
     #[test]

@@ -37,12 +37,14 @@ pub fn wrr_sequence(reals: &[(u32, u32)], max_len: usize) -> Vec<u32> {
     let len: usize = weights.iter().map(|r| (r.1 / di) as usize).sum();
     let n = weights.len();
     let mut cw = mw;
-    // IPVS starts from the list head, i.e. "before" the first entry.
+    // IPVS starts from the list head, i.e. "before" the first entry, and
+    // steps `cw` down each time it wraps past the end of the list.
     let mut i = n - 1;
+    let mut first_pass = true;
     let mut out = Vec::with_capacity(len);
     while out.len() < len.min(max_len) {
         i = (i + 1) % n;
-        if i == 0 && !out.is_empty() || (i == 0 && out.is_empty() && cw != mw) {
+        if i == 0 && !core::mem::take(&mut first_pass) {
             cw -= di as i64;
             if cw <= 0 {
                 cw = mw;

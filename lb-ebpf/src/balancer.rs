@@ -4,12 +4,11 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey, AF_INET,
+    AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey,
 };
 
 use crate::{
-    conn,
-    fwd,
+    conn, fwd,
     maps::{IFACES, REALS, VIPS},
     parse::{self, Parsed, TCP_FLAG_SYN},
     sched, stats,
@@ -30,7 +29,12 @@ fn drop(reason: Reason) -> u32 {
 /// VIP lookup: the exact port first, then the "every port" service.
 #[inline(always)]
 fn find_vip(key: &FlowKey) -> Option<VipInfo> {
-    let mut vk = VipKey { addr: key.dst, port: key.dport, proto: key.proto, family: key.family };
+    let mut vk = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
     // SAFETY: values are plain data copied out at once.
     if let Some(v) = unsafe { VIPS.get(&vk) } {
         return Some(*v);
@@ -47,7 +51,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
         Parsed::Malformed => return pass(Reason::PassMalformed),
         Parsed::Fragment { dst, proto } => {
             // Only a port-0 service can own a fragment without ports.
-            let vk = VipKey { addr: [dst, 0, 0, 0], port: 0, proto, family: AF_INET };
+            let vk = VipKey {
+                addr: [dst, 0, 0, 0],
+                port: 0,
+                proto,
+                family: AF_INET,
+            };
             // SAFETY: lookup only.
             return if unsafe { VIPS.get(&vk) }.is_some() {
                 drop(Reason::DropFragment)

@@ -6,19 +6,12 @@
 //! XDP_DROP program gives the floor to subtract.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::BENCH_FRAME_WORDS as FRAME_WORDS;
 
-use crate::{maps::{BENCH_FRAME, BENCH_PROGS}, parse::ptr_at};
-
-pub const FRAME_WORDS: usize = 16;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Frame {
-    pub words: [u64; FRAME_WORDS],
-    /// Byte offset of a 16-bit field to bump on every round (0 = none).
-    pub vary_off: u32,
-    pub counter: u32,
-}
+use crate::{
+    maps::{BENCH_FRAME, BENCH_PROGS},
+    parse::ptr_at,
+};
 
 pub fn run(ctx: &XdpContext) -> u32 {
     let Some(frame) = BENCH_FRAME.get_ptr_mut(0) else {
@@ -38,9 +31,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
     if frame.vary_off != 0 {
         frame.counter = frame.counter.wrapping_add(1);
         let off = (frame.vary_off & 0x7f) as usize;
-        if let Some(p) = ptr_at::<u16>(ctx, off) {
+        if let Some(p) = ptr_at::<u32>(ctx, off) {
             // SAFETY: bounds checked by ptr_at.
-            unsafe { p.write_unaligned((frame.counter as u16 | 1024).to_be()) };
+            unsafe { p.write_unaligned(frame.counter.to_be()) };
         }
     }
     // SAFETY: tail call into the program under test; returns only on failure.

@@ -55,6 +55,6 @@ pub static DP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COU
 /// Benchmark harness: template frame, its settings, and the program it
 /// tail-calls (see `bench.rs`). Unused in production.
 #[map(name = "BENCH_FRAME")]
-pub static BENCH_FRAME: Array<crate::bench::Frame> = Array::with_max_entries(1, 0);
+pub static BENCH_FRAME: Array<lb_common::BenchFrame> = Array::with_max_entries(1, 0);
 #[map(name = "BENCH_PROGS")]
 pub static BENCH_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);

@@ -120,7 +120,10 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     }
     let frag = u16::from_be(ip.frag_off);
     if frag & IP_OFFSET != 0 {
-        return Parsed::Fragment { dst: ip.daddr, proto: ip.proto };
+        return Parsed::Fragment {
+            dst: ip.daddr,
+            proto: ip.proto,
+        };
     }
     let _first_fragment = frag & IP_MF != 0;
     let l4 = ETH_HLEN + ihl * 4;
@@ -154,5 +157,9 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
         key.sport = udp.sport;
         key.dport = udp.dport;
     }
-    Parsed::Flow(Flow { key, tcp_flags, ip_len: tot_len })
+    Parsed::Flow(Flow {
+        key,
+        tcp_flags,
+        ip_len: tot_len,
+    })
 }

@@ -29,7 +29,10 @@ fn sequence(vip: &VipInfo) -> u32 {
         *pos = p + 1;
         p
     };
-    SCHED_SEQ.get(vip.id * SCHED_SEQ_SIZE + p).copied().unwrap_or(0)
+    SCHED_SEQ
+        .get(vip.id * SCHED_SEQ_SIZE + p)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Picks a real server for a new flow.

@@ -55,8 +55,14 @@ impl Daemon {
         }
         let desired = DesiredState::from_config(&config);
         let changes = inner.desired.diff(&desired);
-        inner.dataplane.check(&desired).map_err(|e| format!("{e:#}"))?;
-        inner.dataplane.apply(&changes).map_err(|e| format!("{e:#}"))?;
+        inner
+            .dataplane
+            .check(&desired)
+            .map_err(|e| format!("{e:#}"))?;
+        inner
+            .dataplane
+            .apply(&changes)
+            .map_err(|e| format!("{e:#}"))?;
         inner.desired = desired;
         inner.config = config;
         let msg = format!("reloaded: {} change(s) applied", changes.len());
@@ -95,7 +101,9 @@ impl Handler for Daemon {
 /// Warns about VIPs that are on no local interface: the director must own
 /// a VIP (or VRRP must add it) for clients' ARP to reach it.
 fn warn_unowned_vips(config: &Config) {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return;
+    };
     let local: Vec<IpAddr> = addrs
         .filter_map(|a| a.address)
         .filter_map(|a| {
@@ -106,7 +114,9 @@ fn warn_unowned_vips(config: &Config) {
         .collect();
     for vs in &config.virtual_servers {
         let owned_by_vrrp = config.vrrp_instances.values().any(|i| {
-            i.virtual_ipaddresses.iter().any(|v| v.address.addr() == vs.vip.addr())
+            i.virtual_ipaddresses
+                .iter()
+                .any(|v| v.address.addr() == vs.vip.addr())
         });
         if !owned_by_vrrp && !local.iter().any(|a| vs.vip.contains(a)) {
             warn!(vip = %vs.vip, "virtual server {}: its VIP is on no interface and no VRRP instance owns it", vs.name);

@@ -45,9 +45,16 @@ impl NeighborResolver {
         tokio::spawn(conn);
         let ifindexes = interfaces
             .iter()
-            .map(|i| nix::net::if_::if_nametoindex(i.as_str()).with_context(|| format!("interface {i}")))
+            .map(|i| {
+                nix::net::if_::if_nametoindex(i.as_str()).with_context(|| format!("interface {i}"))
+            })
             .collect::<anyhow::Result<_>>()?;
-        Ok(NeighborResolver { handle, ifindexes, added: BTreeSet::new(), warned: BTreeSet::new() })
+        Ok(NeighborResolver {
+            handle,
+            ifindexes,
+            added: BTreeSet::new(),
+            warned: BTreeSet::new(),
+        })
     }
 
     /// The current neighbour table: address → (ifindex, MAC) for usable entries.
@@ -62,8 +69,12 @@ impl NeighborResolver {
             let mut mac = None;
             for a in &msg.attributes {
                 match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                        dst = Some(IpAddr::V4(*v4))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                        dst = Some(IpAddr::V6(*v6))
+                    }
                     NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                         mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]]);
                     }
@@ -82,14 +93,21 @@ impl NeighborResolver {
         let mut req = self.handle.neighbours().add(ifindex, addr);
         let m: &mut NeighbourMessage = req.message_mut();
         m.header.state = NeighbourState::None;
-        m.attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
-        req.replace().execute().await.context("adding a managed neighbour entry")?;
+        m.attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        req.replace()
+            .execute()
+            .await
+            .context("adding a managed neighbour entry")?;
         Ok(())
     }
 
     /// Ensures a managed entry for every wanted address and returns what
     /// is known of each: `Some(mac)` once resolved.
-    pub async fn refresh(&mut self, wanted: &[IpAddr]) -> anyhow::Result<Vec<(IpAddr, Option<[u8; 6]>)>> {
+    pub async fn refresh(
+        &mut self,
+        wanted: &[IpAddr],
+    ) -> anyhow::Result<Vec<(IpAddr, Option<[u8; 6]>)>> {
         let table = self.dump().await?;
         let mut out = Vec::with_capacity(wanted.len());
         for &addr in wanted {
@@ -124,10 +142,11 @@ impl NeighborResolver {
                 IpAddr::V4(_) => rtnetlink::packet_route::AddressFamily::Inet,
                 IpAddr::V6(_) => rtnetlink::packet_route::AddressFamily::Inet6,
             };
-            m.attributes.push(NeighbourAttribute::Destination(match addr {
-                IpAddr::V4(a) => NeighbourAddress::Inet(a),
-                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-            }));
+            m.attributes
+                .push(NeighbourAttribute::Destination(match addr {
+                    IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                    IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+                }));
             let _ = self.handle.neighbours().del(m).execute().await;
         }
     }

@@ -48,7 +48,10 @@ pub struct Real {
 
 impl Real {
     pub fn key(&self) -> RealKey {
-        RealKey { addr: self.addr, port: self.port }
+        RealKey {
+            addr: self.addr,
+            port: self.port,
+        }
     }
 }
 
@@ -96,11 +99,19 @@ impl DesiredState {
     pub fn from_config(config: &Config) -> Self {
         let mut services = BTreeMap::new();
         for vs in &config.virtual_servers {
-            let key = ServiceKey { vip: vs.vip, port: vs.port, protocol: vs.protocol };
+            let key = ServiceKey {
+                vip: vs.vip,
+                port: vs.port,
+                protocol: vs.protocol,
+            };
             let reals = vs
                 .real_servers
                 .iter()
-                .map(|r| Real { addr: r.address, port: r.port, weight: r.weight })
+                .map(|r| Real {
+                    addr: r.address,
+                    port: r.port,
+                    weight: r.weight,
+                })
                 .collect();
             let attrs = ServiceAttrs {
                 name: vs.name.clone(),
@@ -157,7 +168,11 @@ mod tests {
     use super::*;
 
     fn key(port: u16) -> ServiceKey {
-        ServiceKey { vip: "10.0.0.100/32".parse().unwrap(), port, protocol: Protocol::Tcp }
+        ServiceKey {
+            vip: "10.0.0.100/32".parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+        }
     }
 
     fn service(port: u16, reals: &[(&str, u32)]) -> Service {
@@ -170,13 +185,19 @@ mod tests {
             },
             reals: reals
                 .iter()
-                .map(|(a, w)| Real { addr: a.parse().unwrap(), port, weight: *w })
+                .map(|(a, w)| Real {
+                    addr: a.parse().unwrap(),
+                    port,
+                    weight: *w,
+                })
                 .collect(),
         }
     }
 
     fn state(services: Vec<Service>) -> DesiredState {
-        DesiredState { services: services.into_iter().map(|s| (s.key.clone(), s)).collect() }
+        DesiredState {
+            services: services.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        }
     }
 
     #[test]
@@ -196,7 +217,11 @@ mod tests {
             service(82, &[("10.0.0.9", 1)]),
         ]);
         let changes = old.diff(&new);
-        let real = |a: &str, p: u16, w: u32| Real { addr: a.parse().unwrap(), port: p, weight: w };
+        let real = |a: &str, p: u16, w: u32| Real {
+            addr: a.parse().unwrap(),
+            port: p,
+            weight: w,
+        };
         assert_eq!(
             changes,
             vec![

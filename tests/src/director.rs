@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::{EbpfLoader, programs::{Xdp, XdpMode}};
+use aya::{
+    EbpfLoader,
+    programs::{Xdp, XdpMode},
+};
 use lb_userspace::dataplane::DataplaneStatus;
 use lb_userspace::dataplane::xdp::EBPF_OBJECT;
 
@@ -33,7 +36,10 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("{name} not found near {} (build it with `cargo build -p lb-userspace`, or set {var})", exe.display())
+    bail!(
+        "{name} not found near {} (build it with `cargo build -p lb-userspace`, or set {var})",
+        exe.display()
+    )
 }
 
 /// `xdp_pass` attached natively to an interface of a namespace, so that
@@ -47,11 +53,16 @@ impl PeerPass {
         let ifname = ifname.to_string();
         ns.run(move || {
             // Small tables: only the program is wanted from this object.
-            let mut ebpf = EbpfLoader::new().map_max_entries("LB_CONNS", 1).load(EBPF_OBJECT)?;
-            let prog: &mut Xdp =
-                ebpf.program_mut("xdp_pass").ok_or_else(|| anyhow!("xdp_pass missing"))?.try_into()?;
+            let mut ebpf = EbpfLoader::new()
+                .map_max_entries("LB_CONNS", 1)
+                .load(EBPF_OBJECT)?;
+            let prog: &mut Xdp = ebpf
+                .program_mut("xdp_pass")
+                .ok_or_else(|| anyhow!("xdp_pass missing"))?
+                .try_into()?;
             prog.load()?;
-            prog.attach(&ifname, XdpMode::Driver).with_context(|| format!("attaching xdp_pass to {ifname}"))?;
+            prog.attach(&ifname, XdpMode::Driver)
+                .with_context(|| format!("attaching xdp_pass to {ifname}"))?;
             Ok(PeerPass { _ebpf: ebpf })
         })
     }
@@ -74,7 +85,11 @@ impl Director {
     /// labs can run side by side. Returns once every real's MAC is resolved.
     pub fn start(lab: &DrLab, config: &str) -> Result<Director> {
         let peer_pass = PeerPass::attach(&lab.switch, &lab.director_bridge_peer)?;
-        let tag = format!("lbt{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let tag = format!(
+            "lbt{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
         let socket = std::env::temp_dir().join(format!("{tag}.sock"));
         let config_path = std::env::temp_dir().join(format!("{tag}.yaml"));
@@ -96,7 +111,13 @@ impl Director {
             config_path.to_str().unwrap(),
             "--cleanup-on-exit",
         ])?;
-        let mut d = Director { child: Some(child), socket, pin_dir, config_path, _peer_pass: peer_pass };
+        let mut d = Director {
+            child: Some(child),
+            socket,
+            pin_dir,
+            config_path,
+            _peer_pass: peer_pass,
+        };
         d.wait_ready(Duration::from_secs(15))?;
         Ok(d)
     }
@@ -110,7 +131,11 @@ impl Director {
                 bail!("lbd exited ({status}):\n{}", child.log());
             }
             if let Ok(status) = self.status() {
-                let all = status.services.iter().flat_map(|s| &s.reals).all(|r| r.next_hop_resolved);
+                let all = status
+                    .services
+                    .iter()
+                    .flat_map(|s| &s.reals)
+                    .all(|r| r.next_hop_resolved);
                 if all {
                     return Ok(());
                 }
@@ -134,7 +159,10 @@ impl Director {
             .args(args)
             .output()?;
         if !out.status.success() {
-            bail!("lbctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "lbctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

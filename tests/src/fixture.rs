@@ -32,13 +32,31 @@ pub fn real_ip(i: u8) -> Ipv4Addr {
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 
 /// A service description for fixtures.
-pub fn service(vip: Ipv4Addr, port: u16, protocol: Protocol, scheduler: Scheduler, reals: &[(u8, u32)]) -> Service {
+pub fn service(
+    vip: Ipv4Addr,
+    port: u16,
+    protocol: Protocol,
+    scheduler: Scheduler,
+    reals: &[(u8, u32)],
+) -> Service {
     Service {
-        key: ServiceKey { vip: IpAddr::V4(vip).into(), port, protocol },
-        attrs: ServiceAttrs { name: format!("{vip}:{port}"), scheduler, method: Method::Dr },
+        key: ServiceKey {
+            vip: IpAddr::V4(vip).into(),
+            port,
+            protocol,
+        },
+        attrs: ServiceAttrs {
+            name: format!("{vip}:{port}"),
+            scheduler,
+            method: Method::Dr,
+        },
         reals: reals
             .iter()
-            .map(|&(i, weight)| Real { addr: IpAddr::V4(real_ip(i)), port, weight })
+            .map(|&(i, weight)| Real {
+                addr: IpAddr::V4(real_ip(i)),
+                port,
+                weight,
+            })
             .collect(),
     }
 }
@@ -58,20 +76,29 @@ pub struct Outcome {
 impl Fixture {
     /// Loads the program with these services; every real's MAC is known.
     pub fn new(services: Vec<Service>) -> Self {
-        let mut dp = XdpDataplane::load_detached(65536).expect("loading the balancer (root needed)");
+        let mut dp =
+            XdpDataplane::load_detached(65536).expect("loading the balancer (root needed)");
         dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC).unwrap();
-        let mut f = Fixture { dp, state: DesiredState::default() };
+        let mut f = Fixture {
+            dp,
+            state: DesiredState::default(),
+        };
         f.set(services);
         for i in 0..=40u8 {
-            f.dp.set_neighbor(IpAddr::V4(real_ip(i)), Some(real_mac(i))).unwrap();
+            f.dp.set_neighbor(IpAddr::V4(real_ip(i)), Some(real_mac(i)))
+                .unwrap();
         }
         f
     }
 
     /// Applies a new set of services the way a reload does (by difference).
     pub fn set(&mut self, services: Vec<Service>) {
-        let new = DesiredState { services: services.into_iter().map(|s| (s.key.clone(), s)).collect() };
-        self.dp.check(&new).expect("the data plane supports these services");
+        let new = DesiredState {
+            services: services.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        };
+        self.dp
+            .check(&new)
+            .expect("the data plane supports these services");
         let changes = self.state.diff(&new);
         self.dp.apply(&changes).expect("applying services");
         self.state = new;
@@ -88,14 +115,21 @@ impl Fixture {
         opts.data_out = Some(&mut out);
         let r = self.dp.balancer().test_run(opts)?;
         out.truncate(r.data_size_out as usize);
-        Ok(Outcome { action: r.return_value, frame: out })
+        Ok(Outcome {
+            action: r.return_value,
+            frame: out,
+        })
     }
 
     /// The real server (index) a forwarded frame went to, by its MAC.
     pub fn real_of(&self, o: &Outcome) -> u8 {
         assert_eq!(o.action, XDP_TX, "expected XDP_TX");
         let mac = crate::packet::dst_mac(&o.frame);
-        assert_eq!(mac[..5], real_mac(0)[..5], "destination MAC is not a real server's: {mac:02x?}");
+        assert_eq!(
+            mac[..5],
+            real_mac(0)[..5],
+            "destination MAC is not a real server's: {mac:02x?}"
+        );
         mac[5]
     }
 }

@@ -31,10 +31,34 @@ pub struct Flags {
     pub psh: bool,
 }
 
-pub const SYN: Flags = Flags { syn: true, ack: false, fin: false, rst: false, psh: false };
-pub const ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false, psh: false };
-pub const FIN_ACK: Flags = Flags { syn: false, ack: true, fin: true, rst: false, psh: false };
-pub const PSH_ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false, psh: true };
+pub const SYN: Flags = Flags {
+    syn: true,
+    ack: false,
+    fin: false,
+    rst: false,
+    psh: false,
+};
+pub const ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: false,
+    rst: false,
+    psh: false,
+};
+pub const FIN_ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: true,
+    rst: false,
+    psh: false,
+};
+pub const PSH_ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: false,
+    rst: false,
+    psh: true,
+};
 
 impl Pkt {
     pub fn to(dst: Ipv4Addr, dport: u16) -> Self {
@@ -62,7 +86,11 @@ impl Pkt {
     }
 
     fn base(&self) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
-        PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ipv4(self.src.octets(), self.dst.octets(), self.ttl)
+        PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ipv4(
+            self.src.octets(),
+            self.dst.octets(),
+            self.ttl,
+        )
     }
 
     pub fn tcp(&self, flags: Flags) -> Vec<u8> {
@@ -83,19 +111,26 @@ impl Pkt {
             b = b.psh();
         }
         let mut out = Vec::new();
-        b.write(&mut out, &self.payload).expect("building a TCP packet");
+        b.write(&mut out, &self.payload)
+            .expect("building a TCP packet");
         out
     }
 
     pub fn udp(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.base().udp(self.sport, self.dport).write(&mut out, &self.payload).expect("building a UDP packet");
+        self.base()
+            .udp(self.sport, self.dport)
+            .write(&mut out, &self.payload)
+            .expect("building a UDP packet");
         out
     }
 
     pub fn icmp_echo(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.base().icmpv4_echo_request(1, 1).write(&mut out, &self.payload).expect("building ICMP");
+        self.base()
+            .icmpv4_echo_request(1, 1)
+            .write(&mut out, &self.payload)
+            .expect("building ICMP");
         out
     }
 }

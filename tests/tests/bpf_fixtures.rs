@@ -11,7 +11,13 @@ use lb_userspace::config::{Protocol, Scheduler};
 use lb_userspace::dataplane::Dataplane as _;
 
 fn mh_web() -> Fixture {
-    Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(1, 1), (2, 1), (3, 1)])])
+    Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (2, 1), (3, 1)],
+    )])
 }
 
 fn client(i: u16) -> Pkt {
@@ -22,13 +28,24 @@ fn client(i: u16) -> Pkt {
 fn assert_dr_rewrite(input: &[u8], o: &Outcome) {
     assert_eq!(o.action, XDP_TX);
     assert_eq!(o.frame.len(), input.len());
-    assert_eq!(src_mac(&o.frame), DIRECTOR_MAC, "source MAC must be the director's");
-    assert_eq!(&o.frame[12..], &input[12..], "IP header and payload must be untouched");
+    assert_eq!(
+        src_mac(&o.frame),
+        DIRECTOR_MAC,
+        "source MAC must be the director's"
+    );
+    assert_eq!(
+        &o.frame[12..],
+        &input[12..],
+        "IP header and payload must be untouched"
+    );
 }
 
 fn assert_passed_unchanged(input: &[u8], o: &Outcome) {
     assert_eq!(o.action, XDP_PASS);
-    assert_eq!(o.frame, input, "a passed frame must come back byte for byte");
+    assert_eq!(
+        o.frame, input,
+        "a passed frame must come back byte for byte"
+    );
 }
 
 #[test]
@@ -45,7 +62,11 @@ fn ack_and_fin_of_a_flow_follow_its_syn() {
     let f = mh_web();
     let p = client(2);
     let first = f.real_of(&f.run(&p.tcp(SYN)));
-    for frame in [p.tcp(ACK), p.clone().payload(b"GET / HTTP/1.0\r\n\r\n").tcp(PSH_ACK), p.tcp(FIN_ACK)] {
+    for frame in [
+        p.tcp(ACK),
+        p.clone().payload(b"GET / HTTP/1.0\r\n\r\n").tcp(PSH_ACK),
+        p.tcp(FIN_ACK),
+    ] {
         let o = f.run(&frame);
         assert_dr_rewrite(&frame, &o);
         assert_eq!(f.real_of(&o), first);
@@ -55,7 +76,13 @@ fn ack_and_fin_of_a_flow_follow_its_syn() {
 #[test]
 fn same_flow_twice_same_real_for_every_scheduler() {
     for sched in [Scheduler::Mh, Scheduler::Rr, Scheduler::Wrr] {
-        let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, sched, &[(1, 1), (2, 2), (3, 3)])]);
+        let f = Fixture::new(vec![service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            sched,
+            &[(1, 1), (2, 2), (3, 3)],
+        )]);
         for i in 0..20 {
             let p = client(i);
             let a = f.real_of(&f.run(&p.tcp(SYN)));
@@ -67,7 +94,13 @@ fn same_flow_twice_same_real_for_every_scheduler() {
 
 #[test]
 fn udp_to_vip_is_forwarded_and_one_source_port_keeps_its_real() {
-    let f = Fixture::new(vec![service(VIP, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1), (2, 1), (3, 1)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1)],
+    )]);
     let p = Pkt::to(VIP, 53).payload(b"query");
     let frame = p.udp();
     let o = f.run(&frame);
@@ -86,20 +119,33 @@ fn maglev_spreads_new_flows_over_all_reals() {
     let f = mh_web();
     let mut count: HashMap<u8, u32> = HashMap::new();
     for i in 0..600 {
-        *count.entry(f.real_of(&f.run(&client(i).tcp(SYN)))).or_default() += 1;
+        *count
+            .entry(f.real_of(&f.run(&client(i).tcp(SYN))))
+            .or_default() += 1;
     }
     assert_eq!(count.len(), 3, "{count:?}");
     for (real, n) in &count {
-        assert!((130..=270).contains(n), "real {real} got {n} of 600: {count:?}");
+        assert!(
+            (130..=270).contains(n),
+            "real {real} got {n} of 600: {count:?}"
+        );
     }
 }
 
 #[test]
 fn maglev_honours_weights() {
-    let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(1, 1), (2, 3)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (2, 3)],
+    )]);
     let mut count: HashMap<u8, u32> = HashMap::new();
     for i in 0..800 {
-        *count.entry(f.real_of(&f.run(&client(i).tcp(SYN)))).or_default() += 1;
+        *count
+            .entry(f.real_of(&f.run(&client(i).tcp(SYN))))
+            .or_default() += 1;
     }
     let (a, b) = (count[&1] as f64, count[&2] as f64);
     assert!((2.3..3.8).contains(&(b / a)), "weight 3:1 gave {b}:{a}");
@@ -107,8 +153,16 @@ fn maglev_honours_weights() {
 
 #[test]
 fn rr_walks_the_reals_in_config_order() {
-    let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1), (2, 1), (3, 1)])]);
-    let seq: Vec<u8> = (0..6).map(|i| f.real_of(&f.run(&client(i).tcp(SYN)))).collect();
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1)],
+    )]);
+    let seq: Vec<u8> = (0..6)
+        .map(|i| f.real_of(&f.run(&client(i).tcp(SYN))))
+        .collect();
     // The per-CPU cursor starts anywhere; the order is what rr guarantees.
     let start = seq[0];
     let expected: Vec<u8> = (0..6).map(|i| (start - 1 + i) % 3 + 1).collect();
@@ -117,17 +171,33 @@ fn rr_walks_the_reals_in_config_order() {
 
 #[test]
 fn wrr_follows_the_ipvs_interleaved_sequence() {
-    let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Wrr, &[(1, 4), (2, 3), (3, 2)])]);
-    let seq: Vec<u8> = (0..18).map(|i| f.real_of(&f.run(&client(i).tcp(SYN)))).collect();
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Wrr,
+        &[(1, 4), (2, 3), (3, 2)],
+    )]);
+    let seq: Vec<u8> = (0..18)
+        .map(|i| f.real_of(&f.run(&client(i).tcp(SYN))))
+        .collect();
     let cycle = [1, 1, 2, 1, 2, 3, 1, 2, 3];
-    let offset = (0..9).find(|&o| (0..18).all(|i| seq[i] == cycle[(i + o) % 9])).unwrap_or(99);
+    let offset = (0..9)
+        .find(|&o| (0..18).all(|i| seq[i] == cycle[(i + o) % 9]))
+        .unwrap_or(99);
     assert!(offset < 9, "not the IPVS wrr cycle: {seq:?}");
 }
 
 #[test]
 fn weight_zero_real_gets_no_new_flow() {
     for sched in [Scheduler::Mh, Scheduler::Rr, Scheduler::Wrr] {
-        let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, sched, &[(1, 1), (2, 0), (3, 1)])]);
+        let f = Fixture::new(vec![service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            sched,
+            &[(1, 1), (2, 0), (3, 1)],
+        )]);
         for i in 0..100 {
             assert_ne!(f.real_of(&f.run(&client(i).tcp(SYN))), 2, "{sched:?}");
         }
@@ -138,11 +208,21 @@ fn weight_zero_real_gets_no_new_flow() {
 fn ack_of_an_unknown_flow_is_forwarded_by_maglev_even_for_rr() {
     // A flow this director never saw (failover, eviction) goes where every
     // director's Maglev table sends it, not to the next rr real.
-    let rr = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1), (2, 1), (3, 1)])]);
+    let rr = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1)],
+    )]);
     let mh = mh_web();
     for i in 0..30 {
         let ack = client(i).tcp(ACK);
-        assert_eq!(rr.real_of(&rr.run(&ack)), mh.real_of(&mh.run(&ack)), "flow {i}");
+        assert_eq!(
+            rr.real_of(&rr.run(&ack)),
+            mh.real_of(&mh.run(&ack)),
+            "flow {i}"
+        );
     }
 }
 
@@ -170,7 +250,13 @@ fn vip_with_another_protocol_passes_unchanged() {
 
 #[test]
 fn port_zero_service_takes_every_port() {
-    let f = Fixture::new(vec![service(VIP, 0, Protocol::Tcp, Scheduler::Mh, &[(1, 1), (2, 1)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        0,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (2, 1)],
+    )]);
     for port in [1, 22, 80, 443, 65535] {
         let frame = Pkt::to(VIP, port).tcp(SYN);
         assert_dr_rewrite(&frame, &f.run(&frame));
@@ -221,7 +307,13 @@ fn vlan_tagged_frame_passes_unchanged() {
 
 #[test]
 fn ipv4_with_options_is_forwarded_with_ports_read_after_the_options() {
-    let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(1, 1), (2, 1), (3, 1)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (2, 1), (3, 1)],
+    )]);
     for words in [1, 4, 10] {
         let plain = client(7).tcp(SYN);
         let frame = with_ip_options(&plain, words);
@@ -268,7 +360,13 @@ fn truncated_tcp_header_to_vip_passes() {
 
 #[test]
 fn truncated_udp_header_to_vip_passes() {
-    let f = Fixture::new(vec![service(VIP, 53, Protocol::Udp, Scheduler::Mh, &[(1, 1)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Mh,
+        &[(1, 1)],
+    )]);
     let mut frame = Pkt::to(VIP, 53).udp()[..14 + 20 + 6].to_vec();
     frame[16..18].copy_from_slice(&26u16.to_be_bytes());
     fix_ipv4_checksum(&mut frame);
@@ -313,7 +411,13 @@ fn wrong_ip_version_passes() {
 
 #[test]
 fn ethernet_padding_after_the_ip_packet_is_forwarded_intact() {
-    let f = Fixture::new(vec![service(VIP, 53, Protocol::Udp, Scheduler::Mh, &[(1, 1)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Mh,
+        &[(1, 1)],
+    )]);
     let mut frame = Pkt::to(VIP, 53).udp();
     frame.resize(60, 0); // minimum Ethernet frame: 42 bytes of packet + padding
     assert_dr_rewrite(&frame, &f.run(&frame));
@@ -321,7 +425,13 @@ fn ethernet_padding_after_the_ip_packet_is_forwarded_intact() {
 
 #[test]
 fn vip_without_live_reals_drops_and_counts() {
-    let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(1, 0), (2, 0)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 0), (2, 0)],
+    )]);
     let o = f.run(&client(1).tcp(SYN));
     assert_eq!(o.action, XDP_DROP);
     assert_eq!(f.dp.reason_count(Reason::DropNoReal), 1);
@@ -331,13 +441,21 @@ fn vip_without_live_reals_drops_and_counts() {
 
 #[test]
 fn unresolved_next_hop_drops_and_counts() {
-    let mut f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(30, 1)])]);
-    f.dp.set_neighbor(std::net::IpAddr::V4(real_ip(30)), None).unwrap();
+    let mut f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(30, 1)],
+    )]);
+    f.dp.set_neighbor(std::net::IpAddr::V4(real_ip(30)), None)
+        .unwrap();
     let o = f.run(&client(1).tcp(SYN));
     assert_eq!(o.action, XDP_DROP);
     assert_eq!(f.dp.reason_count(Reason::DropNoNexthop), 1);
     // Once resolved, the same flow is forwarded.
-    f.dp.set_neighbor(std::net::IpAddr::V4(real_ip(30)), Some(real_mac(30))).unwrap();
+    f.dp.set_neighbor(std::net::IpAddr::V4(real_ip(30)), Some(real_mac(30)))
+        .unwrap();
     assert_eq!(f.real_of(&f.run(&client(1).tcp(SYN))), 30);
 }
 
@@ -356,7 +474,13 @@ fn unknown_ingress_interface_drops_vip_traffic() {
 fn non_first_fragment_of_a_port_zero_vip_is_dropped_others_pass() {
     let f = Fixture::new(vec![
         service(VIP, 0, Protocol::Udp, Scheduler::Mh, &[(1, 1)]),
-        service(Ipv4Addr::new(10, 0, 0, 101), 53, Protocol::Udp, Scheduler::Mh, &[(1, 1)]),
+        service(
+            Ipv4Addr::new(10, 0, 0, 101),
+            53,
+            Protocol::Udp,
+            Scheduler::Mh,
+            &[(1, 1)],
+        ),
     ]);
     let frag = |dst| {
         let mut frame = Pkt::to(dst, 53).payload(&[0; 16]).udp();
@@ -372,7 +496,13 @@ fn non_first_fragment_of_a_port_zero_vip_is_dropped_others_pass() {
 
 #[test]
 fn counters_follow_forwarded_traffic() {
-    let f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(1, 1)])]);
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1)],
+    )]);
     let p = client(1);
     let syn = p.tcp(SYN);
     let ack = p.tcp(ACK);
@@ -383,7 +513,10 @@ fn counters_follow_forwarded_traffic() {
     let s = &status.services[0];
     assert_eq!(s.stats.conns, 1);
     assert_eq!(s.stats.packets, 3);
-    assert_eq!(s.stats.bytes, ((syn.len() - 14) + 2 * (ack.len() - 14)) as u64);
+    assert_eq!(
+        s.stats.bytes,
+        ((syn.len() - 14) + 2 * (ack.len() - 14)) as u64
+    );
     assert_eq!(s.reals[0].stats, s.stats);
     assert_eq!(f.dp.reason_count(Reason::Forwarded), 3);
 }
@@ -399,7 +532,13 @@ fn removing_a_real_keeps_the_other_flows_and_moves_its_own() {
         })
         .collect();
     assert!(flows.iter().any(|(_, r)| *r == 2));
-    f.set(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Mh, &[(1, 1), (3, 1)])]);
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (3, 1)],
+    )]);
     for (p, before) in &flows {
         let now = f.real_of(&f.run(&p.tcp(ACK)));
         if *before == 2 {
@@ -412,7 +551,13 @@ fn removing_a_real_keeps_the_other_flows_and_moves_its_own() {
 
 #[test]
 fn adding_a_real_or_changing_weights_keeps_established_flows() {
-    let mut f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Wrr, &[(1, 1), (2, 1)])]);
+    let mut f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Wrr,
+        &[(1, 1), (2, 1)],
+    )]);
     let flows: Vec<(Pkt, u8)> = (0..40)
         .map(|i| {
             let p = client(i);
@@ -420,7 +565,13 @@ fn adding_a_real_or_changing_weights_keeps_established_flows() {
             (p, r)
         })
         .collect();
-    f.set(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Wrr, &[(1, 5), (2, 1), (3, 2)])]);
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Wrr,
+        &[(1, 5), (2, 1), (3, 2)],
+    )]);
     let mut new_reals = HashSet::new();
     for (p, before) in &flows {
         assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), *before);
@@ -433,12 +584,24 @@ fn adding_a_real_or_changing_weights_keeps_established_flows() {
 
 #[test]
 fn a_reused_slot_does_not_inherit_old_flows() {
-    let mut f = Fixture::new(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1)])]);
+    let mut f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
     let p = client(1);
     assert_eq!(f.real_of(&f.run(&p.tcp(SYN))), 1);
     // Real 1 leaves, real 2 comes, possibly in real 1's old slot.
     f.set(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[])]);
-    f.set(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(2, 1)])]);
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(2, 1)],
+    )]);
     assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), 2);
 }
 

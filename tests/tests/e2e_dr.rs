@@ -24,16 +24,22 @@ fn lab_with_lbd() -> (DrLab, Director) {
 fn http_over_fresh_connections_all_succeed_and_spread_evenly() {
     let (lab, director) = lab_with_lbd();
     let vip = lab.vip_http();
-    let bodies: Vec<anyhow::Result<String>> =
-        lab.client.ns.run(move || (0..300).map(|_| http_get(vip, TIMEOUT)).collect());
+    let bodies: Vec<anyhow::Result<String>> = lab
+        .client
+        .ns
+        .run(move || (0..300).map(|_| http_get(vip, TIMEOUT)).collect());
     let mut per_real: HashMap<String, u32> = HashMap::new();
     for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i} failed: {e:#}\nlbd log:\n{}", director.log()));
+        let body =
+            b.unwrap_or_else(|e| panic!("request {i} failed: {e:#}\nlbd log:\n{}", director.log()));
         *per_real.entry(body).or_default() += 1;
     }
     assert_eq!(per_real.len(), 3, "{per_real:?}");
     for (real, n) in &per_real {
-        assert!((70..=130).contains(n), "{real} got {n} of 300: {per_real:?}");
+        assert!(
+            (70..=130).contains(n),
+            "{real} got {n} of 300: {per_real:?}"
+        );
     }
     // The data plane counted them: 300 new connections on the web service.
     let status = director.status().unwrap();
@@ -57,8 +63,14 @@ fn a_long_lived_connection_keeps_its_real_server() {
         }
         (names, others)
     });
-    assert!(names.iter().all(|n| *n == names[0]), "the connection moved: {names:?}");
-    assert!(others.iter().any(|n| *n != names[0]), "rr never chose another real: {others:?}");
+    assert!(
+        names.iter().all(|n| *n == names[0]),
+        "the connection moved: {names:?}"
+    );
+    assert!(
+        others.iter().any(|n| *n != names[0]),
+        "rr never chose another real: {others:?}"
+    );
 }
 
 #[test]
@@ -67,14 +79,24 @@ fn udp_from_one_source_port_reaches_one_real_server() {
     let vip = lab.vip_udp();
     let by_port: Vec<Vec<String>> = lab.client.ns.run(move || {
         (0..8u16)
-            .map(|p| (0..10).map(|_| udp_exchange(41000 + p, vip, TIMEOUT).expect("UDP exchange")).collect())
+            .map(|p| {
+                (0..10)
+                    .map(|_| udp_exchange(41000 + p, vip, TIMEOUT).expect("UDP exchange"))
+                    .collect()
+            })
             .collect()
     });
     for replies in &by_port {
-        assert!(replies.iter().all(|r| *r == replies[0]), "one source port, several reals: {replies:?}");
+        assert!(
+            replies.iter().all(|r| *r == replies[0]),
+            "one source port, several reals: {replies:?}"
+        );
     }
     let distinct: std::collections::HashSet<&String> = by_port.iter().map(|r| &r[0]).collect();
-    assert!(distinct.len() > 1, "8 source ports all hashed to one real: {distinct:?}");
+    assert!(
+        distinct.len() > 1,
+        "8 source ports all hashed to one real: {distinct:?}"
+    );
 }
 
 #[test]
@@ -82,11 +104,20 @@ fn lbctl_status_lists_the_config_like_ipvsadm() {
     let (_lab, director) = lab_with_lbd();
     let out = director.lbctl(&["status"]).unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("IP Virtual Server version 1.2.1 (size=65536)"), "{out}");
+    assert!(
+        lines[0].starts_with("IP Virtual Server version 1.2.1 (size=65536)"),
+        "{out}"
+    );
     assert_eq!(lines[1], "Prot LocalAddress:Port Scheduler Flags");
-    assert_eq!(lines[2], "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
+    assert_eq!(
+        lines[2],
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+    );
     assert_eq!(lines[3], "TCP  10.77.0.100:80 rr");
-    assert!(lines[4].starts_with("  -> 10.77.0.11:80                Route   1      "), "{out}");
+    assert!(
+        lines[4].starts_with("  -> 10.77.0.11:80                Route   1      "),
+        "{out}"
+    );
     assert_eq!(lines[7], "UDP  10.77.0.100:9000 mh");
     assert_eq!(lines.len(), 11, "{out}");
 }
@@ -95,15 +126,24 @@ fn lbctl_status_lists_the_config_like_ipvsadm() {
 fn stopping_lbd_with_cleanup_detaches_and_unpins() {
     let (lab, mut director) = lab_with_lbd();
     let link = lab.director.ns.ip(&["-d", "link", "show", "eth0"]).unwrap();
-    assert!(link.contains("xdp"), "no XDP program on the director's eth0:\n{link}");
+    assert!(
+        link.contains("xdp"),
+        "no XDP program on the director's eth0:\n{link}"
+    );
     assert!(director.pin_dir.join("maps/LB_CONNS").exists());
     director.stop().expect("lbd exits cleanly on SIGTERM");
     let link = lab.director.ns.ip(&["-d", "link", "show", "eth0"]).unwrap();
-    assert!(!link.contains("prog/xdp"), "XDP still attached after cleanup:\n{link}");
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP still attached after cleanup:\n{link}"
+    );
     assert!(!director.pin_dir.exists(), "pins left behind");
     // Without the balancer the VIP is the director's own address again:
     // nothing listens on :80 there, so the client is refused.
     let vip: SocketAddr = lab.vip_http();
-    let r = lab.client.ns.run(move || http_get(vip, Duration::from_secs(2)));
+    let r = lab
+        .client
+        .ns
+        .run(move || http_get(vip, Duration::from_secs(2)));
     assert!(r.is_err(), "the director itself answered: {r:?}");
 }

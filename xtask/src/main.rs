@@ -10,7 +10,10 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "lbd's build, test, lab and benchmark commands")]
+#[command(
+    name = "xtask",
+    about = "lbd's build, test, lab and benchmark commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -56,12 +59,18 @@ enum Cmd {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command from the workspace root, failing on a non-zero exit.
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.current_dir(workspace_root()).status().with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -85,17 +94,20 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::Build { release } => {
             let mut c = cargo();
-            c.args(["build", "--workspace"]);
+            c.arg("build");
             if release {
                 c.arg("--release");
             }
             run(&mut c)
         }
         Cmd::Test { args } => {
+            // The end-to-end tests drive the real lbd, lbctl and lab-server
+            // binaries: build them first (cargo test alone may not).
+            run(cargo().args(["build", "--bins"]))?;
             // Unit tests, BPF fixtures and namespace labs in one run. Each
             // lab uses its own namespaces and pin directory, so tests may
             // run in parallel.
-            run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(&args))
+            run(cargo().args(["test", "--no-fail-fast"]).args(&args))
         }
         Cmd::Lab { requests } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace", "-p", "lb-tests"]))?;
@@ -105,9 +117,14 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["build", "--release", "-p", "lb-bench"]))?;
             run(Command::new(release_bin("lb-bench")).args(&args))
         }
-        Cmd::Run { iface, config, args } => {
+        Cmd::Run {
+            iface,
+            config,
+            args,
+        } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace"]))?;
-            let config = std::fs::canonicalize(&config).with_context(|| format!("{}", config.display()))?;
+            let config =
+                std::fs::canonicalize(&config).with_context(|| format!("{}", config.display()))?;
             run(Command::new(release_bin("lbd"))
                 .arg("--config")
                 .arg(config)

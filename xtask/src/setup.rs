@@ -13,23 +13,36 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool")];
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
 }
 
 fn ensure_rust_src() -> anyhow::Result<()> {
-    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
-        .unwrap_or_default();
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
@@ -39,13 +52,16 @@ fn ensure_rust_src() -> anyhow::Result<()> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        bail!("setup: rust-src is missing: run `rustup component add rust-src --toolchain nightly`");
+        bail!(
+            "setup: rust-src is missing: run `rustup component add rust-src --toolchain nightly`"
+        );
     }
     Ok(())
 }
 
 fn bpf_linker_works() -> bool {
-    output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+    output(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
 }
 
 /// Builds bpf-linker against the nightly's own libLLVM (recipe 2 of
@@ -56,14 +72,20 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (LLVM 22, a few minutes)");
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .context("setup: the nightly toolchain is missing: it must be preinstalled (TOOLCHAIN.md)")?;
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
+        "setup: the nightly toolchain is missing: it must be preinstalled (TOOLCHAIN.md)",
+    )?;
     let lib_dir = Path::new(sysroot.trim()).join("lib");
     let libllvm = std::fs::read_dir(&lib_dir)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so.22"))
-        .with_context(|| format!("setup: no libLLVM.so.22* in {}: nightly must be LLVM 22", lib_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "setup: no libLLVM.so.22* in {}: nightly must be LLVM 22",
+                lib_dir.display()
+            )
+        })?;
     let prefix = cargo_home().join("lbd-llvm-22");
     let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)?;
@@ -73,7 +95,12 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         std::os::unix::fs::symlink(lib_dir.join(&libllvm), &link)?;
     }
     let ok = Command::new("cargo")
-        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"])
+        .args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ])
         .args(["--no-default-features", "--features", "llvm-22"])
         .env("LLVM_PREFIX", &prefix)
         .status()
@@ -89,7 +116,10 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
 
 fn ensure_bpffs() -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("bpf"))
+    {
         return Ok(());
     }
     if quiet(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])) {
@@ -103,15 +133,23 @@ fn ensure_btf() -> anyhow::Result<()> {
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Ok(());
     }
-    bail!("setup: the kernel has no BTF (/sys/kernel/btf/vmlinux): use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    bail!(
+        "setup: the kernel has no BTF (/sys/kernel/btf/vmlinux): use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )
 }
 
 fn have(cmd: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(cmd).exists())
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(cmd).exists())
 }
 
 fn ensure_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -132,12 +170,22 @@ fn ensure_packages() -> anyhow::Result<()> {
     if install() {
         return Ok(());
     }
-    bail!("setup: could not install {}: run `apt-get update && apt-get install -y {}` as root", missing.join(" "), missing.join(" "))
+    bail!(
+        "setup: could not install {}: run `apt-get update && apt-get install -y {}` as root",
+        missing.join(" "),
+        missing.join(" ")
+    )
 }
 
 pub fn run() -> anyhow::Result<()> {
     let mut errors = Vec::new();
-    for step in [ensure_rust_src, ensure_bpf_linker, ensure_bpffs, ensure_btf, ensure_packages] {
+    for step in [
+        ensure_rust_src,
+        ensure_bpf_linker,
+        ensure_bpffs,
+        ensure_btf,
+        ensure_packages,
+    ] {
         if let Err(e) = step() {
             errors.push(format!("{e:#}"));
         }

@@ -11,15 +11,21 @@ use super::{Request, Response};
 
 /// Sends one request and waits for its response.
 pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Response> {
-    let mut stream = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to lbd at {} (is lbd running?)", socket.display()))?;
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to lbd at {} (is lbd running?)",
+            socket.display()
+        )
+    })?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
     let mut reader = BufReader::new(stream);
     let mut reply = String::new();
-    reader.read_line(&mut reply).context("reading lbd's reply")?;
+    reader
+        .read_line(&mut reply)
+        .context("reading lbd's reply")?;
     if reply.is_empty() {
         bail!("lbd closed the connection without a reply");
     }

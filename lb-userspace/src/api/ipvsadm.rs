@@ -16,11 +16,21 @@ fn addr_port(addr: &str, port: u16) -> String {
 /// `ipvsadm -Ln`.
 pub fn list(status: &DataplaneStatus) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", status.conn_table_size);
+    let _ = writeln!(
+        out,
+        "IP Virtual Server version 1.2.1 (size={})",
+        status.conn_table_size
+    );
     out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
     out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     for s in &status.services {
-        let _ = writeln!(out, "{}  {} {}", s.protocol, addr_port(&s.vip, s.port), s.scheduler);
+        let _ = writeln!(
+            out,
+            "{}  {} {}",
+            s.protocol,
+            addr_port(&s.vip, s.port),
+            s.scheduler
+        );
         for r in &s.reals {
             let _ = writeln!(
                 out,

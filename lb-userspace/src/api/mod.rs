@@ -27,10 +27,18 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: impl Serialize) -> Self {
-        Response { ok: true, error: None, data: serde_json::to_value(data).ok() }
+        Response {
+            ok: true,
+            error: None,
+            data: serde_json::to_value(data).ok(),
+        }
     }
 
     pub fn err(msg: impl Into<String>) -> Self {
-        Response { ok: false, error: Some(msg.into()), data: None }
+        Response {
+            ok: false,
+            error: Some(msg.into()),
+            data: None,
+        }
     }
 }

@@ -29,11 +29,16 @@ impl ControlSocket {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         if path.exists() {
-            std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(ControlSocket { listener, path: path.to_path_buf() })
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Serves requests until the task is dropped.

@@ -48,7 +48,10 @@ fn main() -> ExitCode {
     let data = response.data.unwrap_or_default();
     match args.command {
         Command::Status { .. } if json => {
-            println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data).unwrap_or_default()
+            );
         }
         Command::Status { .. } => match serde_json::from_value::<DataplaneStatus>(data) {
             Ok(status) => print!("{}", ipvsadm::list(&status)),

@@ -13,7 +13,11 @@ enum LogFormat {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "lbd", version, about = "XDP L4 load balancer with VRRP and health checks")]
+#[command(
+    name = "lbd",
+    version,
+    about = "XDP L4 load balancer with VRRP and health checks"
+)]
 struct Args {
     /// The YAML config file.
     #[arg(long, short = 'c')]
@@ -35,7 +39,9 @@ struct Args {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -60,7 +66,10 @@ fn main() -> ExitCode {
         };
     }
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lbd: cannot start the runtime: {e}");

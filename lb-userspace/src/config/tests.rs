@@ -1127,7 +1127,11 @@ fn vrrp_v3_ignores_authentication_and_v2_checks_it() {
     );
     // keepalived ignores authentication under VRRPv3, and so does lbd.
     let c = parse(&yaml);
-    assert!(c.vrrp_instances.values().all(|i| i.authentication.is_none()));
+    assert!(
+        c.vrrp_instances
+            .values()
+            .all(|i| i.authentication.is_none())
+    );
     let yaml = VRRP.replace(
         "    interface: eth0\n",
         "    interface: eth0\n    authentication: { password: 123456789 }\n",

@@ -17,7 +17,11 @@ pub struct IdPool {
 
 impl IdPool {
     pub fn new(first: u32, limit: u32) -> Self {
-        IdPool { next: first, limit, free: VecDeque::new() }
+        IdPool {
+            next: first,
+            limit,
+            free: VecDeque::new(),
+        }
     }
 
     pub fn alloc(&mut self) -> Option<u32> {
@@ -43,7 +47,10 @@ pub struct SlotPool {
 
 impl SlotPool {
     pub fn new(slots: u32) -> Self {
-        SlotPool { ids: IdPool::new(1, slots), generations: vec![0; slots as usize] }
+        SlotPool {
+            ids: IdPool::new(1, slots),
+            generations: vec![0; slots as usize],
+        }
     }
 
     /// A free slot and the generation the new real server gets in it.

@@ -16,7 +16,7 @@ use aya::{
 };
 use lb_common::{
     AF_INET, AF_INET6, ConnInfo, Counters, FlowKey, FwdMethod, IfaceInfo, MAGLEV_TABLE_SIZE,
-    MAX_REALS, MAX_VIPS, REAL_F_MAC_RESOLVED, Reason, RealInfo, SCHED_SEQ_SIZE, SchedKind, VipInfo,
+    MAX_REALS, MAX_VIPS, REAL_F_MAC_RESOLVED, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VipInfo,
     VipKey, maglev, wrr,
 };
 use tracing::{debug, info, warn};
@@ -88,9 +88,12 @@ where
     T: TryFrom<Map>,
     <T as TryFrom<Map>>::Error: std::error::Error + Send + Sync + 'static,
 {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     if let Some(dir) = pin_dir {
-        map.pin(dir.join("maps").join(name)).with_context(|| format!("pinning map {name}"))?;
+        map.pin(dir.join("maps").join(name))
+            .with_context(|| format!("pinning map {name}"))?;
     }
     T::try_from(map).with_context(|| format!("map {name}"))
 }
@@ -124,7 +127,12 @@ fn forward_name(m: Method) -> &'static str {
 
 fn vip_key(key: &ServiceKey) -> VipKey {
     let (addr, family) = addr_words(key.vip.addr());
-    VipKey { addr, port: key.port.to_be(), proto: proto_number(key.protocol), family }
+    VipKey {
+        addr,
+        port: key.port.to_be(),
+        proto: proto_number(key.protocol),
+        family,
+    }
 }
 
 impl XdpDataplane {
@@ -145,7 +153,8 @@ impl XdpDataplane {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
                 .try_into()?;
-            prog.load().with_context(|| format!("verifier rejected program {name}"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected program {name}"))?;
         }
         let maps = Maps {
             vips: take(&mut ebpf, "LB_VIPS", pin_dir)?,
@@ -179,7 +188,8 @@ impl XdpDataplane {
             .with_context(|| format!("creating {} (is bpffs mounted?)", opts.pin_dir.display()))?;
         let mut dp = Self::load(opts.conn_table_size, Some(&opts.pin_dir))?;
         let prog = dp.balancer_mut();
-        prog.pin(opts.pin_dir.join("prog_balancer")).context("pinning program")?;
+        prog.pin(opts.pin_dir.join("prog_balancer"))
+            .context("pinning program")?;
         for ifname in &opts.interfaces {
             dp.attach(ifname, opts.mode, &opts.pin_dir)?;
         }
@@ -190,7 +200,9 @@ impl XdpDataplane {
         let ifindex = nix::net::if_::if_nametoindex(ifname)
             .with_context(|| format!("interface {ifname} not found"))?;
         let mac = interface_mac(ifname)?;
-        self.maps.ifaces.insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
+        self.maps
+            .ifaces
+            .insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
         let modes: &[XdpMode] = match mode {
             ConfigXdpMode::Driver => &[XdpMode::Driver],
             ConfigXdpMode::Skb => &[XdpMode::Skb],
@@ -218,24 +230,37 @@ impl XdpDataplane {
             std::thread::sleep(Duration::from_millis(50));
         }
         let Some((id, used_mode)) = attached else {
-            return Err(anyhow!(last_err.unwrap())).with_context(|| format!("attaching XDP to {ifname}"));
+            return Err(anyhow!(last_err.unwrap()))
+                .with_context(|| format!("attaching XDP to {ifname}"));
         };
-        let link: FdLink = prog.take_link(id)?.try_into().context("XDP link is not a bpf_link")?;
+        let link: FdLink = prog
+            .take_link(id)?
+            .try_into()
+            .context("XDP link is not a bpf_link")?;
         let pinned = link
             .pin(pin_dir.join(format!("link_{ifname}")))
             .with_context(|| format!("pinning the XDP link of {ifname}"))?;
         info!(interface = ifname, mode = ?used_mode, "XDP balancer attached");
-        self.attached.push(Attached { ifname: ifname.to_string(), _link: pinned });
+        self.attached.push(Attached {
+            ifname: ifname.to_string(),
+            _link: pinned,
+        });
         Ok(())
     }
 
     /// The `balancer` program (for BPF_PROG_TEST_RUN in fixtures, benches).
     pub fn balancer(&self) -> &Xdp {
-        self.ebpf.program("balancer").and_then(|p| p.try_into().ok()).expect("balancer is loaded")
+        self.ebpf
+            .program("balancer")
+            .and_then(|p| p.try_into().ok())
+            .expect("balancer is loaded")
     }
 
     fn balancer_mut(&mut self) -> &mut Xdp {
-        self.ebpf.program_mut("balancer").and_then(|p| p.try_into().ok()).expect("balancer is loaded")
+        self.ebpf
+            .program_mut("balancer")
+            .and_then(|p| p.try_into().ok())
+            .expect("balancer is loaded")
     }
 
     /// The loaded object, for tests that need its other programs.
@@ -246,7 +271,9 @@ impl XdpDataplane {
     /// Registers an interface the program may see packets on (fixtures
     /// use loopback's ifindex, which BPF_PROG_TEST_RUN reports).
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
-        self.maps.ifaces.insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
+        self.maps
+            .ifaces
+            .insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
         Ok(())
     }
 
@@ -294,7 +321,11 @@ impl XdpDataplane {
         RealInfo {
             addr,
             mac: mac.unwrap_or([0; 6]),
-            flags: if mac.is_some() { REAL_F_MAC_RESOLVED } else { 0 },
+            flags: if mac.is_some() {
+                REAL_F_MAC_RESOLVED
+            } else {
+                0
+            },
             family,
             generation: self.slots.generation(slot),
             port: real.port.to_be(),
@@ -304,7 +335,11 @@ impl XdpDataplane {
 
     fn zero_counters(stats: &mut PerCpuArray<MapData, Counters>, index: u32) -> anyhow::Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        stats.set(index, PerCpuValues::try_from(vec![Counters::default(); cpus])?, 0)?;
+        stats.set(
+            index,
+            PerCpuValues::try_from(vec![Counters::default(); cpus])?,
+            0,
+        )?;
         Ok(())
     }
 
@@ -317,13 +352,20 @@ impl XdpDataplane {
         Self::zero_counters(&mut self.maps.vip_stats, vip_id)?;
         self.services.insert(
             key.clone(),
-            ServiceSlots { vip_id, attrs: attrs.clone(), reals: Vec::new(), maglev: None },
+            ServiceSlots {
+                vip_id,
+                attrs: attrs.clone(),
+                reals: Vec::new(),
+                maglev: None,
+            },
         );
         Ok(())
     }
 
     fn remove_service(&mut self, key: &ServiceKey, freed: &mut Vec<u32>) -> anyhow::Result<()> {
-        let Some(s) = self.services.remove(key) else { return Ok(()) };
+        let Some(s) = self.services.remove(key) else {
+            return Ok(());
+        };
         // The VIP disappears first, so no packet reads the tables after.
         let _ = self.maps.vips.remove(&vip_key(key));
         freed.extend(s.reals.iter().map(|r| r.slot));
@@ -332,15 +374,23 @@ impl XdpDataplane {
     }
 
     fn service_mut(&mut self, key: &ServiceKey) -> anyhow::Result<&mut ServiceSlots> {
-        self.services.get_mut(key).ok_or_else(|| anyhow!("{key}: no such service"))
+        self.services
+            .get_mut(key)
+            .ok_or_else(|| anyhow!("{key}: no such service"))
     }
 
     /// Rewrites a service's reals, tables and VIP entry, in the order that
     /// never shows a packet a table pointing at an unwritten slot.
     fn sync_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
-        let s = self.services.get(key).ok_or_else(|| anyhow!("{key}: no such service"))?;
-        let infos: Vec<(u32, RealInfo)> =
-            s.reals.iter().map(|r| (r.slot, self.real_info(&r.real, r.slot))).collect();
+        let s = self
+            .services
+            .get(key)
+            .ok_or_else(|| anyhow!("{key}: no such service"))?;
+        let infos: Vec<(u32, RealInfo)> = s
+            .reals
+            .iter()
+            .map(|r| (r.slot, self.real_info(&r.real, r.slot)))
+            .collect();
         for (slot, info) in infos {
             self.maps.reals.set(slot, info, 0)?;
         }
@@ -411,14 +461,20 @@ fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
     if key.vip.addr().is_ipv6() {
         bail!("{key}: IPv6 VIPs are not supported by the XDP data plane yet");
     }
-    if !matches!(attrs.scheduler, Scheduler::Mh | Scheduler::Rr | Scheduler::Wrr) {
+    if !matches!(
+        attrs.scheduler,
+        Scheduler::Mh | Scheduler::Rr | Scheduler::Wrr
+    ) {
         bail!(
             "{key}: scheduler {:?} is not implemented by the XDP data plane yet (mh, rr, wrr are)",
             attrs.scheduler
         );
     }
     if attrs.method != Method::Dr {
-        bail!("{key}: method {:?} is not implemented by the XDP data plane yet (DR is)", attrs.method);
+        bail!(
+            "{key}: method {:?} is not implemented by the XDP data plane yet (DR is)",
+            attrs.method
+        );
     }
     Ok(())
 }
@@ -426,11 +482,17 @@ fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
 impl Dataplane for XdpDataplane {
     fn check(&self, desired: &DesiredState) -> anyhow::Result<()> {
         if desired.services.len() > MAX_VIPS as usize {
-            bail!("{} virtual services; the XDP data plane holds {MAX_VIPS}", desired.services.len());
+            bail!(
+                "{} virtual services; the XDP data plane holds {MAX_VIPS}",
+                desired.services.len()
+            );
         }
         let reals: usize = desired.services.values().map(|s| s.reals.len()).sum();
         if reals >= MAX_REALS as usize {
-            bail!("{reals} real servers; the XDP data plane holds {}", MAX_REALS - 1);
+            bail!(
+                "{reals} real servers; the XDP data plane holds {}",
+                MAX_REALS - 1
+            );
         }
         for s in desired.services.values() {
             check_service(&s.key, &s.attrs)?;
@@ -469,12 +531,14 @@ impl Dataplane for XdpDataplane {
                     touched.insert(key.clone());
                     match self.slots.alloc() {
                         None => Err(anyhow!("{key}: more than {} real servers", MAX_REALS - 1)),
-                        Some((slot, _)) => {
-                            Self::zero_counters(&mut self.maps.real_stats, slot).and_then(|_| {
-                                self.service_mut(key)?.reals.push(RealSlot { real: real.clone(), slot });
+                        Some((slot, _)) => Self::zero_counters(&mut self.maps.real_stats, slot)
+                            .and_then(|_| {
+                                self.service_mut(key)?.reals.push(RealSlot {
+                                    real: real.clone(),
+                                    slot,
+                                });
                                 Ok(())
-                            })
-                        }
+                            }),
                     }
                 }
                 Change::EditReal(key, real) => {
@@ -574,8 +638,11 @@ impl Dataplane for XdpDataplane {
     }
 
     fn wanted_neighbors(&self) -> Vec<IpAddr> {
-        let set: BTreeSet<IpAddr> =
-            self.services.values().flat_map(|s| s.reals.iter().map(|r| r.real.addr)).collect();
+        let set: BTreeSet<IpAddr> = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter().map(|r| r.real.addr))
+            .collect();
         set.into_iter().collect()
     }
 
@@ -590,7 +657,12 @@ impl Dataplane for XdpDataplane {
         let slots: Vec<(Real, u32)> = self
             .services
             .values()
-            .flat_map(|s| s.reals.iter().filter(|r| r.real.addr == addr).map(|r| (r.real.clone(), r.slot)))
+            .flat_map(|s| {
+                s.reals
+                    .iter()
+                    .filter(|r| r.real.addr == addr)
+                    .map(|r| (r.real.clone(), r.slot))
+            })
             .collect();
         for (real, slot) in slots {
             let info = self.real_info(&real, slot);
@@ -614,11 +686,14 @@ fn remove_pins(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     for sub in [dir.join("maps"), dir.to_path_buf()] {
-        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_file() || p.is_symlink() || !p.is_dir() {
-                std::fs::remove_file(&p).with_context(|| format!("removing pin {}", p.display()))?;
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("removing pin {}", p.display()))?;
             }
         }
     }
@@ -633,7 +708,12 @@ pub fn interface_mac(ifname: &str) -> anyhow::Result<[u8; 6]> {
         if ifa.interface_name != ifname {
             continue;
         }
-        if let Some(mac) = ifa.address.as_ref().and_then(|a| a.as_link_addr()).and_then(|l| l.addr()) {
+        if let Some(mac) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_link_addr())
+            .and_then(|l| l.addr())
+        {
             return Ok(mac);
         }
     }
