@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's layout or meaning changes: a restart adopts pinned
 /// maps only when their layout version matches its own.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Slots of every VIP's Maglev table (a prime, as Maglev requires).
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
@@ -88,6 +88,23 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+/// Connection states, as IPVS's DR state machine sees a flow from the
+/// client side only. Index of the TIMEOUTS array.
+pub const CONN_TCP_SYN_RECV: u8 = 1;
+pub const CONN_TCP_ESTABLISHED: u8 = 2;
+pub const CONN_TCP_FIN_WAIT: u8 = 3;
+pub const CONN_TCP_CLOSE: u8 = 4;
+pub const CONN_UDP: u8 = 5;
+/// Entries of the TIMEOUTS array (one per state, 0 unused).
+pub const CONN_STATES: u32 = 8;
+
+/// Whether a connection in `state` counts as active (IPVS: TCP established)
+/// rather than inactive (every other TCP state, and UDP).
+#[inline(always)]
+pub const fn conn_is_active(state: u8) -> bool {
+    state == CONN_TCP_ESTABLISHED
+}
+
 /// Value of the connection table: the real server a flow is pinned to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -97,6 +114,21 @@ pub struct ConnInfo {
     /// The slot's generation when the flow was pinned; a slot whose
     /// generation moved on no longer holds that real server.
     pub generation: u32,
+    /// Data-plane clock (ns) of the flow's last packet.
+    pub last_seen: u64,
+    /// `CONN_*` state.
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Active and inactive connections of a real-server slot: kept by the
+/// program as flows start and change state, recomputed by lbd's sweeper
+/// (expiry and LRU eviction have no callback). Approximate, like IPVS's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealConns {
+    pub active: u32,
+    pub inactive: u32,
 }
 
 /// The real server has a resolved MAC address.
@@ -250,6 +282,7 @@ mod pod {
     unsafe impl aya::Pod for RealInfo {}
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for BenchFrame {}
 }
 
@@ -263,7 +296,8 @@ mod tests {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 12);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<ConnInfo>(), 8);
+        assert_eq!(size_of::<ConnInfo>(), 24);
+        assert_eq!(size_of::<RealConns>(), 8);
         assert_eq!(size_of::<RealInfo>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 8);
         assert_eq!(size_of::<Counters>(), 24);

@@ -8,7 +8,7 @@ use lb_common::{
 };
 
 use crate::{
-    conn, fwd,
+    clock, conn, fwd,
     maps::{IFACES, REALS, VIPS},
     parse::{self, Parsed, TCP_FLAG_SYN},
     sched, stats,
@@ -69,7 +69,8 @@ pub fn process(ctx: &XdpContext) -> u32 {
         return pass(Reason::PassNotVip);
     };
 
-    let (slot, real, new_conn) = match conn::lookup(&flow.key) {
+    let now = clock::now();
+    let (slot, real, new_conn) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
         Some((slot, real)) => (slot, real, false),
         None => {
             // A TCP segment without SYN belongs to a flow this director has
@@ -87,7 +88,8 @@ pub fn process(ctx: &XdpContext) -> u32 {
                 return drop(Reason::DropNoReal);
             };
             // SAFETY: the map returned a valid pointer.
-            conn::record(&flow.key, slot, unsafe { (*real).generation });
+            let state = conn::initial_state(flow.key.proto, flow.tcp_flags);
+            conn::record(&flow.key, slot, unsafe { (*real).generation }, state, now);
             (slot, real, true)
         }
     };

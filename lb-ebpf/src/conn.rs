@@ -1,27 +1,133 @@
-//! The connection table: an established flow keeps its real server for as
-//! long as the table holds it and the real's slot still holds that real.
+//! The connection table: an established flow keeps its real server while
+//! the table holds it, its idle timeout has not run out, and the real's
+//! slot still holds the same real. It also moves each flow through IPVS's
+//! DR states and keeps the per-real active/inactive counts.
 
-use lb_common::{ConnInfo, FlowKey, RealInfo};
+use lb_common::{
+    CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT, CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo,
+    FlowKey, IPPROTO_TCP, RealInfo, conn_is_active,
+};
 
-use crate::maps::{CONNS, REALS};
+use crate::atomic;
+use crate::maps::{CONNS, REAL_CONNS, REALS, TIMEOUTS};
+use crate::parse::{TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN};
 
-/// The real server a known flow is pinned to, if its slot still holds the
-/// same real (same generation) as when the flow was pinned.
+/// The state a flow starts in, from its first packet.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<(u32, *const RealInfo)> {
-    let conn = CONNS.get_ptr(key)?;
+pub fn initial_state(proto: u8, tcp_flags: u8) -> u8 {
+    if proto != IPPROTO_TCP {
+        CONN_UDP
+    } else if tcp_flags & TCP_FLAG_RST != 0 {
+        CONN_TCP_CLOSE
+    } else if tcp_flags & TCP_FLAG_FIN != 0 {
+        CONN_TCP_FIN_WAIT
+    } else if tcp_flags & TCP_FLAG_SYN != 0 {
+        CONN_TCP_SYN_RECV
+    } else {
+        // Mid-flow: a connection this director did not see open.
+        CONN_TCP_ESTABLISHED
+    }
+}
+
+/// The next state of a known TCP flow (client-to-server packets only).
+#[inline(always)]
+fn next_state(state: u8, tcp_flags: u8) -> u8 {
+    if tcp_flags & TCP_FLAG_RST != 0 {
+        CONN_TCP_CLOSE
+    } else if tcp_flags & TCP_FLAG_FIN != 0 {
+        CONN_TCP_FIN_WAIT
+    } else if tcp_flags & TCP_FLAG_SYN != 0 {
+        // A SYN reopens a closed tuple; in other states it is a retransmit.
+        if state == CONN_TCP_CLOSE || state == CONN_TCP_FIN_WAIT {
+            CONN_TCP_SYN_RECV
+        } else {
+            state
+        }
+    } else if tcp_flags & TCP_FLAG_ACK != 0 && state == CONN_TCP_SYN_RECV {
+        CONN_TCP_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// The active or inactive count of a slot.
+#[inline(always)]
+fn counter(slot: u32, active: bool) -> Option<*mut u32> {
+    let c = REAL_CONNS.get_ptr_mut(slot)?;
+    // SAFETY: a pointer into a live map value.
+    Some(unsafe {
+        if active {
+            &raw mut (*c).active
+        } else {
+            &raw mut (*c).inactive
+        }
+    })
+}
+
+#[inline(always)]
+fn count_in(slot: u32, state: u8) {
+    if let Some(c) = counter(slot, conn_is_active(state)) {
+        // SAFETY: an aligned u32 field of a map value.
+        unsafe { atomic::add_u32(c, 1) };
+    }
+}
+
+#[inline(always)]
+fn count_out(slot: u32, state: u8) {
+    if let Some(c) = counter(slot, conn_is_active(state)) {
+        // SAFETY: an aligned u32 field of a map value. The sweeper may have
+        // reset the count meanwhile: never wrap below zero.
+        unsafe {
+            if core::ptr::read_volatile(c) > 0 {
+                atomic::add_u32(c, u32::MAX);
+            }
+        }
+    }
+}
+
+/// The real server a known, live flow is pinned to; refreshes the flow
+/// and moves its state. `None` for an unknown, expired or orphaned flow.
+#[inline(always)]
+pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const RealInfo)> {
+    let conn = CONNS.get_ptr_mut(key)?;
     // SAFETY: the map returned a valid pointer to a ConnInfo.
-    let conn = unsafe { *conn };
+    let conn = unsafe { &mut *conn };
     let real = REALS.get_ptr(conn.real)?;
     // SAFETY: the map returned a valid pointer to a RealInfo.
     if unsafe { (*real).generation } != conn.generation {
+        // The slot holds another real now; its counts are not ours.
         return None;
+    }
+    let timeout = TIMEOUTS.get(conn.state as u32).copied().unwrap_or(0);
+    if now.wrapping_sub(conn.last_seen) > timeout {
+        count_out(conn.real, conn.state);
+        return None;
+    }
+    conn.last_seen = now;
+    if key.proto == IPPROTO_TCP {
+        let next = next_state(conn.state, tcp_flags);
+        if next != conn.state {
+            if conn_is_active(next) != conn_is_active(conn.state) {
+                count_out(conn.real, conn.state);
+                count_in(conn.real, next);
+            }
+            conn.state = next;
+        }
     }
     Some((conn.real, real))
 }
 
-/// Pins a flow to a real server slot.
+/// Pins a new flow to a real server slot.
 #[inline(always)]
-pub fn record(key: &FlowKey, real: u32, generation: u32) {
-    let _ = CONNS.insert(key, ConnInfo { real, generation }, 0);
+pub fn record(key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
+    let conn = ConnInfo {
+        real,
+        generation,
+        last_seen: now,
+        state,
+        _pad: [0; 7],
+    };
+    if CONNS.insert(key, conn, 0).is_ok() {
+        count_in(real, state);
+    }
 }

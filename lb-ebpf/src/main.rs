@@ -3,9 +3,14 @@
 //! counters), as in Katran's sources.
 #![no_std]
 #![no_main]
+// Atomic add on shared counters (see atomic.rs).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod atomic;
 mod balancer;
 mod bench;
+mod clock;
 mod conn;
 mod fwd;
 mod maps;

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, IfaceInfo, MAGLEV_TABLE_SIZE, MAX_IFACES,
-    MAX_REALS, MAX_VIPS, REASON_COUNT, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
+    CONN_STATES, ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, IfaceInfo,
+    MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_VIPS, REASON_COUNT, RealConns, RealInfo,
+    SCHED_SEQ_SIZE, VipInfo, VipKey,
 };
 
 /// Virtual services: (address, port, protocol) → VIP info.
@@ -20,6 +21,19 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 
 #[map(name = "LB_CONNS")]
 pub static CONNS: LruHashMap<FlowKey, ConnInfo> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// Idle timeout (ns) of a connection, by `CONN_*` state (ipvsadm --set).
+#[map(name = "LB_TIMEOUTS")]
+pub static TIMEOUTS: Array<u64> = Array::with_max_entries(CONN_STATES, 0);
+
+/// Added to the kernel's clock: lets fixtures move time forward.
+#[map(name = "LB_CLOCK")]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Active/inactive connections per real slot (shared by all CPUs: the
+/// least-connection schedulers compare them).
+#[map(name = "LB_REAL_CONNS")]
+pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, 0);
 
 /// Real servers by slot id (slot 0 is never used).
 #[map(name = "LB_REALS")]

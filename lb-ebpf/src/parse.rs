@@ -12,7 +12,10 @@ const ETH_P_IPV6: u16 = 0x86dd;
 /// IPv4 "more fragments" flag and fragment offset, in host order.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
+pub const TCP_FLAG_FIN: u8 = 0x01;
 pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_RST: u8 = 0x04;
+pub const TCP_FLAG_ACK: u8 = 0x10;
 
 #[repr(C)]
 pub struct EthHdr {

@@ -20,6 +20,9 @@ use crate::dataplane::xdp::{XdpDataplane, XdpOptions};
 use crate::neighbor::NeighborResolver;
 use crate::state::DesiredState;
 
+/// How often the connection table is swept (active/inactive recount).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config: PathBuf,
@@ -143,6 +146,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         mode: config.global.xdp_mode,
         pin_dir: config.global.bpf_pin_dir.clone(),
         conn_table_size: config.global.conn_table_size,
+        timeouts: config.global.timeouts.clone(),
     };
     let mut dataplane: Box<dyn Dataplane> = Box::new(XdpDataplane::start(&xdp_opts)?);
     let desired = DesiredState::from_config(&config);
@@ -167,8 +171,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut delay = Duration::ZERO;
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tokio::select! {
+            _ = sweep.tick() => {
+                if let Err(e) = daemon.inner.lock().await.dataplane.maintain() {
+                    warn!("data-plane maintenance: {e:#}");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {

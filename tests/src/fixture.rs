@@ -76,8 +76,16 @@ pub struct Outcome {
 impl Fixture {
     /// Loads the program with these services; every real's MAC is known.
     pub fn new(services: Vec<Service>) -> Self {
+        Self::with_timeouts(services, &lb_userspace::dataplane::xdp::DEFAULT_TIMEOUTS)
+    }
+
+    /// `new` with idle timeouts other than ipvsadm's defaults.
+    pub fn with_timeouts(
+        services: Vec<Service>,
+        timeouts: &lb_userspace::config::Timeouts,
+    ) -> Self {
         let mut dp =
-            XdpDataplane::load_detached(65536).expect("loading the balancer (root needed)");
+            XdpDataplane::load_with(65536, timeouts).expect("loading the balancer (root needed)");
         dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC).unwrap();
         let mut f = Fixture {
             dp,

@@ -78,6 +78,12 @@ pub trait Dataplane: Send {
     /// the data plane forwarding for the next lbd to adopt.
     fn shutdown(self: Box<Self>, cleanup: bool) -> anyhow::Result<()>;
 
+    /// Periodic housekeeping (every couple of seconds): for XDP, the
+    /// connection sweeper that recounts active/inactive connections.
+    fn maintain(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Real-server addresses whose link-layer address the data plane needs.
     fn wanted_neighbors(&self) -> Vec<IpAddr> {
         Vec::new()

@@ -15,15 +15,16 @@ use aya::{
     programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
 };
 use lb_common::{
-    AF_INET, AF_INET6, ConnInfo, Counters, FlowKey, FwdMethod, IfaceInfo, MAGLEV_TABLE_SIZE,
-    MAX_REALS, MAX_VIPS, REAL_F_MAC_RESOLVED, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VipInfo,
-    VipKey, maglev, wrr,
+    AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
+    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, IfaceInfo,
+    MAGLEV_TABLE_SIZE, MAX_REALS, MAX_VIPS, REAL_F_MAC_RESOLVED, RealConns, RealInfo, Reason,
+    SCHED_SEQ_SIZE, SchedKind, VipInfo, VipKey, conn_is_active, maglev, wrr,
 };
 use tracing::{debug, info, warn};
 
 use super::slots::{IdPool, SlotPool};
 use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
-use crate::config::{Method, Protocol, Scheduler, XdpMode as ConfigXdpMode};
+use crate::config::{Method, Protocol, Scheduler, Timeouts, XdpMode as ConfigXdpMode};
 use crate::state::{Change, DesiredState, Real, RealKey, ServiceAttrs, ServiceKey};
 
 /// The eBPF object built by build.rs (aya-build), embedded in the binary.
@@ -36,6 +37,34 @@ pub struct XdpOptions {
     pub mode: ConfigXdpMode,
     pub pin_dir: PathBuf,
     pub conn_table_size: u32,
+    pub timeouts: Timeouts,
+}
+
+/// ipvsadm's defaults (`ipvsadm --set 900 120 300`).
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    tcp: Duration::from_secs(900),
+    tcp_fin: Duration::from_secs(120),
+    udp: Duration::from_secs(300),
+};
+
+/// Idle timeout per connection state: the three of ipvsadm --set, and
+/// IPVS's fixed ones for SYN_RECV (60 s) and CLOSE (10 s).
+fn state_timeouts(t: &Timeouts) -> [u64; CONN_STATES as usize] {
+    let mut out = [0u64; CONN_STATES as usize];
+    out[CONN_TCP_SYN_RECV as usize] = 60_000_000_000;
+    out[CONN_TCP_ESTABLISHED as usize] = t.tcp.as_nanos() as u64;
+    out[CONN_TCP_FIN_WAIT as usize] = t.tcp_fin.as_nanos() as u64;
+    out[CONN_TCP_CLOSE as usize] = 10_000_000_000;
+    out[CONN_UDP as usize] = t.udp.as_nanos() as u64;
+    out
+}
+
+/// The data plane's clock without its offset: what the program's
+/// `bpf_ktime_get_coarse_ns` reads.
+fn kernel_coarse_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// The typed maps, taken out of the loaded object.
@@ -49,6 +78,9 @@ struct Maps {
     vip_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
     dp_stats: PerCpuArray<MapData, u64>,
+    timeouts: Array<MapData, u64>,
+    clock: Array<MapData, u64>,
+    real_conns: Array<MapData, RealConns>,
 }
 
 struct RealSlot {
@@ -139,10 +171,19 @@ impl XdpDataplane {
     /// Loads the programs and maps without attaching or pinning anything:
     /// what BPF fixtures and benchmarks drive through BPF_PROG_TEST_RUN.
     pub fn load_detached(conn_table_size: u32) -> anyhow::Result<Self> {
-        Self::load(conn_table_size, None)
+        Self::load(conn_table_size, &DEFAULT_TIMEOUTS, None)
     }
 
-    fn load(conn_table_size: u32, pin_dir: Option<&Path>) -> anyhow::Result<Self> {
+    /// `load_detached` with other idle timeouts.
+    pub fn load_with(conn_table_size: u32, timeouts: &Timeouts) -> anyhow::Result<Self> {
+        Self::load(conn_table_size, timeouts, None)
+    }
+
+    fn load(
+        conn_table_size: u32,
+        timeouts: &Timeouts,
+        pin_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("LB_CONNS", conn_table_size.max(1));
         let mut ebpf = loader.load(EBPF_OBJECT).context(
@@ -166,7 +207,14 @@ impl XdpDataplane {
             vip_stats: take(&mut ebpf, "LB_VIP_STATS", pin_dir)?,
             real_stats: take(&mut ebpf, "LB_REAL_STATS", pin_dir)?,
             dp_stats: take(&mut ebpf, "LB_DP_STATS", pin_dir)?,
+            timeouts: take(&mut ebpf, "LB_TIMEOUTS", pin_dir)?,
+            clock: take(&mut ebpf, "LB_CLOCK", pin_dir)?,
+            real_conns: take(&mut ebpf, "LB_REAL_CONNS", pin_dir)?,
         };
+        let mut maps = maps;
+        for (state, ns) in state_timeouts(timeouts).into_iter().enumerate() {
+            maps.timeouts.set(state as u32, ns, 0)?;
+        }
         Ok(XdpDataplane {
             ebpf,
             maps,
@@ -186,7 +234,7 @@ impl XdpDataplane {
         remove_pins(&opts.pin_dir)?;
         std::fs::create_dir_all(opts.pin_dir.join("maps"))
             .with_context(|| format!("creating {} (is bpffs mounted?)", opts.pin_dir.display()))?;
-        let mut dp = Self::load(opts.conn_table_size, Some(&opts.pin_dir))?;
+        let mut dp = Self::load(opts.conn_table_size, &opts.timeouts, Some(&opts.pin_dir))?;
         let prog = dp.balancer_mut();
         prog.pin(opts.pin_dir.join("prog_balancer"))
             .context("pinning program")?;
@@ -280,6 +328,64 @@ impl XdpDataplane {
     /// Forgets an interface (fixtures: traffic arriving on it is dropped).
     pub fn remove_interface(&mut self, ifindex: u32) -> anyhow::Result<()> {
         self.maps.ifaces.remove(&ifindex)?;
+        Ok(())
+    }
+
+    /// The data plane's clock (ns), as the program reads it.
+    pub fn now_ns(&self) -> u64 {
+        kernel_coarse_ns().wrapping_add(self.maps.clock.get(&0, 0).unwrap_or(0))
+    }
+
+    /// Moves the data plane's clock forward (fixtures: timeouts and
+    /// persistence expire without sleeping).
+    pub fn advance_clock(&mut self, by: Duration) -> anyhow::Result<()> {
+        let offset = self.maps.clock.get(&0, 0)?;
+        self.maps.clock.set(0, offset + by.as_nanos() as u64, 0)?;
+        Ok(())
+    }
+
+    /// Active and inactive connections of every real slot, recounted from
+    /// the connection table, whose expired and orphaned entries (timeouts
+    /// and slot reuse have no callback in the kernel) are removed.
+    pub fn sweep(&mut self) -> anyhow::Result<()> {
+        let now = self.now_ns();
+        let mut timeouts = [0u64; CONN_STATES as usize];
+        for (i, t) in timeouts.iter_mut().enumerate() {
+            *t = self.maps.timeouts.get(&(i as u32), 0)?;
+        }
+        let live: HashMap<u32, u32> = self
+            .services
+            .values()
+            .flat_map(|s| {
+                s.reals
+                    .iter()
+                    .map(|r| (r.slot, self.slots.generation(r.slot)))
+            })
+            .collect();
+        let mut counts: HashMap<u32, RealConns> = HashMap::new();
+        let mut dead = Vec::new();
+        for item in self.maps.conns.iter() {
+            let Ok((key, c)) = item else { continue };
+            let timeout = timeouts.get(c.state as usize).copied().unwrap_or(0);
+            if live.get(&c.real) != Some(&c.generation) || now.wrapping_sub(c.last_seen) > timeout {
+                dead.push(key);
+                continue;
+            }
+            let e = counts.entry(c.real).or_default();
+            if conn_is_active(c.state) {
+                e.active += 1;
+            } else {
+                e.inactive += 1;
+            }
+        }
+        for key in dead {
+            let _ = self.maps.conns.remove(&key);
+        }
+        for slot in live.keys() {
+            self.maps
+                .real_conns
+                .set(*slot, counts.get(slot).copied().unwrap_or_default(), 0)?;
+        }
         Ok(())
     }
 
@@ -500,6 +606,10 @@ impl Dataplane for XdpDataplane {
         Ok(())
     }
 
+    fn maintain(&mut self) -> anyhow::Result<()> {
+        self.sweep()
+    }
+
     fn shutdown(self: Box<Self>, cleanup: bool) -> anyhow::Result<()> {
         if cleanup { (*self).cleanup() } else { Ok(()) }
     }
@@ -616,8 +726,16 @@ impl Dataplane for XdpDataplane {
                         port: r.real.port,
                         forward: forward_name(s.attrs.method).into(),
                         weight: r.real.weight,
-                        active_conns: 0,
-                        inactive_conns: 0,
+                        active_conns: self
+                            .maps
+                            .real_conns
+                            .get(&r.slot, 0)
+                            .map_or(0, |c| c.active as u64),
+                        inactive_conns: self
+                            .maps
+                            .real_conns
+                            .get(&r.slot, 0)
+                            .map_or(0, |c| c.inactive as u64),
                         next_hop_resolved: self.neighbors.contains_key(&r.real.addr),
                         stats: sum(&self.maps.real_stats, r.slot),
                     })

@@ -1,0 +1,249 @@
+//! The connection table: idle timeouts per state (time moved through the
+//! clock-offset map, no sleeping), IPVS's DR TCP states, and the
+//! active/inactive counts that `lbctl status` shows and lc/wlc read.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use lb_tests::fixture::*;
+use lb_tests::packet::*;
+use lb_userspace::config::{Protocol, Scheduler};
+use lb_userspace::dataplane::Dataplane as _;
+
+fn rr3(protocol: Protocol, port: u16) -> Fixture {
+    Fixture::new(vec![service(
+        VIP,
+        port,
+        protocol,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1)],
+    )])
+}
+
+fn flow(i: u8) -> Pkt {
+    Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 2, 0, i), 40000 + i as u16)
+}
+
+/// (active, inactive) of each real, in config order.
+fn conns(f: &Fixture) -> Vec<(u64, u64)> {
+    let s = f.dp.status().unwrap();
+    s.services[0]
+        .reals
+        .iter()
+        .map(|r| (r.active_conns, r.inactive_conns))
+        .collect()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn a_syn_retransmit_keeps_its_real_until_syn_recv_times_out() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    let syn = flow(1).tcp(SYN);
+    let first = f.real_of(&f.run(&syn));
+    f.dp.advance_clock(secs(59)).unwrap();
+    assert_eq!(
+        f.real_of(&f.run(&syn)),
+        first,
+        "a retransmitted SYN is the same connection"
+    );
+    f.dp.advance_clock(secs(61)).unwrap();
+    assert_ne!(
+        f.real_of(&f.run(&syn)),
+        first,
+        "after 60 s idle in SYN_RECV the flow is new: rr moves on"
+    );
+}
+
+#[test]
+fn an_established_flow_lives_for_the_tcp_timeout() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    let p = flow(1);
+    let first = f.real_of(&f.run(&p.tcp(SYN)));
+    f.run(&p.tcp(ACK));
+    f.dp.advance_clock(secs(899)).unwrap();
+    assert_eq!(
+        f.real_of(&f.run(&p.tcp(SYN))),
+        first,
+        "within 900 s the flow is known"
+    );
+    f.dp.advance_clock(secs(901)).unwrap();
+    assert_ne!(
+        f.real_of(&f.run(&p.tcp(SYN))),
+        first,
+        "after 900 s idle the flow is forgotten"
+    );
+}
+
+#[test]
+fn every_packet_restarts_the_idle_timer() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    let p = flow(1);
+    let first = f.real_of(&f.run(&p.tcp(SYN)));
+    f.run(&p.tcp(ACK));
+    for _ in 0..5 {
+        f.dp.advance_clock(secs(800)).unwrap();
+        assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), first);
+    }
+    f.dp.advance_clock(secs(800)).unwrap();
+    assert_eq!(
+        f.real_of(&f.run(&p.tcp(SYN))),
+        first,
+        "4000 s of traffic, never 900 s idle"
+    );
+}
+
+#[test]
+fn a_closing_flow_lives_for_the_tcp_fin_timeout() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    let p = flow(1);
+    let first = f.real_of(&f.run(&p.tcp(SYN)));
+    f.run(&p.tcp(ACK));
+    f.run(&p.tcp(FIN_ACK));
+    f.dp.advance_clock(secs(119)).unwrap();
+    assert_eq!(f.real_of(&f.run(&p.tcp(FIN_ACK))), first);
+    f.dp.advance_clock(secs(121)).unwrap();
+    assert_ne!(
+        f.real_of(&f.run(&p.tcp(SYN))),
+        first,
+        "after tcp_fin (120 s) a SYN opens a new connection"
+    );
+}
+
+#[test]
+fn a_udp_flow_lives_for_the_udp_timeout() {
+    let mut f = rr3(Protocol::Udp, 53);
+    let dgram = Pkt::to(VIP, 53).udp();
+    let first = f.real_of(&f.run(&dgram));
+    f.dp.advance_clock(secs(299)).unwrap();
+    assert_eq!(f.real_of(&f.run(&dgram)), first);
+    f.dp.advance_clock(secs(301)).unwrap();
+    assert_ne!(f.real_of(&f.run(&dgram)), first);
+}
+
+#[test]
+fn tcp_states_move_connections_between_inactive_and_active() {
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    let p = flow(1);
+    f.run(&p.tcp(SYN));
+    assert_eq!(conns(&f), [(0, 1)], "SYN_RECV is inactive");
+    f.run(&p.tcp(ACK));
+    assert_eq!(conns(&f), [(1, 0)], "ESTABLISHED is active");
+    f.run(&p.tcp(PSH_ACK));
+    assert_eq!(conns(&f), [(1, 0)]);
+    f.run(&p.tcp(FIN_ACK));
+    assert_eq!(conns(&f), [(0, 1)], "FIN_WAIT is inactive");
+    let q = flow(2);
+    f.run(&q.tcp(SYN));
+    f.run(&q.tcp(ACK));
+    let rst = Flags {
+        rst: true,
+        ..Flags::default()
+    };
+    f.run(&q.tcp(rst));
+    assert_eq!(conns(&f), [(0, 2)], "CLOSE is inactive");
+}
+
+#[test]
+fn udp_flows_count_as_inactive() {
+    let f = Fixture::new(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    for port in 0..4 {
+        f.run(
+            &Pkt::to(VIP, 53)
+                .from(Ipv4Addr::new(10, 2, 0, 1), 5000 + port)
+                .udp(),
+        );
+    }
+    assert_eq!(conns(&f), [(0, 4)]);
+}
+
+#[test]
+fn a_mid_flow_packet_of_an_unknown_connection_counts_as_active() {
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    f.run(&flow(1).tcp(ACK));
+    assert_eq!(conns(&f), [(1, 0)]);
+}
+
+#[test]
+fn the_sweeper_removes_expired_flows_and_recounts() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    for i in 0..9 {
+        f.run(&flow(i).tcp(SYN));
+        f.run(&flow(i).tcp(ACK));
+    }
+    assert_eq!(f.dp.conn_count(), 9);
+    assert_eq!(conns(&f), [(3, 0), (3, 0), (3, 0)]);
+    f.dp.advance_clock(secs(600)).unwrap();
+    for i in 0..3 {
+        f.run(&flow(i).tcp(ACK)); // three flows stay alive
+    }
+    f.dp.advance_clock(secs(400)).unwrap();
+    f.dp.sweep().unwrap();
+    assert_eq!(f.dp.conn_count(), 3, "six flows idle for 1000 s are gone");
+    let total: u64 = conns(&f).iter().map(|c| c.0 + c.1).sum();
+    assert_eq!(total, 3);
+}
+
+#[test]
+fn the_sweeper_drops_flows_of_removed_reals() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    for i in 0..9 {
+        f.run(&flow(i).tcp(SYN));
+    }
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1), (3, 1)],
+    )]);
+    f.dp.sweep().unwrap();
+    assert_eq!(f.dp.conn_count(), 6);
+    assert_eq!(conns(&f), [(0, 3), (0, 3)]);
+}
+
+#[test]
+fn timeouts_follow_the_config() {
+    use lb_userspace::config::Timeouts;
+    let t = Timeouts {
+        tcp: secs(30),
+        tcp_fin: secs(5),
+        udp: secs(7),
+    };
+    let mut f = Fixture::with_timeouts(
+        vec![service(
+            VIP,
+            53,
+            Protocol::Udp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1)],
+        )],
+        &t,
+    );
+    let dgram = Pkt::to(VIP, 53).udp();
+    let first = f.real_of(&f.run(&dgram));
+    f.dp.advance_clock(secs(6)).unwrap();
+    assert_eq!(f.real_of(&f.run(&dgram)), first);
+    f.dp.advance_clock(secs(8)).unwrap();
+    assert_ne!(f.real_of(&f.run(&dgram)), first);
+}
