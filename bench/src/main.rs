@@ -137,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         attrs: ServiceAttrs {
             name: "bench".into(),
             scheduler: Scheduler::Mh,
+            scheduler_flags: vec![],
             method: Method::Dr,
         },
         reals: reals.clone(),

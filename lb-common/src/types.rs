@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's layout or meaning changes: a restart adopts pinned
 /// maps only when their layout version matches its own.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Slots of every VIP's Maglev table (a prime, as Maglev requires).
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
@@ -17,6 +17,11 @@ pub const MAX_VIPS: u32 = 64;
 pub const MAX_REALS: u32 = 4096;
 /// Entries of a VIP's round-robin sequence (rr, wrr).
 pub const SCHED_SEQ_SIZE: u32 = 4096;
+/// Real servers of one VIP that the connection-counting schedulers
+/// (lc, wlc, sed, nq, fo, ovf, lblc, lblcr) compare.
+pub const MAX_REALS_PER_VIP: u32 = 256;
+/// Buckets of IPVS's sh and dh tables.
+pub const HASH_TABLE_SIZE: u32 = 256;
 /// Interfaces the program may be attached to at once.
 pub const MAX_IFACES: u32 = 64;
 /// Connection table entries when the config does not say.
@@ -43,11 +48,30 @@ pub struct VipKey {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchedKind {
-    /// Consistent hash of the flow into the VIP's Maglev table.
+    /// mh: the source address (and port with mh-port) hashed into the
+    /// VIP's Maglev table.
     Maglev = 0,
-    /// Next entry of the VIP's sequence table (rr, wrr), per-CPU cursor.
+    /// rr, wrr: next entry of the VIP's sequence table, per-CPU cursor.
     Sequence = 1,
+    /// sh, dh: IPVS's 256-bucket table, by source or destination address.
+    Hash = 2,
+    /// The connection-counting schedulers, with IPVS's selection rules.
+    Lc = 3,
+    Wlc = 4,
+    Sed = 5,
+    Nq = 6,
+    Fo = 7,
+    Ovf = 8,
+    Lblc = 9,
+    Lblcr = 10,
 }
+
+/// sh/mh: hash the source port as well (`sh-port`, `mh-port`).
+pub const VIP_F_HASH_PORT: u16 = 1;
+/// sh: when the hashed real is unavailable, walk on (`sh-fallback`).
+pub const VIP_F_FALLBACK: u16 = 2;
+/// Hash table by destination address (dh) rather than source (sh).
+pub const VIP_F_HASH_DST: u16 = 4;
 
 /// Forwarding method.
 #[repr(u8)]
@@ -71,6 +95,8 @@ pub struct VipInfo {
     pub flags: u16,
     /// Used entries of the VIP's sequence table (rr, wrr); 0 = none.
     pub seq_len: u32,
+    /// Entries of the VIP's real list (the counting schedulers walk it).
+    pub n_reals: u32,
 }
 
 /// The 5-tuple of a flow: key of the connection table.
@@ -148,6 +174,26 @@ pub struct RealInfo {
     /// Network byte order.
     pub port: u16,
     pub _pad: [u8; 2],
+    /// Effective weight (0: no new connections).
+    pub weight: u32,
+}
+
+/// lblc/lblcr: the real servers a destination address was given.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LblcKey {
+    pub addr: [u32; 4],
+    pub vip_id: u32,
+}
+
+/// Up to `LBLC_SET` (slot, generation) pairs; lblc uses the first only.
+pub const LBLC_SET: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LblcEntry {
+    pub slots: [u32; LBLC_SET],
+    pub generations: [u32; LBLC_SET],
 }
 
 /// What the program needs to know of an interface it is attached to.
@@ -283,6 +329,8 @@ mod pod {
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for RealConns {}
+    unsafe impl aya::Pod for LblcKey {}
+    unsafe impl aya::Pod for LblcEntry {}
     unsafe impl aya::Pod for BenchFrame {}
 }
 
@@ -294,11 +342,13 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<VipInfo>(), 12);
+        assert_eq!(size_of::<VipInfo>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<RealConns>(), 8);
-        assert_eq!(size_of::<RealInfo>(), 32);
+        assert_eq!(size_of::<RealInfo>(), 36);
+        assert_eq!(size_of::<LblcKey>(), 20);
+        assert_eq!(size_of::<LblcEntry>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 8);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<BenchFrame>(), 136);

@@ -74,10 +74,10 @@ pub fn process(ctx: &XdpContext) -> u32 {
         Some((slot, real)) => (slot, real, false),
         None => {
             // A TCP segment without SYN belongs to a flow this director has
-            // not seen (failover, table eviction): the Maglev table gives
-            // every director the same answer for it, whatever the scheduler.
+            // not seen (failover, table eviction): every director must give
+            // it the same answer, whatever the scheduler.
             let slot = if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0 {
-                sched::maglev(&vip, &flow.key)
+                sched::consistent(&vip, &flow.key)
             } else {
                 sched::pick(&vip, &flow.key)
             };

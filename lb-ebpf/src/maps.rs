@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    CONN_STATES, ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, IfaceInfo,
-    MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_VIPS, REASON_COUNT, RealConns, RealInfo,
-    SCHED_SEQ_SIZE, VipInfo, VipKey,
+    CONN_STATES, ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, HASH_TABLE_SIZE, IfaceInfo,
+    LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
+    REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
 };
 
 /// Virtual services: (address, port, protocol) → VIP info.
@@ -46,6 +46,20 @@ pub static MAGLEV: Array<u32> = Array::with_max_entries(MAX_VIPS * MAGLEV_TABLE_
 /// Every VIP's round-robin sequence, `SCHED_SEQ_SIZE` slot ids per VIP id.
 #[map(name = "LB_SCHED_SEQ")]
 pub static SCHED_SEQ: Array<u32> = Array::with_max_entries(MAX_VIPS * SCHED_SEQ_SIZE, 0);
+
+/// Every VIP's real slots in config order, `MAX_REALS_PER_VIP` per VIP id:
+/// what the connection-counting schedulers walk.
+#[map(name = "LB_VIP_REALS")]
+pub static VIP_REALS: Array<u32> = Array::with_max_entries(MAX_VIPS * MAX_REALS_PER_VIP, 0);
+
+/// Every VIP's sh/dh table, `HASH_TABLE_SIZE` slot ids per VIP id.
+#[map(name = "LB_HASH_TABLE")]
+pub static HASH_TABLE: Array<u32> = Array::with_max_entries(MAX_VIPS * HASH_TABLE_SIZE, 0);
+
+/// lblc/lblcr: the reals each destination address was given (LRU, like
+/// IPVS's table that forgets entries unused for a while).
+#[map(name = "LB_LBLC")]
+pub static LBLC: LruHashMap<LblcKey, LblcEntry> = LruHashMap::with_max_entries(65536, 0);
 
 /// Position in each VIP's sequence. Per CPU: no contention between CPUs;
 /// each CPU walks the whole sequence, so the spread stays even.

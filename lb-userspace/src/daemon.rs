@@ -146,7 +146,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         mode: config.global.xdp_mode,
         pin_dir: config.global.bpf_pin_dir.clone(),
         conn_table_size: config.global.conn_table_size,
-        timeouts: config.global.timeouts.clone(),
+        timeouts: config.global.timeouts,
     };
     let mut dataplane: Box<dyn Dataplane> = Box::new(XdpDataplane::start(&xdp_opts)?);
     let desired = DesiredState::from_config(&config);

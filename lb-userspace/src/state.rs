@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::config::{Config, Method, Protocol, Scheduler};
+use crate::config::{Config, Method, Protocol, Scheduler, SchedulerFlag};
 
 /// What identifies a virtual service: ipvsadm's `-t/-u VIP:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -66,6 +66,7 @@ pub struct RealKey {
 pub struct ServiceAttrs {
     pub name: String,
     pub scheduler: Scheduler,
+    pub scheduler_flags: Vec<SchedulerFlag>,
     pub method: Method,
 }
 
@@ -116,6 +117,7 @@ impl DesiredState {
             let attrs = ServiceAttrs {
                 name: vs.name.clone(),
                 scheduler: vs.scheduler,
+                scheduler_flags: vs.scheduler_flags.clone(),
                 method: vs.method,
             };
             services.insert(key.clone(), Service { key, attrs, reals });
@@ -181,6 +183,7 @@ mod tests {
             attrs: ServiceAttrs {
                 name: format!("s{port}"),
                 scheduler: Scheduler::Mh,
+                scheduler_flags: vec![],
                 method: Method::Dr,
             },
             reals: reals

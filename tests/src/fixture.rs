@@ -48,6 +48,7 @@ pub fn service(
         attrs: ServiceAttrs {
             name: format!("{vip}:{port}"),
             scheduler,
+            scheduler_flags: vec![],
             method: Method::Dr,
         },
         reals: reals

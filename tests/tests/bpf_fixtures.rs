@@ -205,25 +205,31 @@ fn weight_zero_real_gets_no_new_flow() {
 }
 
 #[test]
-fn ack_of_an_unknown_flow_is_forwarded_by_maglev_even_for_rr() {
-    // A flow this director never saw (failover, eviction) goes where every
-    // director's Maglev table sends it, not to the next rr real.
-    let rr = Fixture::new(vec![service(
-        VIP,
-        80,
-        Protocol::Tcp,
-        Scheduler::Rr,
-        &[(1, 1), (2, 1), (3, 1)],
-    )]);
-    let mh = mh_web();
+fn ack_of_an_unknown_flow_gets_the_same_real_on_every_director() {
+    // A flow a director never saw (failover, eviction) must go where every
+    // other director with the same config sends it, whatever rr's cursor.
+    let config = || {
+        vec![service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1), (3, 1)],
+        )]
+    };
+    let busy = Fixture::new(config());
+    for i in 100..150 {
+        busy.run(&client(i).tcp(SYN));
+    }
+    let fresh = Fixture::new(config());
+    let mut reals = HashSet::new();
     for i in 0..30 {
         let ack = client(i).tcp(ACK);
-        assert_eq!(
-            rr.real_of(&rr.run(&ack)),
-            mh.real_of(&mh.run(&ack)),
-            "flow {i}"
-        );
+        let r = busy.real_of(&busy.run(&ack));
+        assert_eq!(r, fresh.real_of(&fresh.run(&ack)), "flow {i}");
+        reals.insert(r);
     }
+    assert!(reals.len() > 1, "unknown flows spread over the reals");
 }
 
 #[test]

@@ -150,6 +150,20 @@ keyword! {
 }
 
 keyword! {
+    /// Scheduler flags (ipvsadm `-b`, keepalived's `sh-port` etc.).
+    pub enum SchedulerFlag ("scheduler flag") {
+        /// sh: hash the source port too.
+        ShPort => "sh-port",
+        /// sh: if the hashed real is unavailable, try the next one.
+        ShFallback => "sh-fallback",
+        /// mh: hash the source port too.
+        MhPort => "mh-port",
+        /// mh: if the hashed real is unavailable, try the next one.
+        MhFallback => "mh-fallback",
+    }
+}
+
+keyword! {
     /// Forwarding method (keepalived's lb_kind).
     pub enum Method ("method") {
         Dr => "DR",

@@ -19,7 +19,7 @@ use serde_saphyr::Spanned;
 use super::duration::DurationValue;
 use super::keyword::{
     AuthType, CheckType, DataplaneKind, DnsRecordType, HttpVersion, Method, Protocol, Scheduler,
-    VrrpState, XdpMode,
+    SchedulerFlag, VrrpState, XdpMode,
 };
 use super::script::Script;
 
@@ -315,6 +315,7 @@ pub(crate) struct RawVirtualServer {
     pub port: Option<S<Int>>,
     pub protocol: Option<Protocol>,
     pub scheduler: Option<Scheduler>,
+    pub scheduler_flags: Option<Vec<S<SchedulerFlag>>>,
     pub method: Option<Method>,
     pub persistence: Option<S<RawPersistence>>,
     pub delay_loop: Option<S<DurationValue>>,

@@ -16,7 +16,7 @@ use super::duration;
 pub use super::error::Span;
 pub use super::keyword::{
     AuthType, CheckType, DataplaneKind, DnsRecordType, HttpVersion, Method, Protocol, Scheduler,
-    VrrpState, XdpMode,
+    SchedulerFlag, VrrpState, XdpMode,
 };
 pub use super::script::Script;
 
@@ -169,6 +169,8 @@ pub struct VirtualServer {
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
+    /// `sh-port`, `sh-fallback` (sh), `mh-port`, `mh-fallback` (mh).
+    pub scheduler_flags: Vec<SchedulerFlag>,
     pub method: Method,
     pub persistence: Option<Persistence>,
     #[serde(serialize_with = "duration::serialize")]

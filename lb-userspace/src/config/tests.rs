@@ -709,7 +709,7 @@ fn unknown_field() {
         &one_vs("    prot: TCP\n"),
         6,
         5,
-        "unknown field `prot`, expected one of name, vip, port, protocol, scheduler, method, persistence, \
+        "unknown field `prot`, expected one of name, vip, port, protocol, scheduler, scheduler_flags, method, persistence, \
          delay_loop, quorum, hysteresis, inhibit_on_failure, sorry_server, real_servers",
     );
     // Deep inside a check, in flow style.
@@ -1261,4 +1261,28 @@ fn yaml_errors_name_what_is_wrong() {
         "duplicate mapping key `interfaces` is not allowed here",
     );
     assert_one_error("global:\n\tinterfaces: [eth0]\n", 2, 2, "tabs");
+}
+
+#[test]
+fn scheduler_flags_must_fit_the_scheduler() {
+    let vs = |sched: &str, flags: &str| {
+        one_vs(&format!(
+            "    scheduler: {sched}\n    scheduler_flags: [{flags}]\n    method: DR\n    real_servers: [{{ address: 10.0.0.2, port: 80 }}]\n"
+        ))
+    };
+    let ok = vs("sh", "sh-port, SH-FALLBACK");
+    let c = parse(&ok);
+    assert_eq!(
+        c.virtual_servers[0].scheduler_flags,
+        [SchedulerFlag::ShPort, SchedulerFlag::ShFallback]
+    );
+    let bad = vs("mh", "mh-port, sh-port");
+    let errs = errors(&bad);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0]
+            .2
+            .contains("`sh-port` does not apply to scheduler mh"),
+        "{errs:#?}"
+    );
 }

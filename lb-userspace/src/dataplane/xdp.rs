@@ -16,15 +16,18 @@ use aya::{
 };
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
-    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, IfaceInfo,
-    MAGLEV_TABLE_SIZE, MAX_REALS, MAX_VIPS, REAL_F_MAC_RESOLVED, RealConns, RealInfo, Reason,
-    SCHED_SEQ_SIZE, SchedKind, VipInfo, VipKey, conn_is_active, maglev, wrr,
+    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, HASH_TABLE_SIZE,
+    IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, REAL_F_MAC_RESOLVED,
+    RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_FALLBACK, VIP_F_HASH_DST,
+    VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash, maglev, wrr,
 };
 use tracing::{debug, info, warn};
 
 use super::slots::{IdPool, SlotPool};
 use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
-use crate::config::{Method, Protocol, Scheduler, Timeouts, XdpMode as ConfigXdpMode};
+use crate::config::{
+    Method, Protocol, Scheduler, SchedulerFlag, Timeouts, XdpMode as ConfigXdpMode,
+};
 use crate::state::{Change, DesiredState, Real, RealKey, ServiceAttrs, ServiceKey};
 
 /// The eBPF object built by build.rs (aya-build), embedded in the binary.
@@ -74,6 +77,8 @@ struct Maps {
     reals: Array<MapData, RealInfo>,
     maglev: Array<MapData, u32>,
     seq: Array<MapData, u32>,
+    vip_reals: Array<MapData, u32>,
+    hash_table: Array<MapData, u32>,
     ifaces: BpfHashMap<MapData, u32, IfaceInfo>,
     vip_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
@@ -203,6 +208,8 @@ impl XdpDataplane {
             reals: take(&mut ebpf, "LB_REALS", pin_dir)?,
             maglev: take(&mut ebpf, "LB_MAGLEV", pin_dir)?,
             seq: take(&mut ebpf, "LB_SCHED_SEQ", pin_dir)?,
+            vip_reals: take(&mut ebpf, "LB_VIP_REALS", pin_dir)?,
+            hash_table: take(&mut ebpf, "LB_HASH_TABLE", pin_dir)?,
             ifaces: take(&mut ebpf, "LB_IFACES", pin_dir)?,
             vip_stats: take(&mut ebpf, "LB_VIP_STATS", pin_dir)?,
             real_stats: take(&mut ebpf, "LB_REAL_STATS", pin_dir)?,
@@ -436,6 +443,7 @@ impl XdpDataplane {
             generation: self.slots.generation(slot),
             port: real.port.to_be(),
             _pad: [0; 2],
+            weight: real.weight,
         }
     }
 
@@ -521,13 +529,18 @@ impl XdpDataplane {
             Scheduler::Wrr => wrr::wrr_sequence(&weights, SCHED_SEQ_SIZE as usize),
             _ => Vec::new(),
         };
-        let sched = if seq.is_empty() && matches!(s.attrs.scheduler, Scheduler::Mh) {
-            SchedKind::Maglev
-        } else if matches!(s.attrs.scheduler, Scheduler::Rr | Scheduler::Wrr) {
-            SchedKind::Sequence
-        } else {
-            SchedKind::Maglev
-        };
+        let (sched, mut flags) = sched_kind(s.attrs.scheduler);
+        for f in &s.attrs.scheduler_flags {
+            flags |= match f {
+                SchedulerFlag::ShPort | SchedulerFlag::MhPort => VIP_F_HASH_PORT,
+                SchedulerFlag::ShFallback => VIP_F_FALLBACK,
+                // Maglev tables leave unavailable reals out: mh always
+                // falls back to a live one.
+                SchedulerFlag::MhFallback => 0,
+            };
+        }
+        let hash_table = ipvs_hash::table(&weights);
+        let slots: Vec<u32> = s.reals.iter().map(|r| r.slot).collect();
         let method = match s.attrs.method {
             Method::Dr => FwdMethod::Dr,
             Method::Nat => FwdMethod::Nat,
@@ -545,17 +558,46 @@ impl XdpDataplane {
         for (i, slot) in seq.iter().enumerate() {
             self.maps.seq.set(seq_base + i as u32, *slot, 0)?;
         }
+        for (i, slot) in slots.iter().enumerate() {
+            self.maps
+                .vip_reals
+                .set(vip_id * MAX_REALS_PER_VIP + i as u32, *slot, 0)?;
+        }
+        for (i, slot) in hash_table.iter().enumerate() {
+            self.maps
+                .hash_table
+                .set(vip_id * HASH_TABLE_SIZE + i as u32, *slot, 0)?;
+        }
         let info = VipInfo {
             id: vip_id,
             sched: sched as u8,
             method: method as u8,
-            flags: 0,
+            flags,
             seq_len: seq.len() as u32,
+            n_reals: slots.len() as u32,
         };
         self.maps.vips.insert(vip_key(key), info, 0)?;
         self.services.get_mut(key).expect("checked above").maglev = Some(table);
         debug!(service = %key, "synced");
         Ok(())
+    }
+}
+
+/// How the program runs a scheduler, and the flags it implies.
+fn sched_kind(s: Scheduler) -> (SchedKind, u16) {
+    match s {
+        Scheduler::Mh => (SchedKind::Maglev, 0),
+        Scheduler::Rr | Scheduler::Wrr => (SchedKind::Sequence, 0),
+        Scheduler::Sh => (SchedKind::Hash, 0),
+        Scheduler::Dh => (SchedKind::Hash, VIP_F_HASH_DST),
+        Scheduler::Lc => (SchedKind::Lc, 0),
+        Scheduler::Wlc => (SchedKind::Wlc, 0),
+        Scheduler::Sed => (SchedKind::Sed, 0),
+        Scheduler::Nq => (SchedKind::Nq, 0),
+        Scheduler::Fo => (SchedKind::Fo, 0),
+        Scheduler::Ovf => (SchedKind::Ovf, 0),
+        Scheduler::Lblc => (SchedKind::Lblc, 0),
+        Scheduler::Lblcr => (SchedKind::Lblcr, 0),
     }
 }
 
@@ -566,15 +608,6 @@ fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
     }
     if key.vip.addr().is_ipv6() {
         bail!("{key}: IPv6 VIPs are not supported by the XDP data plane yet");
-    }
-    if !matches!(
-        attrs.scheduler,
-        Scheduler::Mh | Scheduler::Rr | Scheduler::Wrr
-    ) {
-        bail!(
-            "{key}: scheduler {:?} is not implemented by the XDP data plane yet (mh, rr, wrr are)",
-            attrs.scheduler
-        );
     }
     if attrs.method != Method::Dr {
         bail!(
@@ -602,6 +635,13 @@ impl Dataplane for XdpDataplane {
         }
         for s in desired.services.values() {
             check_service(&s.key, &s.attrs)?;
+            if s.reals.len() > MAX_REALS_PER_VIP as usize {
+                bail!(
+                    "{}: {} real servers; a virtual service holds {MAX_REALS_PER_VIP}",
+                    s.key,
+                    s.reals.len()
+                );
+            }
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::{POSITIVE, check, duration_at_least, family, int, int_or, ip, ip_net};
 use crate::config::error::{Errors, Span};
-use crate::config::keyword::{Method, Scheduler};
+use crate::config::keyword::{Method, Scheduler, SchedulerFlag};
 use crate::config::raw::{
     Int, Netmask, RawPersistence, RawRealServer, RawSorryServer, RawVirtualServer, S,
 };
@@ -223,6 +223,25 @@ fn virtual_server(raw: S<RawVirtualServer>, errors: &mut Errors) -> Option<Built
         );
     }
 
+    let mut scheduler_flags = Vec::new();
+    for f in r.scheduler_flags.iter().flatten() {
+        let fits = match f.value {
+            SchedulerFlag::ShPort | SchedulerFlag::ShFallback => r.scheduler == Some(Scheduler::Sh),
+            SchedulerFlag::MhPort | SchedulerFlag::MhFallback => r.scheduler == Some(Scheduler::Mh),
+        };
+        if let (false, Some(scheduler)) = (fits, r.scheduler) {
+            errors.push(
+                Span::of(f),
+                format!(
+                    "scheduler_flags: `{}` does not apply to scheduler {scheduler}",
+                    f.value
+                ),
+            );
+        } else if !scheduler_flags.contains(&f.value) {
+            scheduler_flags.push(f.value);
+        }
+    }
+
     let persistence = r
         .persistence
         .as_ref()
@@ -295,6 +314,7 @@ fn virtual_server(raw: S<RawVirtualServer>, errors: &mut Errors) -> Option<Built
             port: port?,
             protocol: r.protocol.unwrap_or_default(),
             scheduler: r.scheduler?,
+            scheduler_flags,
             method: r.method?,
             persistence,
             delay_loop,

@@ -1,0 +1,331 @@
+//! Every IPVS scheduler's selection rule in the XDP program, with ties and
+//! weight 0 (net/netfilter/ipvs/ip_vs_{lc,wlc,sed,nq,fo,ovf,sh,dh,mh,lblc,
+//! lblcr}.c). Connections are opened (SYN, inactive) and established
+//! (ACK, active) through the program itself, so the counts the schedulers
+//! compare are the data plane's own.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::ipvs_hash;
+use lb_tests::fixture::*;
+use lb_tests::packet::*;
+use lb_userspace::config::{Protocol, Scheduler, SchedulerFlag};
+use lb_userspace::dataplane::Dataplane as _;
+
+fn fixture(sched: Scheduler, reals: &[(u8, u32)]) -> Fixture {
+    Fixture::new(vec![service(VIP, 80, Protocol::Tcp, sched, reals)])
+}
+
+fn with_flags(sched: Scheduler, flags: &[SchedulerFlag], reals: &[(u8, u32)]) -> Fixture {
+    let mut s = service(VIP, 80, Protocol::Tcp, sched, reals);
+    s.attrs.scheduler_flags = flags.to_vec();
+    Fixture::new(vec![s])
+}
+
+/// Client `i`'s flow to the VIP (distinct address and port).
+fn client(i: u16) -> Pkt {
+    Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 3, (i >> 8) as u8, i as u8), 20000 + i)
+}
+
+/// Opens a connection (SYN only: inactive) and returns its real.
+fn open(f: &Fixture, i: u16) -> u8 {
+    f.real_of(&f.run(&client(i).tcp(SYN)))
+}
+
+/// Opens and establishes a connection (active) and returns its real.
+fn establish(f: &Fixture, i: u16) -> u8 {
+    let r = open(f, i);
+    assert_eq!(f.real_of(&f.run(&client(i).tcp(ACK))), r);
+    r
+}
+
+fn picks(f: &Fixture, from: u16, n: u16, op: fn(&Fixture, u16) -> u8) -> Vec<u8> {
+    (from..from + n).map(|i| op(f, i)).collect()
+}
+
+// lc: least active × 256 + inactive; the first in list order wins ties.
+
+#[test]
+fn lc_takes_the_least_connections_first_on_ties() {
+    let f = fixture(Scheduler::Lc, &[(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(picks(&f, 0, 6, open), [1, 2, 3, 1, 2, 3]);
+}
+
+#[test]
+fn lc_counts_an_active_connection_as_256_inactive_ones() {
+    let f = fixture(Scheduler::Lc, &[(1, 1), (2, 1)]);
+    assert_eq!(establish(&f, 0), 1); // real 1: overhead 256
+    // Real 2 takes new connections until its 256 inactive ones tie.
+    assert!(picks(&f, 1, 50, open).iter().all(|&r| r == 2));
+}
+
+#[test]
+fn lc_ignores_weights_but_skips_weight_zero() {
+    let f = fixture(Scheduler::Lc, &[(1, 5), (2, 0), (3, 1)]);
+    assert_eq!(picks(&f, 0, 4, open), [1, 3, 1, 3]);
+}
+
+// wlc: least overhead / weight.
+
+#[test]
+fn wlc_divides_the_overhead_by_the_weight() {
+    let f = fixture(Scheduler::Wlc, &[(1, 1), (2, 3)]);
+    // 0/1 vs 0/3: tie, first; then 1/1 vs 0/3 → 2; 1/3, 2/3 < 1 → 2, 2;
+    // 1/1 vs 3/3: tie, first → 1; then 2/1 vs 3/3 → 2, …
+    assert_eq!(picks(&f, 0, 8, open), [1, 2, 2, 2, 1, 2, 2, 2]);
+}
+
+#[test]
+fn wlc_weight_zero_gets_nothing() {
+    let f = fixture(Scheduler::Wlc, &[(1, 0), (2, 1)]);
+    assert!(picks(&f, 0, 10, open).iter().all(|&r| r == 2));
+}
+
+// sed: (active + 1) / weight; inactive connections do not count.
+
+#[test]
+fn sed_sends_to_the_shortest_expected_delay() {
+    let f = fixture(Scheduler::Sed, &[(1, 1), (2, 2)]);
+    // Only active connections count: (0+1)/1 vs (0+1)/2 → 2.
+    assert_eq!(establish(&f, 0), 2);
+    // (0+1)/1 vs (1+1)/2: tie, first → 1.
+    assert_eq!(establish(&f, 1), 1);
+    // (1+1)/1 vs (1+1)/2 → 2; then 2/1 vs 3/2 → 2; then 2/1 vs 4/2 tie → 1.
+    assert_eq!(picks(&f, 2, 3, establish), [2, 2, 1]);
+}
+
+#[test]
+fn sed_ignores_inactive_connections() {
+    let f = fixture(Scheduler::Sed, &[(1, 1), (2, 2)]);
+    assert!(picks(&f, 0, 10, open).iter().all(|&r| r == 2));
+}
+
+// nq: an idle real first (list order), else sed.
+
+#[test]
+fn nq_never_queues_while_a_real_is_idle() {
+    let f = fixture(Scheduler::Nq, &[(1, 1), (2, 5), (3, 1)]);
+    // Every real is idle in turn, whatever the weights.
+    assert_eq!(picks(&f, 0, 3, establish), [1, 2, 3]);
+    // Then sed: 2/1, 2/5, 2/1 → 2.
+    assert_eq!(establish(&f, 3), 2);
+}
+
+// fo: the highest weight, first on ties.
+
+#[test]
+fn fo_sends_everything_to_the_highest_weight() {
+    let mut f = fixture(Scheduler::Fo, &[(1, 1), (2, 3), (3, 3)]);
+    assert!(picks(&f, 0, 5, establish).iter().all(|&r| r == 2));
+    // Real 2 fails (weight 0): the next highest, first in order, takes over.
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Fo,
+        &[(1, 1), (2, 0), (3, 3)],
+    )]);
+    assert!(picks(&f, 10, 5, establish).iter().all(|&r| r == 3));
+}
+
+// ovf: the highest weight whose active connections do not exceed it.
+
+#[test]
+fn ovf_overflows_to_the_next_weight_when_full() {
+    let f = fixture(Scheduler::Ovf, &[(1, 1), (2, 3)]);
+    // Real 2 takes up to its weight and one more (IPVS skips it only once
+    // active > weight), then real 1 likewise, then none is left.
+    assert_eq!(picks(&f, 0, 6, establish), [2, 2, 2, 2, 1, 1]);
+    assert_eq!(f.run(&client(6).tcp(SYN)).action, XDP_DROP);
+}
+
+// sh: IPVS's 256 buckets by source address (and port with sh-port).
+
+#[test]
+fn sh_hashes_the_source_address_into_ipvs_buckets() {
+    let reals = [(1, 1), (2, 2), (3, 1)];
+    let f = fixture(Scheduler::Sh, &reals);
+    let table = ipvs_hash::table(
+        &reals
+            .iter()
+            .map(|&(i, w)| (i as u32, w))
+            .collect::<Vec<_>>(),
+    );
+    for i in 0..40u16 {
+        let src = Ipv4Addr::new(10, 3, 0, i as u8);
+        let bucket = ipvs_hash::sh_bucket(u32::from(src), 0, 0);
+        let expected = table[bucket as usize] as u8;
+        for port in [1000, 2000, 3000] {
+            let r = f.real_of(&f.run(&Pkt::to(VIP, 80).from(src, port).tcp(SYN)));
+            assert_eq!(r, expected, "client {src}:{port}");
+        }
+    }
+}
+
+#[test]
+fn sh_port_spreads_one_client_over_reals() {
+    let f = with_flags(
+        Scheduler::Sh,
+        &[SchedulerFlag::ShPort],
+        &[(1, 1), (2, 1), (3, 1)],
+    );
+    let src = Ipv4Addr::new(10, 3, 0, 1);
+    let reals: HashSet<u8> = (0..30)
+        .map(|p| f.real_of(&f.run(&Pkt::to(VIP, 80).from(src, 1000 + p).tcp(SYN))))
+        .collect();
+    assert_eq!(reals.len(), 3);
+}
+
+#[test]
+fn sh_without_fallback_drops_clients_of_an_unavailable_real() {
+    let f = fixture(Scheduler::Sh, &[(1, 1), (2, 0)]);
+    let mut dropped = 0;
+    for i in 0..40 {
+        let o = f.run(&client(i).tcp(SYN));
+        match o.action {
+            XDP_TX => assert_eq!(f.real_of(&o), 1),
+            XDP_DROP => dropped += 1,
+            a => panic!("action {a}"),
+        }
+    }
+    assert!(dropped > 0, "the weight-0 real's bucket drops its clients");
+}
+
+#[test]
+fn sh_fallback_sends_them_to_an_available_real() {
+    let f = with_flags(
+        Scheduler::Sh,
+        &[SchedulerFlag::ShFallback],
+        &[(1, 1), (2, 0)],
+    );
+    for i in 0..40 {
+        assert_eq!(open(&f, i), 1);
+    }
+}
+
+// dh: buckets by destination address.
+
+#[test]
+fn dh_hashes_the_destination_address() {
+    let reals = [(1, 1), (2, 1), (3, 1)];
+    let f = fixture(Scheduler::Dh, &reals);
+    let table = ipvs_hash::table(
+        &reals
+            .iter()
+            .map(|&(i, w)| (i as u32, w))
+            .collect::<Vec<_>>(),
+    );
+    let expected = table[ipvs_hash::dh_bucket(u32::from(VIP)) as usize] as u8;
+    assert!(picks(&f, 0, 20, open).iter().all(|&r| r == expected));
+}
+
+// mh: Maglev by source address (IPVS's mh hashes the source).
+
+#[test]
+fn mh_keeps_a_client_address_on_one_real_and_spreads_clients() {
+    let f = fixture(Scheduler::Mh, &[(1, 1), (2, 1), (3, 1)]);
+    let src = Ipv4Addr::new(10, 3, 0, 1);
+    let one: HashSet<u8> = (0..20)
+        .map(|p| f.real_of(&f.run(&Pkt::to(VIP, 80).from(src, 1000 + p).tcp(SYN))))
+        .collect();
+    assert_eq!(one.len(), 1, "one client address, one real");
+    let all: HashSet<u8> = picks(&f, 0, 60, open).into_iter().collect();
+    assert_eq!(all.len(), 3);
+}
+
+#[test]
+fn mh_port_hashes_the_source_port_too() {
+    let f = with_flags(
+        Scheduler::Mh,
+        &[SchedulerFlag::MhPort],
+        &[(1, 1), (2, 1), (3, 1)],
+    );
+    let src = Ipv4Addr::new(10, 3, 0, 1);
+    let reals: HashSet<u8> = (0..30)
+        .map(|p| f.real_of(&f.run(&Pkt::to(VIP, 80).from(src, 1000 + p).tcp(SYN))))
+        .collect();
+    assert_eq!(reals.len(), 3);
+}
+
+#[test]
+fn mh_weight_zero_gets_nothing() {
+    let f = fixture(Scheduler::Mh, &[(1, 1), (2, 0)]);
+    assert!(picks(&f, 0, 40, open).iter().all(|&r| r == 1));
+}
+
+// lblc, lblcr: a destination keeps its real(s) unless overloaded.
+
+#[test]
+fn lblc_keeps_a_destination_on_its_real() {
+    let f = fixture(Scheduler::Lblc, &[(1, 1), (2, 1), (3, 1)]);
+    let first = establish(&f, 0);
+    // One active connection is not above weight 1: the destination stays.
+    assert_eq!(establish(&f, 1), first);
+}
+
+#[test]
+fn lblc_moves_a_destination_off_an_overloaded_real() {
+    let f = fixture(Scheduler::Lblc, &[(1, 1), (2, 2)]);
+    assert_eq!(establish(&f, 0), 1, "wlc's first choice: tie, first");
+    assert_eq!(establish(&f, 1), 1, "1 active is not above weight 1");
+    // Real 1 has 2 active > weight 1, and real 2 is below half its
+    // weight: overloaded, so the least-connection real takes over.
+    assert_eq!(establish(&f, 2), 2);
+    assert_eq!(establish(&f, 3), 2, "the destination now stays on real 2");
+}
+
+#[test]
+fn lblcr_grows_the_set_of_a_busy_destination() {
+    let f = fixture(Scheduler::Lblcr, &[(1, 1), (2, 2), (3, 1)]);
+    let mut seen: HashMap<u8, u32> = HashMap::new();
+    for i in 0..12 {
+        *seen.entry(establish(&f, i)).or_default() += 1;
+    }
+    assert!(
+        seen.len() >= 2,
+        "an overloaded destination spreads over a set: {seen:?}"
+    );
+}
+
+#[test]
+fn counting_schedulers_never_pick_weight_zero() {
+    for sched in [
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Sed,
+        Scheduler::Nq,
+        Scheduler::Fo,
+        Scheduler::Ovf,
+        Scheduler::Lblc,
+        Scheduler::Lblcr,
+    ] {
+        let f = fixture(sched, &[(1, 0), (2, 9), (3, 0)]);
+        for i in 0..6 {
+            assert_eq!(establish(&f, i), 2, "{sched:?}");
+        }
+    }
+}
+
+#[test]
+fn every_scheduler_drops_when_all_weights_are_zero() {
+    for sched in Scheduler::ALL {
+        let f = fixture(*sched, &[(1, 0), (2, 0)]);
+        assert_eq!(f.run(&client(1).tcp(SYN)).action, XDP_DROP, "{sched:?}");
+    }
+}
+
+#[test]
+fn lbctl_status_reports_the_counts_the_schedulers_use() {
+    let f = fixture(Scheduler::Wlc, &[(1, 1), (2, 1)]);
+    establish(&f, 0);
+    open(&f, 1);
+    let s = f.dp.status().unwrap();
+    let counts: Vec<(u64, u64)> = s.services[0]
+        .reals
+        .iter()
+        .map(|r| (r.active_conns, r.inactive_conns))
+        .collect();
+    assert_eq!(counts, [(1, 0), (0, 1)]);
+    let _ = IpAddr::V4(VIP);
+}
