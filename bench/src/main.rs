@@ -139,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             scheduler: Scheduler::Mh,
             scheduler_flags: vec![],
             method: Method::Dr,
+            persistence: None,
         },
         reals: reals.clone(),
     };

@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's layout or meaning changes: a restart adopts pinned
 /// maps only when their layout version matches its own.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Slots of every VIP's Maglev table (a prime, as Maglev requires).
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
@@ -72,6 +72,8 @@ pub const VIP_F_HASH_PORT: u16 = 1;
 pub const VIP_F_FALLBACK: u16 = 2;
 /// Hash table by destination address (dh) rather than source (sh).
 pub const VIP_F_HASH_DST: u16 = 4;
+/// A port-0 service (every port): persistence templates use port 0.
+pub const VIP_F_ANY_PORT: u16 = 8;
 
 /// Forwarding method.
 #[repr(u8)]
@@ -97,6 +99,53 @@ pub struct VipInfo {
     pub seq_len: u32,
     /// Entries of the VIP's real list (the counting schedulers walk it).
     pub n_reals: u32,
+    /// Persistence timeout in seconds (ipvsadm -p); 0 = not persistent.
+    pub persist_timeout: u32,
+    /// Persistence netmask as a prefix length of the client address (-M).
+    pub persist_prefix: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A persistence template's key (IPVS: client & mask, VIP, virtual port,
+/// protocol; port 0 for a port-0 service).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PersistKey {
+    pub client: [u32; 4],
+    pub vip: [u32; 4],
+    /// Network byte order.
+    pub vport: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// A persistence template: the real a client is pinned to, until
+/// `timeout` after its last use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PersistInfo {
+    pub real: u32,
+    pub generation: u32,
+    pub last_used: u64,
+}
+
+/// `addr` masked to its first `prefix` bits (network byte order words).
+#[inline(always)]
+pub fn mask_addr(addr: &[u32; 4], family: u8, prefix: u8) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let words = if family == AF_INET { 1 } else { 4 };
+    let mut i = 0;
+    while i < words {
+        let bits = (prefix as i32 - 32 * i as i32).clamp(0, 32) as u32;
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        out[i] = addr[i] & mask.to_be();
+        i += 1;
+    }
+    out
 }
 
 /// The 5-tuple of a flow: key of the connection table.
@@ -330,6 +379,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LblcKey {}
+    unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for PersistInfo {}
     unsafe impl aya::Pod for LblcEntry {}
     unsafe impl aya::Pod for BenchFrame {}
 }
@@ -342,7 +393,9 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<VipInfo>(), 16);
+        assert_eq!(size_of::<VipInfo>(), 24);
+        assert_eq!(size_of::<PersistKey>(), 36);
+        assert_eq!(size_of::<PersistInfo>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<RealConns>(), 8);
@@ -352,6 +405,19 @@ mod tests {
         assert_eq!(size_of::<IfaceInfo>(), 8);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<BenchFrame>(), 136);
+    }
+
+    #[test]
+    fn masks_keep_the_prefix() {
+        let a = [u32::from_be_bytes([10, 1, 2, 3]).to_be(), 0, 0, 0];
+        let m = mask_addr(&a, AF_INET, 24);
+        assert_eq!(u32::from_be(m[0]).to_be_bytes(), [10, 1, 2, 0]);
+        assert_eq!(mask_addr(&a, AF_INET, 32), a);
+        assert_eq!(mask_addr(&a, AF_INET, 0), [0; 4]);
+        let v6 = [u32::MAX; 4];
+        let m = mask_addr(&v6, AF_INET6, 64);
+        assert_eq!(m, [u32::MAX, u32::MAX, 0, 0]);
+        assert_eq!(mask_addr(&v6, AF_INET6, 72)[2], (0xff00_0000u32).to_be());
     }
 
     #[test]

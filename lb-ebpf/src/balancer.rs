@@ -7,11 +7,13 @@ use lb_common::{
     AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey,
 };
 
+use lb_common::PersistKey;
+
 use crate::{
     clock, conn, fwd,
     maps::{IFACES, REALS, VIPS},
-    parse::{self, Parsed, TCP_FLAG_SYN},
-    sched, stats,
+    parse::{self, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
+    persist, sched, stats,
 };
 
 #[inline(always)]
@@ -70,25 +72,49 @@ pub fn process(ctx: &XdpContext) -> u32 {
     };
 
     let now = clock::now();
+    let persistent = vip.persist_timeout != 0;
     let (slot, real, new_conn) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
-        Some((slot, real)) => (slot, real, false),
+        Some((slot, real)) => {
+            if persistent && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
+                // A controlled connection ends: the template's timeout
+                // counts from here (IPVS keeps templates while they
+                // control connections).
+                persist::touch(&persist::key(&vip, &flow.key), now);
+            }
+            (slot, real, false)
+        }
         None => {
-            // A TCP segment without SYN belongs to a flow this director has
-            // not seen (failover, table eviction): every director must give
-            // it the same answer, whatever the scheduler.
-            let slot = if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0 {
-                sched::consistent(&vip, &flow.key)
+            let template = if persistent {
+                persist::key(&vip, &flow.key)
             } else {
-                sched::pick(&vip, &flow.key)
+                PersistKey::default()
             };
+            let mut slot = if persistent {
+                persist::lookup(&vip, &template, now)
+            } else {
+                0
+            };
+            if slot == 0 {
+                // A TCP segment without SYN belongs to a flow this director
+                // has not seen (failover, table eviction): every director
+                // must give it the same answer, whatever the scheduler.
+                slot = if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0 {
+                    sched::consistent(&vip, &flow.key)
+                } else {
+                    sched::pick(&vip, &flow.key)
+                };
+                if slot != 0 && persistent {
+                    persist::record(&template, slot, now);
+                }
+            }
             if slot == 0 {
                 return drop(Reason::DropNoReal);
             }
             let Some(real) = REALS.get_ptr(slot) else {
                 return drop(Reason::DropNoReal);
             };
-            // SAFETY: the map returned a valid pointer.
             let state = conn::initial_state(flow.key.proto, flow.tcp_flags);
+            // SAFETY: the map returned a valid pointer.
             conn::record(&flow.key, slot, unsafe { (*real).generation }, state, now);
             (slot, real, true)
         }

@@ -15,6 +15,7 @@ mod conn;
 mod fwd;
 mod maps;
 mod parse;
+mod persist;
 mod sched;
 mod stats;
 

@@ -10,6 +10,7 @@ use lb_common::{
     LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
 };
+use lb_common::{PersistInfo, PersistKey};
 
 /// Virtual services: (address, port, protocol) → VIP info.
 #[map(name = "LB_VIPS")]
@@ -60,6 +61,10 @@ pub static HASH_TABLE: Array<u32> = Array::with_max_entries(MAX_VIPS * HASH_TABL
 /// IPVS's table that forgets entries unused for a while).
 #[map(name = "LB_LBLC")]
 pub static LBLC: LruHashMap<LblcKey, LblcEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// Persistence templates (LRU: a full table forgets the oldest client).
+#[map(name = "LB_PERSIST")]
+pub static PERSIST: LruHashMap<PersistKey, PersistInfo> = LruHashMap::with_max_entries(262144, 0);
 
 /// Position in each VIP's sequence. Per CPU: no contention between CPUs;
 /// each CPU walks the whole sequence, so the spread stays even.

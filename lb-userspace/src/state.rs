@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::config::{Config, Method, Protocol, Scheduler, SchedulerFlag};
+use crate::config::{Config, Method, Persistence, Protocol, Scheduler, SchedulerFlag};
 
 /// What identifies a virtual service: ipvsadm's `-t/-u VIP:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -68,6 +68,7 @@ pub struct ServiceAttrs {
     pub scheduler: Scheduler,
     pub scheduler_flags: Vec<SchedulerFlag>,
     pub method: Method,
+    pub persistence: Option<Persistence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -76,6 +77,29 @@ pub struct Service {
     pub attrs: ServiceAttrs,
     /// In config order (IPVS's wrr walks reals in the order they were added).
     pub reals: Vec<Real>,
+}
+
+impl Service {
+    /// A service with its reals, adding the sorry server (weight 1) while
+    /// no real has weight, as keepalived does when a service has nothing up.
+    pub fn new(
+        key: ServiceKey,
+        attrs: ServiceAttrs,
+        mut reals: Vec<Real>,
+        sorry: Option<RealKey>,
+    ) -> Self {
+        if let Some(sorry) = sorry
+            && reals.iter().all(|r| r.weight == 0)
+            && !reals.iter().any(|r| r.key() == sorry)
+        {
+            reals.push(Real {
+                addr: sorry.addr,
+                port: sorry.port,
+                weight: 1,
+            });
+        }
+        Service { key, attrs, reals }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -119,8 +143,13 @@ impl DesiredState {
                 scheduler: vs.scheduler,
                 scheduler_flags: vs.scheduler_flags.clone(),
                 method: vs.method,
+                persistence: vs.persistence,
             };
-            services.insert(key.clone(), Service { key, attrs, reals });
+            let sorry = vs.sorry_server.map(|s| RealKey {
+                addr: s.address,
+                port: s.port,
+            });
+            services.insert(key.clone(), Service::new(key, attrs, reals, sorry));
         }
         DesiredState { services }
     }
@@ -185,6 +214,7 @@ mod tests {
                 scheduler: Scheduler::Mh,
                 scheduler_flags: vec![],
                 method: Method::Dr,
+                persistence: None,
             },
             reals: reals
                 .iter()
@@ -235,6 +265,36 @@ mod tests {
                 Change::AddService(key(82), service(82, &[]).attrs),
                 Change::AddReal(key(82), real("10.0.0.9", 82, 1)),
             ]
+        );
+    }
+
+    #[test]
+    fn the_sorry_server_stands_in_while_no_real_has_weight() {
+        let sorry = RealKey {
+            addr: "10.0.0.99".parse().unwrap(),
+            port: 80,
+        };
+        let s = service(80, &[("10.0.0.1", 0), ("10.0.0.2", 0)]);
+        let with = Service::new(s.key.clone(), s.attrs.clone(), s.reals.clone(), Some(sorry));
+        assert_eq!(with.reals.len(), 3);
+        assert_eq!(
+            with.reals[2],
+            Real {
+                addr: sorry.addr,
+                port: 80,
+                weight: 1
+            }
+        );
+        let up = service(80, &[("10.0.0.1", 1)]);
+        let without = Service::new(
+            up.key.clone(),
+            up.attrs.clone(),
+            up.reals.clone(),
+            Some(sorry),
+        );
+        assert_eq!(
+            without.reals, up.reals,
+            "a live real keeps the sorry server out"
         );
     }
 

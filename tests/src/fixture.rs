@@ -50,6 +50,7 @@ pub fn service(
             scheduler,
             scheduler_flags: vec![],
             method: Method::Dr,
+            persistence: None,
         },
         reals: reals
             .iter()

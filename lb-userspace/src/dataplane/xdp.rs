@@ -18,8 +18,8 @@ use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
     CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, HASH_TABLE_SIZE,
     IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, REAL_F_MAC_RESOLVED,
-    RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_FALLBACK, VIP_F_HASH_DST,
-    VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash, maglev, wrr,
+    RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK,
+    VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash, maglev, wrr,
 };
 use tracing::{debug, info, warn};
 
@@ -530,6 +530,9 @@ impl XdpDataplane {
             _ => Vec::new(),
         };
         let (sched, mut flags) = sched_kind(s.attrs.scheduler);
+        if key.port == 0 {
+            flags |= VIP_F_ANY_PORT;
+        }
         for f in &s.attrs.scheduler_flags {
             flags |= match f {
                 SchedulerFlag::ShPort | SchedulerFlag::MhPort => VIP_F_HASH_PORT,
@@ -575,6 +578,12 @@ impl XdpDataplane {
             flags,
             seq_len: seq.len() as u32,
             n_reals: slots.len() as u32,
+            persist_timeout: s
+                .attrs
+                .persistence
+                .map_or(0, |p| p.timeout.as_secs().clamp(1, u32::MAX as u64) as u32),
+            persist_prefix: s.attrs.persistence.map_or(0, |p| p.netmask),
+            _pad: [0; 3],
         };
         self.maps.vips.insert(vip_key(key), info, 0)?;
         self.services.get_mut(key).expect("checked above").maglev = Some(table);
