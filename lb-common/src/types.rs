@@ -272,30 +272,27 @@ pub enum Reason {
     PassNotIp = 1,
     /// Malformed or truncated headers: passed.
     PassMalformed = 2,
-    /// IPv6, not yet forwarded: passed.
-    PassIpv6 = 3,
     /// VIP traffic with no real server to send it to: dropped.
-    DropNoReal = 4,
+    DropNoReal = 3,
     /// VIP traffic whose real server's MAC is not resolved: dropped.
-    DropNoNexthop = 5,
+    DropNoNexthop = 4,
     /// VIP traffic arriving on an interface lbd did not set up: dropped.
-    DropNoIface = 6,
+    DropNoIface = 5,
     /// Forwarding method not supported yet: dropped.
-    DropUnsupported = 7,
+    DropUnsupported = 6,
     /// Forwarded with XDP_TX.
-    Forwarded = 8,
+    Forwarded = 7,
     /// VIP traffic that is an IP fragment (not yet handled): dropped.
-    DropFragment = 9,
+    DropFragment = 8,
 }
 
-pub const REASON_COUNT: u32 = 10;
+pub const REASON_COUNT: u32 = 9;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
         Reason::PassNotVip,
         Reason::PassNotIp,
         Reason::PassMalformed,
-        Reason::PassIpv6,
         Reason::DropNoReal,
         Reason::DropNoNexthop,
         Reason::DropNoIface,
@@ -310,7 +307,6 @@ impl Reason {
             Reason::PassNotVip => "pass_not_vip",
             Reason::PassNotIp => "pass_not_ip",
             Reason::PassMalformed => "pass_malformed",
-            Reason::PassIpv6 => "pass_ipv6",
             Reason::DropNoReal => "drop_no_real",
             Reason::DropNoNexthop => "drop_no_nexthop",
             Reason::DropNoIface => "drop_no_iface",

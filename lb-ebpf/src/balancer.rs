@@ -3,9 +3,7 @@
 //! traffic that cannot be forwarded is dropped and counted by reason.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{
-    AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey,
-};
+use lb_common::{FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey};
 
 use lb_common::PersistKey;
 
@@ -48,16 +46,15 @@ fn find_vip(key: &FlowKey) -> Option<VipInfo> {
 pub fn process(ctx: &XdpContext) -> u32 {
     let flow = match parse::parse(ctx) {
         Parsed::Flow(f) => f,
-        Parsed::Ipv6 => return pass(Reason::PassIpv6),
         Parsed::NotBalanced => return pass(Reason::PassNotIp),
         Parsed::Malformed => return pass(Reason::PassMalformed),
-        Parsed::Fragment { dst, proto } => {
+        Parsed::Fragment { dst, proto, family } => {
             // Only a port-0 service can own a fragment without ports.
             let vk = VipKey {
-                addr: [dst, 0, 0, 0],
+                addr: dst,
                 port: 0,
                 proto,
-                family: AF_INET,
+                family,
             };
             // SAFETY: lookup only.
             return if unsafe { VIPS.get(&vk) }.is_some() {

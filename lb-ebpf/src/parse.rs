@@ -4,13 +4,12 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{AF_INET, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::{AF_INET, AF_INET6, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-/// IPv4 "more fragments" flag and fragment offset, in host order.
-const IP_MF: u16 = 0x2000;
+/// IPv4 fragment offset, in host order.
 const IP_OFFSET: u16 = 0x1fff;
 pub const TCP_FLAG_FIN: u8 = 0x01;
 pub const TCP_FLAG_SYN: u8 = 0x02;
@@ -68,14 +67,43 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     Some((start + off) as *mut T)
 }
 
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub vtc_flow: u32,
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+}
+
+/// The first two bytes every IPv6 extension header starts with.
+#[repr(C)]
+struct Ipv6ExtHead {
+    next_header: u8,
+    /// Length in 8-byte units, not counting the first 8 bytes.
+    len: u8,
+}
+
+const IPV6_HLEN: usize = 40;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+/// Extension headers skipped before giving up (and passing the packet).
+const MAX_EXT_HEADERS: usize = 4;
+
 /// What parsing found.
 pub enum Parsed {
-    /// A TCP or UDP packet over IPv4 with its flow key.
+    /// A TCP or UDP packet with its flow key.
     Flow(Flow),
-    /// An IPv4 fragment that carries no L4 header (offset > 0).
-    Fragment { dst: u32, proto: u8 },
-    /// IPv6: not forwarded yet.
-    Ipv6,
+    /// A fragment that carries no L4 header (IPv4 offset > 0, or any IPv6
+    /// fragment after the first).
+    Fragment {
+        dst: [u32; 4],
+        proto: u8,
+        family: u8,
+    },
     /// Not IP, or an IP protocol we do not balance (ICMP, …).
     NotBalanced,
     /// Truncated or inconsistent headers.
@@ -88,9 +116,12 @@ pub struct Flow {
     pub tcp_flags: u8,
     /// Bytes of the IP packet (for counters).
     pub ip_len: u16,
+    /// Offset of the TCP/UDP header in the frame.
+    pub l4_off: u16,
 }
 
-/// Parses Ethernet, IPv4 and the TCP/UDP ports.
+/// Parses Ethernet, IPv4 or IPv6 (with up to `MAX_EXT_HEADERS` extension
+/// headers) and the TCP/UDP ports.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Parsed {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
@@ -98,16 +129,21 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     };
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let proto = u16::from_be(unsafe { (*eth).proto });
-    if proto == ETH_P_IPV6 {
-        return Parsed::Ipv6;
+    if proto == ETH_P_IP {
+        parse_v4(ctx)
+    } else if proto == ETH_P_IPV6 {
+        parse_v6(ctx)
+    } else {
+        Parsed::NotBalanced
     }
-    if proto != ETH_P_IP {
-        return Parsed::NotBalanced;
-    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext) -> Parsed {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
         return Parsed::Malformed;
     };
-    // SAFETY: as above.
+    // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
     let ihl = (ip.vihl & 0x0f) as usize;
     if ip.vihl >> 4 != 4 || ihl < 5 {
@@ -121,29 +157,102 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Parsed::NotBalanced;
     }
-    let frag = u16::from_be(ip.frag_off);
-    if frag & IP_OFFSET != 0 {
+    let dst = [ip.daddr, 0, 0, 0];
+    if u16::from_be(ip.frag_off) & IP_OFFSET != 0 {
         return Parsed::Fragment {
-            dst: ip.daddr,
+            dst,
             proto: ip.proto,
+            family: AF_INET,
         };
     }
-    let _first_fragment = frag & IP_MF != 0;
-    let l4 = ETH_HLEN + ihl * 4;
-    let mut key = FlowKey {
+    let key = FlowKey {
         src: [ip.saddr, 0, 0, 0],
-        dst: [ip.daddr, 0, 0, 0],
+        dst,
         proto: ip.proto,
         family: AF_INET,
         ..FlowKey::default()
     };
+    l4(ctx, key, ETH_HLEN + ihl * 4, tot_len)
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
+        return Parsed::Malformed;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &*ip };
+    if u32::from_be(ip.vtc_flow) >> 28 != 6 {
+        return Parsed::Malformed;
+    }
+    let ip_len = u16::from_be(ip.payload_len) as usize + IPV6_HLEN;
+    if ip_len > ctx.data_end() - ctx.data() - ETH_HLEN {
+        return Parsed::Malformed;
+    }
+    let mut next = ip.next_header;
+    let mut off = ETH_HLEN + IPV6_HLEN;
+    let mut i = 0;
+    while i < MAX_EXT_HEADERS {
+        if next == NEXTHDR_FRAGMENT {
+            // Fragment header: 8 bytes; offset and M flag in bytes 2..4.
+            let Some(frag) = ptr_at::<[u8; 8]>(ctx, off) else {
+                return Parsed::Malformed;
+            };
+            // SAFETY: bounds checked by ptr_at.
+            let frag = unsafe { &*frag };
+            let offset = u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8;
+            next = frag[0];
+            off += 8;
+            if offset != 0 {
+                return Parsed::Fragment {
+                    dst: ip.daddr,
+                    proto: next,
+                    family: AF_INET6,
+                };
+            }
+        } else if next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST {
+            let Some(ext) = ptr_at::<Ipv6ExtHead>(ctx, off) else {
+                return Parsed::Malformed;
+            };
+            // SAFETY: bounds checked by ptr_at.
+            let ext = unsafe { &*ext };
+            next = ext.next_header;
+            off += (ext.len as usize + 1) * 8;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    if next != IPPROTO_TCP && next != IPPROTO_UDP {
+        return Parsed::NotBalanced;
+    }
+    if off > ETH_HLEN + ip_len {
+        return Parsed::Malformed;
+    }
+    let key = FlowKey {
+        src: ip.saddr,
+        dst: ip.daddr,
+        proto: next,
+        family: AF_INET6,
+        ..FlowKey::default()
+    };
+    l4(ctx, key, off, ip_len as u16)
+}
+
+/// Reads the ports (and TCP flags) at `off`.
+#[inline(always)]
+fn l4(ctx: &XdpContext, mut key: FlowKey, off: usize, ip_len: u16) -> Parsed {
+    // Extension headers can push the offset anywhere: keep it bounded.
+    if off > 512 {
+        return Parsed::Malformed;
+    }
     let mut tcp_flags = 0;
-    if ip.proto == IPPROTO_TCP {
+    if key.proto == IPPROTO_TCP {
         // The whole 20-byte base header must be there, not just the ports.
-        if ptr_at::<[u8; 20]>(ctx, l4).is_none() {
+        if ptr_at::<[u8; 20]>(ctx, off).is_none() {
             return Parsed::Malformed;
         }
-        let Some(tcp) = ptr_at::<TcpHead>(ctx, l4) else {
+        let Some(tcp) = ptr_at::<TcpHead>(ctx, off) else {
             return Parsed::Malformed;
         };
         // SAFETY: bounds checked above.
@@ -152,7 +261,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
         key.dport = tcp.dport;
         tcp_flags = tcp.flags;
     } else {
-        let Some(udp) = ptr_at::<UdpHdr>(ctx, l4) else {
+        let Some(udp) = ptr_at::<UdpHdr>(ctx, off) else {
             return Parsed::Malformed;
         };
         // SAFETY: bounds checked above.
@@ -163,6 +272,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     Parsed::Flow(Flow {
         key,
         tcp_flags,
-        ip_len: tot_len,
+        ip_len,
+        l4_off: off as u16,
     })
 }

@@ -31,6 +31,30 @@ pub fn real_ip(i: u8) -> Ipv4Addr {
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 
+/// Real server `i`'s IPv6 address: fd00::(0x10+i). Same MAC as its IPv4 twin.
+pub fn real_ip6(i: u8) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x10 + i as u16)
+}
+
+pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+
+/// An IPv6 service for fixtures (reals at `real_ip6`).
+pub fn service6(
+    vip: std::net::Ipv6Addr,
+    port: u16,
+    protocol: Protocol,
+    scheduler: Scheduler,
+    reals: &[(u8, u32)],
+) -> Service {
+    let mut s = service(Ipv4Addr::UNSPECIFIED, port, protocol, scheduler, reals);
+    s.key.vip = IpAddr::V6(vip).into();
+    s.attrs.name = format!("[{vip}]:{port}");
+    for (r, &(i, _)) in s.reals.iter_mut().zip(reals) {
+        r.addr = IpAddr::V6(real_ip6(i));
+    }
+    s
+}
+
 /// A service description for fixtures.
 pub fn service(
     vip: Ipv4Addr,
@@ -96,6 +120,8 @@ impl Fixture {
         f.set(services);
         for i in 0..=40u8 {
             f.dp.set_neighbor(IpAddr::V4(real_ip(i)), Some(real_mac(i)))
+                .unwrap();
+            f.dp.set_neighbor(IpAddr::V6(real_ip6(i)), Some(real_mac(i)))
                 .unwrap();
         }
         f

@@ -199,3 +199,93 @@ pub fn dst_mac(frame: &[u8]) -> [u8; 6] {
 pub fn src_mac(frame: &[u8]) -> [u8; 6] {
     frame[6..12].try_into().unwrap()
 }
+
+/// An IPv6 TCP or UDP packet to build; client fd00::2 → `dst`.
+#[derive(Clone, Debug)]
+pub struct Pkt6 {
+    pub src: std::net::Ipv6Addr,
+    pub dst: std::net::Ipv6Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Pkt6 {
+    pub fn to(dst: std::net::Ipv6Addr, dport: u16) -> Self {
+        Pkt6 {
+            src: "fd00::2".parse().unwrap(),
+            dst,
+            sport: 40000,
+            dport,
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn from(mut self, src: std::net::Ipv6Addr, sport: u16) -> Self {
+        self.src = src;
+        self.sport = sport;
+        self
+    }
+
+    pub fn payload(mut self, p: &[u8]) -> Self {
+        self.payload = p.to_vec();
+        self
+    }
+
+    fn base(&self) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+        PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv6(
+            self.src.octets(),
+            self.dst.octets(),
+            64,
+        )
+    }
+
+    pub fn tcp(&self, flags: Flags) -> Vec<u8> {
+        let mut b = self.base().tcp(self.sport, self.dport, 1000, 64240);
+        if flags.syn {
+            b = b.syn();
+        }
+        if flags.ack {
+            b = b.ack(1);
+        }
+        if flags.fin {
+            b = b.fin();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &self.payload)
+            .expect("building an IPv6 TCP packet");
+        out
+    }
+
+    pub fn udp(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.base()
+            .udp(self.sport, self.dport)
+            .write(&mut out, &self.payload)
+            .expect("building IPv6 UDP");
+        out
+    }
+}
+
+/// Inserts an IPv6 extension header (8 bytes, next header kept) of type
+/// `kind` (0 hop-by-hop, 60 destination options, 44 fragment with
+/// `frag_offset` in 8-byte units) right after the fixed header.
+pub fn with_ipv6_ext(frame: &[u8], kind: u8, frag_offset: u16) -> Vec<u8> {
+    let mut out = frame[..14 + 40].to_vec();
+    let next = out[14 + 6];
+    out[14 + 6] = kind;
+    let mut ext = [0u8; 8];
+    ext[0] = next;
+    if kind == 44 {
+        ext[2..4].copy_from_slice(&(frag_offset << 3).to_be_bytes());
+    } else {
+        // Pad1/PadN options filling the 6 remaining bytes.
+        ext[2] = 1;
+        ext[3] = 4;
+    }
+    out.extend_from_slice(&ext);
+    out.extend_from_slice(&frame[14 + 40..]);
+    let plen = u16::from_be_bytes([out[18], out[19]]) + 8;
+    out[18..20].copy_from_slice(&plen.to_be_bytes());
+    out
+}

@@ -287,11 +287,11 @@ fn arp_passes_unchanged() {
 }
 
 #[test]
-fn ipv6_passes_unchanged() {
+fn ipv6_to_no_vip_passes_unchanged() {
     let f = mh_web();
     let frame = tcp6_syn([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64], 80);
     assert_passed_unchanged(&frame, &f.run(&frame));
-    assert_eq!(f.dp.reason_count(Reason::PassIpv6), 1);
+    assert_eq!(f.dp.reason_count(Reason::PassNotVip), 1);
 }
 
 #[test]

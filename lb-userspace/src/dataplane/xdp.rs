@@ -615,9 +615,6 @@ fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
     if key.vip.prefix_len() != key.vip.max_prefix_len() {
         bail!("{key}: VIP prefixes are not supported by the XDP data plane yet");
     }
-    if key.vip.addr().is_ipv6() {
-        bail!("{key}: IPv6 VIPs are not supported by the XDP data plane yet");
-    }
     if attrs.method != Method::Dr {
         bail!(
             "{key}: method {:?} is not implemented by the XDP data plane yet (DR is)",
