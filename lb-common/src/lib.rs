@@ -9,6 +9,7 @@
 #[cfg(feature = "user")]
 extern crate alloc;
 
+pub mod csum;
 pub mod ipvs_hash;
 pub mod jhash;
 pub mod types;

@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's layout or meaning changes: a restart adopts pinned
 /// maps only when their layout version matches its own.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Slots of every VIP's Maglev table (a prime, as Maglev requires).
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
@@ -225,6 +225,30 @@ pub struct RealInfo {
     pub _pad: [u8; 2],
     /// Effective weight (0: no new connections).
     pub weight: u32,
+    /// Interface the real is reached through (two-arm NAT: not the one
+    /// the packet came in on, so it is redirected there).
+    pub ifindex: u32,
+}
+
+/// NAT's reverse mapping, keyed by the reply's 5-tuple (real → client):
+/// what the reply's source must become again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatReverse {
+    pub vip: [u32; 4],
+    /// Network byte order.
+    pub vport: u16,
+    pub _pad: [u8; 2],
+    pub real: u32,
+    pub generation: u32,
+}
+
+/// Data-plane-wide settings (index 0 of the GLOBALS array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Globals {
+    /// Some service uses NAT: replies from real servers must be looked up.
+    pub nat: u32,
 }
 
 /// lblc/lblcr: the real servers a destination address was given.
@@ -284,9 +308,13 @@ pub enum Reason {
     Forwarded = 7,
     /// VIP traffic that is an IP fragment (not yet handled): dropped.
     DropFragment = 8,
+    /// A NAT reply (real → client) sent back with the VIP as source.
+    NatReply = 9,
+    /// A NAT reply with no route or unresolved next hop to the client: dropped.
+    DropNoRoute = 10,
 }
 
-pub const REASON_COUNT: u32 = 9;
+pub const REASON_COUNT: u32 = 11;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -299,6 +327,8 @@ impl Reason {
         Reason::DropUnsupported,
         Reason::Forwarded,
         Reason::DropFragment,
+        Reason::NatReply,
+        Reason::DropNoRoute,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -313,6 +343,8 @@ impl Reason {
             Reason::DropUnsupported => "drop_unsupported",
             Reason::Forwarded => "forwarded",
             Reason::DropFragment => "drop_fragment",
+            Reason::NatReply => "nat_reply",
+            Reason::DropNoRoute => "drop_no_route",
         }
     }
 }
@@ -375,6 +407,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LblcKey {}
+    unsafe impl aya::Pod for NatReverse {}
+    unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for PersistKey {}
     unsafe impl aya::Pod for PersistInfo {}
     unsafe impl aya::Pod for LblcEntry {}
@@ -395,7 +429,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<RealConns>(), 8);
-        assert_eq!(size_of::<RealInfo>(), 36);
+        assert_eq!(size_of::<RealInfo>(), 40);
+        assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);
         assert_eq!(size_of::<LblcEntry>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 8);

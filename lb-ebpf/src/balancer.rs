@@ -9,8 +9,8 @@ use lb_common::PersistKey;
 
 use crate::{
     clock, conn, fwd,
-    maps::{IFACES, REALS, VIPS},
-    parse::{self, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
+    maps::{GLOBALS, NAT_REV, REALS, VIPS},
+    parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
 
@@ -65,7 +65,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
         }
     };
     let Some(vip) = find_vip(&flow.key) else {
-        return pass(Reason::PassNotVip);
+        return not_for_a_vip(ctx, &flow);
     };
 
     let now = clock::now();
@@ -125,14 +125,49 @@ pub fn process(ctx: &XdpContext) -> u32 {
         return drop(Reason::DropNoNexthop);
     }
     // SAFETY: reading the context of this packet.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: lookup only; copied out at once.
-    let Some(iface) = (unsafe { IFACES.get(&ifindex) }).copied() else {
-        return drop(Reason::DropNoIface);
-    };
-    if vip.method != FwdMethod::Dr as u8 {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if vip.method == FwdMethod::Nat as u8 {
+        if real.family != flow.key.family || !fwd::nat::to_real(ctx, &flow, &real.addr, real.port) {
+            return drop(Reason::DropUnsupported);
+        }
+        if new_conn {
+            fwd::nat::record_reverse(&flow.key, &real.addr, real.port, slot, real.generation);
+        }
+    } else if vip.method != FwdMethod::Dr as u8 {
         return drop(Reason::DropUnsupported);
     }
-    stats::forwarded(vip.id, slot, flow.ip_len as u64, new_conn);
-    fwd::dr::forward(ctx, &real.mac, &iface.mac)
+    let action = fwd::out::to_real(ctx, ingress, &real);
+    if action != xdp_action::XDP_DROP {
+        stats::forwarded(vip.id, slot, flow.ip_len as u64, new_conn);
+    }
+    action
+}
+
+/// A packet for no VIP: a NAT real's reply to translate back, or not ours.
+#[inline(always)]
+fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
+    if GLOBALS.get(0).is_none_or(|g| g.nat == 0) {
+        return pass(Reason::PassNotVip);
+    }
+    // SAFETY: lookup only; copied out at once.
+    let Some(rev) = (unsafe { NAT_REV.get(&flow.key) }).copied() else {
+        return pass(Reason::PassNotVip);
+    };
+    // A mapping of a slot that now holds another real is stale.
+    if REALS
+        .get(rev.real)
+        .is_none_or(|r| r.generation != rev.generation)
+    {
+        return pass(Reason::PassNotVip);
+    }
+    if !fwd::nat::to_client(ctx, flow, &rev) {
+        return pass(Reason::PassMalformed);
+    }
+    let mut key = flow.key;
+    key.src = rev.vip;
+    key.sport = rev.vport;
+    stats::count(Reason::NatReply);
+    // SAFETY: reading the context of this packet.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    fwd::out::by_fib(ctx, ingress, &key, flow.ip_len)
 }

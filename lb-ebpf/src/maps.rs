@@ -10,7 +10,7 @@ use lb_common::{
     LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
 };
-use lb_common::{PersistInfo, PersistKey};
+use lb_common::{Globals, NatReverse, PersistInfo, PersistKey};
 
 /// Virtual services: (address, port, protocol) → VIP info.
 #[map(name = "LB_VIPS")]
@@ -35,6 +35,16 @@ pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 /// least-connection schedulers compare them).
 #[map(name = "LB_REAL_CONNS")]
 pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, 0);
+
+/// NAT's reverse mappings, keyed by the reply's 5-tuple. Sized like the
+/// connection table by user space.
+#[map(name = "LB_NAT_REV")]
+pub static NAT_REV: LruHashMap<FlowKey, NatReverse> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// Data-plane-wide settings.
+#[map(name = "LB_GLOBALS")]
+pub static GLOBALS: Array<Globals> = Array::with_max_entries(1, 0);
 
 /// Real servers by slot id (slot 0 is never used).
 #[map(name = "LB_REALS")]

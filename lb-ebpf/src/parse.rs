@@ -93,6 +93,23 @@ const NEXTHDR_DEST: u8 = 60;
 /// Extension headers skipped before giving up (and passing the packet).
 const MAX_EXT_HEADERS: usize = 4;
 
+/// `ptr_at` for an offset computed at run time (after extension headers
+/// or IP options), at most 1023: the volatile read keeps LLVM from turning the pointer
+/// comparison into integer arithmetic the verifier cannot follow.
+#[inline(always)]
+pub fn ptr_at_var<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+    // Offsets come from the parser, which keeps them at most 512; the
+    // mask tells the verifier so (an unbounded u16 plus the size would
+    // exceed its maximum packet offset).
+    let p = ctx.data() + (off & 0x3ff);
+    // SAFETY: reading a local.
+    let p = unsafe { core::ptr::read_volatile(&p) };
+    if p + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some(p as *mut T)
+}
+
 /// What parsing found.
 pub enum Parsed {
     /// A TCP or UDP packet with its flow key.

@@ -289,3 +289,38 @@ pub fn with_ipv6_ext(frame: &[u8], kind: u8, frag_offset: u16) -> Vec<u8> {
     out[18..20].copy_from_slice(&plen.to_be_bytes());
     out
 }
+
+/// Checks an Ethernet/IP/TCP-or-UDP frame's checksums by recomputing them
+/// from scratch: the IPv4 header checksum, and the TCP/UDP checksum over
+/// the pseudo-header. IPv4 UDP with checksum 0 (none) is accepted.
+pub fn assert_checksums_valid(frame: &[u8]) {
+    use lb_common::csum::checksum;
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let (l4_off, proto, pseudo) = if v6 {
+        let plen = u16::from_be_bytes([frame[18], frame[19]]) as usize;
+        let mut p = frame[22..54].to_vec();
+        p.extend_from_slice(&(plen as u32).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, frame[20]]);
+        (54, frame[20], p)
+    } else {
+        let ihl = (frame[14] & 0x0f) as usize * 4;
+        assert_eq!(checksum(&frame[14..14 + ihl]), 0, "IPv4 header checksum");
+        let tot = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+        let mut p = frame[26..34].to_vec();
+        p.extend_from_slice(&[0, frame[23]]);
+        p.extend_from_slice(&((tot - ihl) as u16).to_be_bytes());
+        (14 + ihl, frame[23], p)
+    };
+    let end = if v6 {
+        54 + u16::from_be_bytes([frame[18], frame[19]]) as usize
+    } else {
+        14 + u16::from_be_bytes([frame[16], frame[17]]) as usize
+    };
+    let seg = &frame[l4_off..end];
+    if proto == 17 && !v6 && seg[6..8] == [0, 0] {
+        return;
+    }
+    let mut all = pseudo;
+    all.extend_from_slice(seg);
+    assert_eq!(checksum(&all), 0, "L4 checksum (protocol {proto})");
+}

@@ -1,2 +1,4 @@
-//! Forwarding methods, one file each.
+//! Forwarding methods, one file each, and the Ethernet output they share.
 pub mod dr;
+pub mod nat;
+pub mod out;

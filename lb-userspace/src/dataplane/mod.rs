@@ -89,8 +89,20 @@ pub trait Dataplane: Send {
         Vec::new()
     }
 
-    /// A real server's MAC address was learned (or lost: `None`).
-    fn set_neighbor(&mut self, _addr: IpAddr, _mac: Option<[u8; 6]>) -> anyhow::Result<()> {
+    /// A real server's MAC address was learned (or lost: `None`), on the
+    /// interface the packets come in on.
+    fn set_neighbor(&mut self, addr: IpAddr, mac: Option<[u8; 6]>) -> anyhow::Result<()> {
+        self.set_next_hop(addr, mac, 0)
+    }
+
+    /// A real server's MAC address, learned on interface `ifindex` (0: the
+    /// interface the packets come in on).
+    fn set_next_hop(
+        &mut self,
+        _addr: IpAddr,
+        _mac: Option<[u8; 6]>,
+        _ifindex: u32,
+    ) -> anyhow::Result<()> {
         Ok(())
     }
 }

@@ -16,10 +16,11 @@ use aya::{
 };
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
-    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, HASH_TABLE_SIZE,
-    IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, REAL_F_MAC_RESOLVED,
-    RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK,
-    VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash, maglev, wrr,
+    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, Globals, HASH_TABLE_SIZE,
+    IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NatReverse,
+    REAL_F_MAC_RESOLVED, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT,
+    VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash,
+    maglev, wrr,
 };
 use tracing::{debug, info, warn};
 
@@ -86,6 +87,8 @@ struct Maps {
     timeouts: Array<MapData, u64>,
     clock: Array<MapData, u64>,
     real_conns: Array<MapData, RealConns>,
+    nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
+    globals: Array<MapData, Globals>,
 }
 
 struct RealSlot {
@@ -116,7 +119,7 @@ pub struct XdpDataplane {
     services: HashMap<ServiceKey, ServiceSlots>,
     vip_ids: IdPool,
     slots: SlotPool,
-    neighbors: HashMap<IpAddr, [u8; 6]>,
+    neighbors: HashMap<IpAddr, ([u8; 6], u32)>,
 }
 
 /// Takes a map out of the object, pinning it under `pin_dir/maps` first.
@@ -191,6 +194,7 @@ impl XdpDataplane {
     ) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("LB_CONNS", conn_table_size.max(1));
+        loader.map_max_entries("LB_NAT_REV", conn_table_size.max(1));
         let mut ebpf = loader.load(EBPF_OBJECT).context(
             "loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN, and kernel BTF)",
         )?;
@@ -217,6 +221,8 @@ impl XdpDataplane {
             timeouts: take(&mut ebpf, "LB_TIMEOUTS", pin_dir)?,
             clock: take(&mut ebpf, "LB_CLOCK", pin_dir)?,
             real_conns: take(&mut ebpf, "LB_REAL_CONNS", pin_dir)?,
+            nat_rev: take(&mut ebpf, "LB_NAT_REV", pin_dir)?,
+            globals: take(&mut ebpf, "LB_GLOBALS", pin_dir)?,
         };
         let mut maps = maps;
         for (state, ns) in state_timeouts(timeouts).into_iter().enumerate() {
@@ -393,6 +399,19 @@ impl XdpDataplane {
                 .real_conns
                 .set(*slot, counts.get(slot).copied().unwrap_or_default(), 0)?;
         }
+        // NAT reverse mappings of reals that are gone. (A mapping whose
+        // forward flow expired is harmless and ages out of the LRU.)
+        let stale: Vec<FlowKey> = self
+            .maps
+            .nat_rev
+            .iter()
+            .filter_map(|i| i.ok())
+            .filter(|(_, r)| live.get(&r.real) != Some(&r.generation))
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = self.maps.nat_rev.remove(&k);
+        }
         Ok(())
     }
 
@@ -430,7 +449,8 @@ impl XdpDataplane {
 
     fn real_info(&self, real: &Real, slot: u32) -> RealInfo {
         let (addr, family) = addr_words(real.addr);
-        let mac = self.neighbors.get(&real.addr).copied();
+        let hop = self.neighbors.get(&real.addr).copied();
+        let mac = hop.map(|h| h.0);
         RealInfo {
             addr,
             mac: mac.unwrap_or([0; 6]),
@@ -444,6 +464,7 @@ impl XdpDataplane {
             port: real.port.to_be(),
             _pad: [0; 2],
             weight: real.weight,
+            ifindex: hop.map_or(0, |h| h.1),
         }
     }
 
@@ -615,11 +636,8 @@ fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
     if key.vip.prefix_len() != key.vip.max_prefix_len() {
         bail!("{key}: VIP prefixes are not supported by the XDP data plane yet");
     }
-    if attrs.method != Method::Dr {
-        bail!(
-            "{key}: method {:?} is not implemented by the XDP data plane yet (DR is)",
-            attrs.method
-        );
+    if attrs.method == Method::Tun {
+        bail!("{key}: method TUN is not implemented by the XDP data plane yet (DR and NAT are)");
     }
     Ok(())
 }
@@ -731,6 +749,11 @@ impl Dataplane for XdpDataplane {
             self.maps.reals.set(slot, RealInfo::default(), 0)?;
             self.slots.release(slot);
         }
+        let nat = self
+            .services
+            .values()
+            .any(|s| s.attrs.method == Method::Nat);
+        self.maps.globals.set(0, Globals { nat: nat as u32 }, 0)?;
         result
     }
 
@@ -810,9 +833,14 @@ impl Dataplane for XdpDataplane {
         set.into_iter().collect()
     }
 
-    fn set_neighbor(&mut self, addr: IpAddr, mac: Option<[u8; 6]>) -> anyhow::Result<()> {
+    fn set_next_hop(
+        &mut self,
+        addr: IpAddr,
+        mac: Option<[u8; 6]>,
+        ifindex: u32,
+    ) -> anyhow::Result<()> {
         let changed = match mac {
-            Some(m) => self.neighbors.insert(addr, m) != Some(m),
+            Some(m) => self.neighbors.insert(addr, (m, ifindex)) != Some((m, ifindex)),
             None => self.neighbors.remove(&addr).is_some(),
         };
         if !changed {

@@ -1,0 +1,85 @@
+//! Ethernet output: new MAC addresses, then XDP_TX when the frame leaves
+//! by the interface it came in on, else a redirect to the other interface
+//! (two-arm NAT, or DR reals behind a second interface).
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action},
+    helpers::{bpf_fib_lookup, bpf_redirect},
+    programs::XdpContext,
+};
+use lb_common::{AF_INET, FlowKey, RealInfo, Reason};
+
+use crate::maps::IFACES;
+use crate::parse::{EthHdr, ptr_at};
+use crate::stats;
+
+#[inline(always)]
+fn emit(ctx: &XdpContext, ingress: u32, egress: u32, dst: &[u8; 6], src: &[u8; 6]) -> u32 {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the header lies inside the frame (checked by ptr_at).
+    unsafe {
+        (*eth).dst = *dst;
+        (*eth).src = *src;
+    }
+    if egress == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: a helper taking plain values.
+        unsafe { bpf_redirect(egress, 0) as u32 }
+    }
+}
+
+/// To a real server: its MAC from lbd's neighbour map, out of the
+/// interface lbd resolved it on.
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
+    let egress = if real.ifindex == 0 {
+        ingress
+    } else {
+        real.ifindex
+    };
+    // SAFETY: lookup only; copied out at once.
+    let Some(iface) = (unsafe { IFACES.get(&egress) }).copied() else {
+        stats::count(Reason::DropNoIface);
+        return xdp_action::XDP_DROP;
+    };
+    emit(ctx, ingress, egress, &real.mac, &iface.mac)
+}
+
+/// To a client (NAT replies): the next hop from the kernel's FIB, which
+/// knows the routes to clients (lbd never learns clients' MACs). `key` is
+/// the rewritten packet's flow (source = VIP).
+#[inline(always)]
+pub fn by_fib(ctx: &XdpContext, ingress: u32, key: &FlowKey, ip_len: u16) -> u32 {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid value.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = key.family;
+    p.l4_protocol = key.proto;
+    p.sport = key.sport;
+    p.dport = key.dport;
+    p.__bindgen_anon_1.tot_len = ip_len;
+    p.ifindex = ingress;
+    if key.family == AF_INET {
+        p.__bindgen_anon_3.ipv4_src = key.src[0];
+        p.__bindgen_anon_4.ipv4_dst = key.dst[0];
+    } else {
+        p.__bindgen_anon_3.ipv6_src = key.src;
+        p.__bindgen_anon_4.ipv6_dst = key.dst;
+    }
+    // SAFETY: the helper reads and writes `p`, which lives on our stack.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut p,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        stats::count(Reason::DropNoRoute);
+        return xdp_action::XDP_DROP;
+    }
+    emit(ctx, ingress, p.ifindex, &p.dmac, &p.smac)
+}

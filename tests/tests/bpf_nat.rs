@@ -1,0 +1,283 @@
+//! NAT through the program: the client's packet gets the real's address
+//! and port, the real's reply gets the VIP's back, and every checksum is
+//! right when recomputed from scratch. The reply path asks the kernel's FIB
+//! for the way to the client, so those fixtures run in a namespace the test
+//! builds (its own routes and a static neighbour), never the host's tables.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_common::Reason;
+use lb_tests::fixture::*;
+use lb_tests::netns::Netns;
+use lb_tests::packet::*;
+use lb_userspace::config::{Method, Protocol, Scheduler};
+use lb_userspace::dataplane::Dataplane as _;
+use lb_userspace::state::Service;
+
+const XDP_REDIRECT: u32 = 4;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+const CLIENT_NEIGH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x02];
+
+fn nat(s: Service) -> Service {
+    let mut s = s;
+    s.attrs.method = Method::Nat;
+    s
+}
+
+/// A NAT service: VIP:80 → reals on port 8080.
+fn web_nat(reals: &[(u8, u32)]) -> Service {
+    let mut s = nat(service(VIP, 80, Protocol::Tcp, Scheduler::Rr, reals));
+    for r in &mut s.reals {
+        r.port = 8080;
+    }
+    s
+}
+
+fn ip_dst(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33])
+}
+
+fn ip_src(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29])
+}
+
+fn ports(frame: &[u8], l4: usize) -> (u16, u16) {
+    (
+        u16::from_be_bytes([frame[l4], frame[l4 + 1]]),
+        u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]),
+    )
+}
+
+#[test]
+fn a_client_packet_gets_the_real_address_and_port() {
+    let f = Fixture::new(vec![web_nat(&[(1, 1), (2, 1)])]);
+    let p = Pkt::to(VIP, 80)
+        .from(CLIENT, 40000)
+        .payload(b"GET / HTTP/1.0\r\n\r\n");
+    for flags in [SYN, ACK, PSH_ACK] {
+        let o = f.run(&p.tcp(flags));
+        let r = f.real_of(&o);
+        assert_eq!(ip_dst(&o.frame), real_ip(r));
+        assert_eq!(ip_src(&o.frame), CLIENT, "the client's address stays");
+        assert_eq!(ports(&o.frame, 34), (40000, 8080));
+        assert_checksums_valid(&o.frame);
+    }
+}
+
+#[test]
+fn udp_is_translated_with_a_valid_checksum() {
+    let mut s = nat(service(VIP, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1)]));
+    s.reals[0].port = 5353;
+    let f = Fixture::new(vec![s]);
+    let o = f.run(&Pkt::to(VIP, 53).from(CLIENT, 999).payload(b"query").udp());
+    assert_eq!(ip_dst(&o.frame), real_ip(1));
+    assert_eq!(ports(&o.frame, 34), (999, 5353));
+    assert_checksums_valid(&o.frame);
+}
+
+#[test]
+fn udp_without_a_checksum_stays_without_one() {
+    let f = Fixture::new(vec![nat(service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    ))]);
+    let mut frame = Pkt::to(VIP, 53).from(CLIENT, 999).udp();
+    frame[40] = 0;
+    frame[41] = 0;
+    let o = f.run(&frame);
+    assert_eq!(f.real_of(&o), 1);
+    assert_eq!(&o.frame[40..42], &[0, 0]);
+}
+
+#[test]
+fn ipv4_options_and_odd_payloads_keep_valid_checksums() {
+    let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+    for payload in [&b""[..], b"x", b"odd length!", &[0xff; 301]] {
+        let frame = with_ip_options(
+            &Pkt::to(VIP, 80)
+                .from(CLIENT, 1234)
+                .payload(payload)
+                .tcp(PSH_ACK),
+            3,
+        );
+        let o = f.run(&frame);
+        assert_eq!(f.real_of(&o), 1);
+        assert_checksums_valid(&o.frame);
+    }
+}
+
+#[test]
+fn ipv6_nat_translates_and_checksums() {
+    let mut s = nat(service6(VIP6, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1)]));
+    s.reals[0].port = 8080;
+    let mut u = nat(service6(VIP6, 53, Protocol::Udp, Scheduler::Rr, &[(2, 1)]));
+    u.reals[0].port = 5353;
+    let f = Fixture::new(vec![s, u]);
+    for (frame, real, port) in [
+        (Pkt6::to(VIP6, 80).payload(b"hello").tcp(SYN), 1, 8080),
+        (Pkt6::to(VIP6, 53).payload(b"q").udp(), 2, 5353),
+    ] {
+        let o = f.run(&frame);
+        assert_eq!(f.real_of(&o), real);
+        assert_eq!(
+            Ipv6Addr::from(<[u8; 16]>::try_from(&o.frame[38..54]).unwrap()),
+            real_ip6(real)
+        );
+        assert_eq!(ports(&o.frame, 54).1, port);
+        assert_checksums_valid(&o.frame);
+    }
+}
+
+#[test]
+fn a_port_zero_service_keeps_the_port() {
+    let mut s = nat(service(VIP, 0, Protocol::Tcp, Scheduler::Rr, &[(1, 1)]));
+    s.reals[0].port = 0;
+    let f = Fixture::new(vec![s]);
+    let o = f.run(&Pkt::to(VIP, 443).from(CLIENT, 5000).tcp(SYN));
+    assert_eq!(ports(&o.frame, 34), (5000, 443));
+    assert_checksums_valid(&o.frame);
+}
+
+/// A namespace where the FIB knows the way to CLIENT: out of `v0` to a
+/// static neighbour. BPF_PROG_TEST_RUN's ingress is the namespace's `lo`.
+fn client_route() -> Netns {
+    let ns = Netns::new("natfib").unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        .unwrap();
+    ns.link_up("v0").unwrap();
+    ns.link_up("v1").unwrap();
+    ns.add_addr("v0", "10.9.0.1/24").unwrap();
+    ns.ip(&[
+        "neigh",
+        "replace",
+        "10.9.0.2",
+        "lladdr",
+        "02:00:00:00:99:02",
+        "dev",
+        "v0",
+    ])
+    .unwrap();
+    for key in [
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv4.conf.lo.forwarding",
+    ] {
+        ns.set_sysctl(key, "1").unwrap();
+    }
+    ns
+}
+
+/// The real's reply to `client:cport` from `real:8080`.
+fn reply(real: u8, cport: u16, flags: Flags) -> Vec<u8> {
+    let mut p = Pkt::to(CLIENT, cport)
+        .from(real_ip(real), 8080)
+        .payload(b"HTTP/1.0 200 OK\r\n\r\n");
+    p.src_mac = real_mac(real);
+    p.tcp(flags)
+}
+
+#[test]
+fn a_reply_gets_the_vip_back_and_goes_to_the_client_by_the_fib() {
+    let ns = client_route();
+    let v0 = ns.ifindex_of("v0").unwrap();
+    let v0_mac = ns.mac_of("v0").unwrap();
+    ns.run(move || {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        let o = f.run(&reply(
+            1,
+            40000,
+            Flags {
+                syn: true,
+                ack: true,
+                ..Flags::default()
+            },
+        ));
+        assert_eq!(o.action, XDP_REDIRECT, "to the client's interface");
+        assert_eq!(ip_src(&o.frame), VIP);
+        assert_eq!(ip_dst(&o.frame), CLIENT);
+        assert_eq!(ports(&o.frame, 34), (80, 40000));
+        assert_eq!(dst_mac(&o.frame), CLIENT_NEIGH_MAC);
+        assert_eq!(src_mac(&o.frame), v0_mac);
+        assert_checksums_valid(&o.frame);
+        assert_eq!(f.dp.reason_count(Reason::NatReply), 1);
+        let _ = v0;
+    });
+}
+
+#[test]
+fn packets_from_reals_that_match_no_mapping_pass_untouched() {
+    let ns = client_route();
+    ns.run(|| {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        for frame in [reply(1, 40001, ACK), reply(2, 40000, ACK)] {
+            let o = f.run(&frame);
+            assert_eq!(o.action, XDP_PASS);
+            assert_eq!(o.frame, frame);
+        }
+    });
+}
+
+#[test]
+fn mappings_of_a_removed_real_no_longer_translate() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1), (2, 1)])]);
+        let r = f.real_of(&f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN)));
+        let other = 3 - r;
+        f.set(vec![web_nat(&[(other, 1)])]);
+        let frame = reply(r, 40000, ACK);
+        assert_eq!(f.run(&frame).action, XDP_PASS);
+        f.dp.sweep().unwrap();
+        assert_eq!(f.run(&frame).frame, frame);
+    });
+}
+
+#[test]
+fn without_nat_services_replies_are_not_even_looked_up() {
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    let frame = reply(1, 40000, ACK);
+    let o = f.run(&frame);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(o.frame, frame);
+}
+
+#[test]
+fn a_reply_with_no_route_to_the_client_is_dropped_and_counted() {
+    // A namespace with no route anywhere: the FIB cannot answer.
+    let ns = Netns::new("natnoroute").unwrap();
+    ns.set_sysctl("net.ipv4.conf.lo.forwarding", "1").unwrap();
+    ns.run(|| {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        assert_eq!(f.run(&reply(1, 40000, ACK)).action, XDP_DROP);
+        assert_eq!(f.dp.reason_count(Reason::DropNoRoute), 1);
+    });
+}
+
+#[test]
+fn two_arm_nat_redirects_to_the_reals_interface() {
+    let ns = client_route();
+    let v0 = ns.ifindex_of("v0").unwrap();
+    let v0_mac = ns.mac_of("v0").unwrap();
+    ns.run(move || {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.dp.set_interface(v0, v0_mac).unwrap();
+        f.dp.set_next_hop(IpAddr::V4(real_ip(1)), Some(real_mac(1)), v0)
+            .unwrap();
+        let o = f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        assert_eq!(o.action, XDP_REDIRECT);
+        assert_eq!(dst_mac(&o.frame), real_mac(1));
+        assert_eq!(src_mac(&o.frame), v0_mac, "the egress interface's own MAC");
+        assert_checksums_valid(&o.frame);
+    });
+}
