@@ -310,11 +310,14 @@ pub enum Reason {
     DropFragment = 8,
     /// A NAT reply (real → client) sent back with the VIP as source.
     NatReply = 9,
-    /// A NAT reply with no route or unresolved next hop to the client: dropped.
+    /// A NAT reply with no route to the client: dropped.
     DropNoRoute = 10,
+    /// A NAT reply whose next hop to the client is unresolved: translated
+    /// and passed to the kernel, which forwards it and resolves the client.
+    NatReplyToKernel = 11,
 }
 
-pub const REASON_COUNT: u32 = 11;
+pub const REASON_COUNT: u32 = 12;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -329,6 +332,7 @@ impl Reason {
         Reason::DropFragment,
         Reason::NatReply,
         Reason::DropNoRoute,
+        Reason::NatReplyToKernel,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -345,6 +349,7 @@ impl Reason {
             Reason::DropFragment => "drop_fragment",
             Reason::NatReply => "nat_reply",
             Reason::DropNoRoute => "drop_no_route",
+            Reason::NatReplyToKernel => "nat_reply_to_kernel",
         }
     }
 }

@@ -263,6 +263,12 @@ fn l4(ctx: &XdpContext, mut key: FlowKey, off: usize, ip_len: u16) -> Parsed {
     if off > 512 {
         return Parsed::Malformed;
     }
+    // The header must lie inside the IP packet, not merely inside the
+    // frame: Ethernet padding after a short packet is not a header.
+    let header = if key.proto == IPPROTO_TCP { 20 } else { 8 };
+    if off + header > ETH_HLEN + ip_len as usize {
+        return Parsed::Malformed;
+    }
     let mut tcp_flags = 0;
     if key.proto == IPPROTO_TCP {
         // The whole 20-byte base header must be there, not just the ports.

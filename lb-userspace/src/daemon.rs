@@ -78,9 +78,9 @@ impl Daemon {
         let known = resolver.refresh(&wanted).await?;
         let mut inner = self.inner.lock().await;
         let mut all_resolved = true;
-        for (addr, mac) in known {
+        for (addr, mac, ifindex) in known {
             all_resolved &= mac.is_some();
-            inner.dataplane.set_neighbor(addr, mac)?;
+            inner.dataplane.set_next_hop(addr, mac, ifindex)?;
         }
         Ok(all_resolved)
     }
@@ -127,6 +127,39 @@ fn warn_unowned_vips(config: &Config) {
     }
 }
 
+/// NAT forwards between clients and real servers: like an ipvsadm NAT
+/// director (`ip_forward=1`), lbd enables forwarding. bpf_fib_lookup needs
+/// it on the interface a real's reply arrives on, and the kernel forwards
+/// replies whose client is not resolved yet.
+fn enable_forwarding_for_nat(config: &Config) -> anyhow::Result<()> {
+    use crate::config::Method;
+    let nat = |v6: bool| {
+        config
+            .virtual_servers
+            .iter()
+            .any(|vs| vs.method == Method::Nat && vs.vip.addr().is_ipv6() == v6)
+    };
+    for (v6, family) in [(false, "ipv4"), (true, "ipv6")] {
+        if !nat(v6) {
+            continue;
+        }
+        for dev in std::iter::once("all").chain(config.global.interfaces.iter().map(String::as_str))
+        {
+            let path = format!("/proc/sys/net/{family}/conf/{dev}/forwarding");
+            if std::fs::read_to_string(&path)
+                .map(|v| v.trim() == "1")
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            std::fs::write(&path, "1")
+                .with_context(|| format!("enabling forwarding for NAT: {path}"))?;
+            info!("{path} = 1 (NAT services forward between clients and reals)");
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut config = config::load_file(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !opts.interfaces.is_empty() {
@@ -148,6 +181,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         conn_table_size: config.global.conn_table_size,
         timeouts: config.global.timeouts,
     };
+    enable_forwarding_for_nat(&config)?;
     let mut dataplane: Box<dyn Dataplane> = Box::new(XdpDataplane::start(&xdp_opts)?);
     let desired = DesiredState::from_config(&config);
     dataplane.check(&desired)?;

@@ -102,20 +102,48 @@ impl NeighborResolver {
         Ok(())
     }
 
-    /// Ensures a managed entry for every wanted address and returns what
-    /// is known of each: `Some(mac)` once resolved.
+    /// The attached interface whose subnet holds `addr` (the first one if
+    /// none does: a real behind a router is reached through it).
+    fn interface_for(&self, addr: IpAddr) -> u32 {
+        let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+            return self.ifindexes[0];
+        };
+        for ifa in addrs {
+            let (Some(a), Some(mask)) = (ifa.address, ifa.netmask) else {
+                continue;
+            };
+            let net = if let (Some(a), Some(m)) = (a.as_sockaddr_in(), mask.as_sockaddr_in()) {
+                ipnet::IpNet::with_netmask(IpAddr::V4(a.ip()), IpAddr::V4(m.ip())).ok()
+            } else if let (Some(a), Some(m)) = (a.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                ipnet::IpNet::with_netmask(IpAddr::V6(a.ip()), IpAddr::V6(m.ip())).ok()
+            } else {
+                None
+            };
+            if let Some(net) = net
+                && net.prefix_len() < net.max_prefix_len()
+                && net.contains(&addr)
+                && let Ok(i) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str())
+                && self.ifindexes.contains(&i)
+            {
+                return i;
+            }
+        }
+        self.ifindexes[0]
+    }
+
+    /// Ensures a managed entry for every wanted address, on the interface
+    /// whose subnet holds it, and returns what is known of each: `Some(mac)`
+    /// once resolved, and that interface.
     pub async fn refresh(
         &mut self,
         wanted: &[IpAddr],
-    ) -> anyhow::Result<Vec<(IpAddr, Option<[u8; 6]>)>> {
+    ) -> anyhow::Result<Vec<(IpAddr, Option<[u8; 6]>, u32)>> {
         let table = self.dump().await?;
         let mut out = Vec::with_capacity(wanted.len());
         for &addr in wanted {
-            let known = table.get(&addr);
+            let ifindex = self.interface_for(addr);
+            let known = table.get(&addr).filter(|k| k.0 == ifindex);
             if known.is_none() {
-                // One interface: the real must be on-link there. Several
-                // (two-arm): the first one holds the reals.
-                let ifindex = self.ifindexes[0];
                 match self.add_managed(ifindex, addr).await {
                     Ok(()) => {
                         self.added.insert((ifindex, addr));
@@ -128,7 +156,7 @@ impl NeighborResolver {
                     }
                 }
             }
-            out.push((addr, known.and_then(|k| k.1)));
+            out.push((addr, known.and_then(|k| k.1), ifindex));
         }
         Ok(out)
     }

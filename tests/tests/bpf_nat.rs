@@ -281,3 +281,25 @@ fn two_arm_nat_redirects_to_the_reals_interface() {
         assert_checksums_valid(&o.frame);
     });
 }
+
+#[test]
+fn a_reply_to_an_unresolved_client_is_translated_and_left_to_the_kernel() {
+    // A route to the client's subnet but no neighbour entry for it.
+    let ns = Netns::new("natnoneigh").unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        .unwrap();
+    ns.link_up("v0").unwrap();
+    ns.link_up("v1").unwrap();
+    ns.add_addr("v0", "10.9.0.1/24").unwrap();
+    ns.set_sysctl("net.ipv4.conf.lo.forwarding", "1").unwrap();
+    ns.run(|| {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        let o = f.run(&reply(1, 40000, ACK));
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(ip_src(&o.frame), VIP, "passed already translated");
+        assert_eq!(ports(&o.frame, 34), (80, 40000));
+        assert_checksums_valid(&o.frame);
+        assert_eq!(f.dp.reason_count(Reason::NatReplyToKernel), 1);
+    });
+}

@@ -3,7 +3,10 @@
 //! (two-arm NAT, or DR reals behind a second interface).
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action},
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        xdp_action,
+    },
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
@@ -77,6 +80,13 @@ pub fn by_fib(ctx: &XdpContext, ingress: u32, key: &FlowKey, ip_len: u16) -> u32
             0,
         )
     };
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        // A route but no resolved neighbour: the kernel forwards the
+        // (already translated) reply and resolves the client on the way.
+        // Its destination is not local, so the stack answers nothing.
+        stats::count(Reason::NatReplyToKernel);
+        return xdp_action::XDP_PASS;
+    }
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
         stats::count(Reason::DropNoRoute);
         return xdp_action::XDP_DROP;
