@@ -49,6 +49,11 @@ pub const HOST_IF: &str = "eth0";
 pub const BRIDGE: &str = "br0";
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// NAT lab: the client's subnet, behind the director.
+const NAT_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+const NAT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+/// The NAT lab's virtual IP, on the clients' subnet.
+pub const NAT_VIP: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 100);
 const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 /// Real server `i` (1-based) gets `10.77.0.(10 + i)`.
 const FIRST_REAL_HOST: u8 = 10;
@@ -117,6 +122,19 @@ impl DrLab {
     /// Builds the lab with `n_reals` real servers (1..=89). No server runs
     /// yet: see [`DrLab::start_servers`].
     pub fn new(n_reals: usize) -> Result<DrLab> {
+        Self::build(n_reals, false)
+    }
+
+    /// The one-arm NAT lab of the seeds' NAT setups: the same segment, but
+    /// the client lives on 10.78.0.0/24 behind the director (10.78.0.1),
+    /// the VIP is [`NAT_VIP`], and the real servers have no VIP and use
+    /// the director (10.77.0.3) as their default gateway, so their replies
+    /// come back through it.
+    pub fn new_nat(n_reals: usize) -> Result<DrLab> {
+        Self::build(n_reals, true)
+    }
+
+    fn build(n_reals: usize, nat: bool) -> Result<DrLab> {
         if n_reals == 0 || n_reals > MAX_REALS {
             bail!("DrLab supports 1..={MAX_REALS} real servers, not {n_reals}");
         }
@@ -127,16 +145,33 @@ impl DrLab {
         switch.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
         switch.link_up(BRIDGE)?;
 
-        let client = add_host(&switch, "client", CLIENT_IP)?;
-
+        let client = add_host(
+            &switch,
+            "client",
+            if nat { NAT_CLIENT_IP } else { CLIENT_IP },
+        )?;
         let director = add_host(&switch, "director", DIRECTOR_IP)?;
-        director.ns.add_addr(HOST_IF, &format!("{VIP}/32"))?;
+        let vip = if nat { NAT_VIP } else { VIP };
+        director.ns.add_addr(HOST_IF, &format!("{vip}/32"))?;
+        if nat {
+            director
+                .ns
+                .add_addr(HOST_IF, &format!("{NAT_GATEWAY}/24"))?;
+            client
+                .ns
+                .ip(&["route", "add", "default", "via", &NAT_GATEWAY.to_string()])?;
+        }
 
         let mut reals = Vec::with_capacity(n_reals);
         for i in 1..=n_reals {
             let ip = Ipv4Addr::new(10, 77, 0, FIRST_REAL_HOST + i as u8);
             let real = add_host(&switch, &format!("real{i}"), ip)?;
-            configure_dr_real(&real.ns)?;
+            if nat {
+                real.ns
+                    .ip(&["route", "add", "default", "via", &DIRECTOR_IP.to_string()])?;
+            } else {
+                configure_dr_real(&real.ns)?;
+            }
             reals.push(real);
         }
 
@@ -148,7 +183,7 @@ impl DrLab {
             director,
             servers: reals.iter().map(|_| None).collect(),
             reals,
-            vip: VIP,
+            vip,
             director_bridge_peer,
         })
     }
