@@ -1,5 +1,13 @@
-//! `cargo xtask bench`: nanoseconds per packet of the `balancer` XDP
-//! program, through BPF_PROG_TEST_RUN, with 100 real servers behind a VIP.
+//! `cargo xtask bench`: lbd's benchmarks, two modes.
+//!
+//! - `lb-bench [ns-per-packet] [OPTIONS]` (the default): nanoseconds per
+//!   packet of the `balancer` XDP program, below.
+//! - `lb-bench pktgen [OPTIONS]`: forwarded packets per second through
+//!   network namespaces, next to a bare XDP forwarder and nftables DNAT
+//!   (see `pktgen.rs`).
+//!
+//! ns/packet: the `balancer` XDP program through BPF_PROG_TEST_RUN, with
+//! 100 real servers behind a VIP.
 //!
 //! With repeat > 1 the kernel reruns the program on one buffer, so a
 //! rewriting program would see its own output. The `bench_harness` program
@@ -13,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Context as _, anyhow};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use lb_common::{BENCH_FRAME_WORDS, BenchFrame};
 use lb_tests::fixture::{LOOPBACK_IFINDEX, real_ip, real_mac};
 use lb_tests::packet::{ACK, DIRECTOR_MAC, Pkt, SYN};
@@ -22,8 +30,31 @@ use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::xdp::XdpDataplane;
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
+mod pktgen;
+
 #[derive(Parser)]
-#[command(about = "ns/packet of the balancer XDP program (BPF_PROG_TEST_RUN)")]
+#[command(
+    about = "lbd benchmarks: ns/packet of the balancer (default) or Mpps through namespaces (pktgen)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Options of the default mode (ns-per-packet).
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// ns/packet of the balancer XDP program (BPF_PROG_TEST_RUN); the default.
+    NsPerPacket(Args),
+    /// Forwarded Mpps through network namespaces: bare XDP forwarder, lbd DR
+    /// (and NAT), nftables DNAT; writes bench/results/pktgen.{md,svg}.
+    Pktgen(pktgen::PktgenArgs),
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Program runs per measurement (the kernel times them together).
     #[arg(long, default_value_t = 200_000)]
@@ -116,7 +147,15 @@ impl Bench {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.mode {
+        None => ns_per_packet(cli.args),
+        Some(Mode::NsPerPacket(args)) => ns_per_packet(args),
+        Some(Mode::Pktgen(args)) => pktgen::run(args),
+    }
+}
+
+fn ns_per_packet(args: Args) -> anyhow::Result<()> {
     pin_to_cpu(args.cpu)?;
     let mut dp = XdpDataplane::load_detached(args.conn_table_size)?;
     dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC)?;

@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod csum;
 pub mod ipvs_hash;
 pub mod jhash;
+pub mod trafficgen;
 pub mod types;
 
 #[cfg(feature = "user")]

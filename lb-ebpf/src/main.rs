@@ -18,6 +18,7 @@ mod parse;
 mod persist;
 mod sched;
 mod stats;
+mod trafficgen;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
@@ -51,4 +52,24 @@ pub fn bench_harness(ctx: XdpContext) -> u32 {
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
+}
+
+/// Traffic generator for `lb-bench pktgen`: run with BPF_PROG_TEST_RUN
+/// live frames, builds an Ethernet/IPv4/UDP frame of the next flow from
+/// `TG_CONFIG` and sends it out with XDP_TX (see trafficgen.rs).
+#[xdp]
+pub fn trafficgen(ctx: XdpContext) -> u32 {
+    trafficgen::generate(&ctx)
+}
+
+/// Benchmark receiver: counts frames per CPU in `TG_SINK`, drops them.
+#[xdp]
+pub fn sink_count(ctx: XdpContext) -> u32 {
+    trafficgen::sink(&ctx)
+}
+
+/// The bare forwarder (benchmark ceiling): swaps the MACs, XDP_TX.
+#[xdp]
+pub fn l2_reflect(ctx: XdpContext) -> u32 {
+    trafficgen::reflect(&ctx)
 }

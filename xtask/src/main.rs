@@ -41,7 +41,8 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         requests: u32,
     },
-    /// Benchmarks (ns/packet through BPF_PROG_TEST_RUN).
+    /// Benchmarks: ns/packet through BPF_PROG_TEST_RUN, then Mpps through
+    /// namespaces (`lb-bench pktgen`); with arguments, runs `lb-bench ARGS`.
     Bench {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -115,7 +116,14 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { args } => {
             run(cargo().args(["build", "--release", "-p", "lb-bench"]))?;
-            run(Command::new(release_bin("lb-bench")).args(&args))
+            if args.is_empty() {
+                // Both modes: ns/packet (BPF_PROG_TEST_RUN), then Mpps
+                // through namespaces (pktgen).
+                run(&mut Command::new(release_bin("lb-bench")))?;
+                run(Command::new(release_bin("lb-bench")).arg("pktgen"))
+            } else {
+                run(Command::new(release_bin("lb-bench")).args(&args))
+            }
         }
         Cmd::Run {
             iface,

@@ -10,7 +10,11 @@ use anyhow::{Context as _, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests and the lab use, by the command they provide.
-const PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool")];
+const PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
+    ("nft", "nftables"),
+];
 
 fn quiet(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())

@@ -1,0 +1,172 @@
+//! A traffic generator and its counterparts, for the packets-per-second
+//! benchmark in network namespaces (`lb-bench pktgen`); unused in
+//! production. The kernel of this machine kind has no pktgen module, so:
+//!
+//! - `trafficgen` runs under BPF_PROG_TEST_RUN with live frames
+//!   (`BPF_F_TEST_XDP_LIVE_FRAMES`): it turns every frame into an
+//!   Ethernet/IPv4/UDP frame of the flow a per-CPU counter selects and
+//!   returns XDP_TX, which sends it out of the interface named in the run's
+//!   `xdp_md`. Page contents persist between runs (including rewrites done
+//!   downstream), so every header field is written on every frame.
+//! - `sink_count` counts what arrives (per CPU) and drops it.
+//! - `l2_reflect` is the bare forwarder: swaps the MACs and XDP_TX, the
+//!   ceiling of any forwarder on the same path.
+//!
+//! Layouts shared with user space are in `lb_common::trafficgen`.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::trafficgen::{
+    TG_CONFIG_ENTRIES, TG_MIN_FRAME, TG_SINK_ENTRIES, TG_SINK_OTHER, TG_SINK_UDP, TgConfig,
+};
+
+/// The generator's configuration (entry 0).
+#[map(name = "TG_CONFIG")]
+pub static TG_CONFIG: Array<TgConfig> = Array::with_max_entries(TG_CONFIG_ENTRIES, 0);
+
+/// Frames generated on each CPU; selects the flow of the next frame.
+#[map(name = "TG_SEQ")]
+pub static TG_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Frames counted by `sink_count`, by `TG_SINK_UDP` / `TG_SINK_OTHER`.
+#[map(name = "TG_SINK")]
+pub static TG_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(TG_SINK_ENTRIES, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_UDP: u8 = 17;
+/// Don't fragment.
+const IP_DF: u16 = 0x4000;
+
+/// Writes `v` at `p` (unaligned).
+///
+/// # Safety
+/// `p .. p + size_of::<T>()` must lie inside the frame.
+#[inline(always)]
+unsafe fn put<T>(p: usize, v: T) {
+    // SAFETY: the caller checked the bounds.
+    unsafe { (p as *mut T).write_unaligned(v) }
+}
+
+/// Reads a `T` at `p` (unaligned).
+///
+/// # Safety
+/// `p .. p + size_of::<T>()` must lie inside the frame.
+#[inline(always)]
+unsafe fn get<T>(p: usize) -> T {
+    // SAFETY: the caller checked the bounds.
+    unsafe { (p as *const T).read_unaligned() }
+}
+
+/// Ones' complement sum folded to 16 bits, inverted (RFC 1071).
+#[inline(always)]
+fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+pub fn generate(ctx: &XdpContext) -> u32 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + TG_MIN_FRAME as usize > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(cfg) = TG_CONFIG.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(seq) = TG_SEQ.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU value; XDP runs with bottom halves off, so nothing
+    // else on this CPU touches it meanwhile.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n.wrapping_add(1);
+        n
+    };
+    let flows = if cfg.flows == 0 { 1 } else { cfg.flows };
+    let ports = if cfg.sport_count == 0 {
+        1
+    } else {
+        cfg.sport_count as u32
+    };
+    let flow = n % flows;
+    let sport = cfg.sport_base.wrapping_add((flow % ports) as u16);
+    let saddr = cfg.saddr.wrapping_add(flow / ports);
+    let daddr = cfg.daddr;
+    // The frame's length, from the packet pointers (scalar; root only).
+    let ip_len = (end - data - 14) as u16;
+    let id = n as u16;
+    let ttl_proto = ((cfg.ttl as u16) << 8) | IPPROTO_UDP as u16;
+
+    let sum = 0x4500u32
+        + ip_len as u32
+        + id as u32
+        + IP_DF as u32
+        + ttl_proto as u32
+        + (saddr >> 16)
+        + (saddr & 0xffff)
+        + (daddr >> 16)
+        + (daddr & 0xffff);
+    let check = csum_fold(sum);
+
+    // SAFETY: the first TG_MIN_FRAME (42) bytes lie inside the frame.
+    unsafe {
+        // Ethernet.
+        put(data, cfg.dst_mac);
+        put(data + 6, cfg.src_mac);
+        put(data + 12, ETH_P_IP.to_be());
+        // IPv4, no options.
+        let ip = data + 14;
+        put(ip, 0x45u8);
+        put(ip + 1, 0u8);
+        put(ip + 2, ip_len.to_be());
+        put(ip + 4, id.to_be());
+        put(ip + 6, IP_DF.to_be());
+        put(ip + 8, ttl_proto.to_be());
+        put(ip + 10, check.to_be());
+        put(ip + 12, saddr.to_be());
+        put(ip + 16, daddr.to_be());
+        // UDP, no checksum (allowed over IPv4).
+        let udp = ip + 20;
+        put(udp, sport.to_be());
+        put(udp + 2, cfg.dport.to_be());
+        put(udp + 4, (ip_len - 20).to_be());
+        put(udp + 6, 0u16);
+    }
+    xdp_action::XDP_TX
+}
+
+pub fn sink(ctx: &XdpContext) -> u32 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    // SAFETY: every read is bounds-checked right before.
+    let udp = data + 14 + 20 <= end
+        && unsafe { get::<u16>(data + 12) } == ETH_P_IP.to_be()
+        && unsafe { get::<u8>(data + 14 + 9) } == IPPROTO_UDP;
+    let index = if udp { TG_SINK_UDP } else { TG_SINK_OTHER };
+    if let Some(count) = TG_SINK.get_ptr_mut(index) {
+        // SAFETY: per-CPU value, bottom halves off (see `generate`).
+        unsafe { *count += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
+pub fn reflect(ctx: &XdpContext) -> u32 {
+    let data = ctx.data();
+    if data + 14 > ctx.data_end() {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: the Ethernet header lies inside the frame.
+    unsafe {
+        let dst: [u8; 6] = get(data);
+        let src: [u8; 6] = get(data + 6);
+        put(data, src);
+        put(data + 6, dst);
+    }
+    xdp_action::XDP_TX
+}
