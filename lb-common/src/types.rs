@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's layout or meaning changes: a restart adopts pinned
 /// maps only when their layout version matches its own.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Slots of every VIP's Maglev table (a prime, as Maglev requires).
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
@@ -31,6 +31,10 @@ pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// A virtual service as the program looks it up: (address, port, protocol).
 /// Port 0 means "every port" and is tried after the exact port.
@@ -275,6 +279,23 @@ pub struct LblcEntry {
 pub struct IfaceInfo {
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Largest IP packet the interface sends (TUN: encapsulated packets
+    /// above it get ICMP "too big" back instead).
+    pub mtu: u32,
+    /// Source of IPIP packets (network order; 0: none).
+    pub addr4: u32,
+    /// Source of IP6IP6 packets (zero: none).
+    pub addr6: [u32; 4],
+}
+
+/// Key of the `decap` program's VIP set: packets tunnelled to these
+/// addresses are unwrapped on a real server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecapKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Per-CPU traffic counters of a VIP or a real server.
@@ -315,9 +336,12 @@ pub enum Reason {
     /// A NAT reply whose next hop to the client is unresolved: translated
     /// and passed to the kernel, which forwards it and resolves the client.
     NatReplyToKernel = 11,
+    /// TUN: the encapsulated packet would exceed the MTU: ICMP "too big"
+    /// sent back to the client instead.
+    TunTooBig = 12,
 }
 
-pub const REASON_COUNT: u32 = 12;
+pub const REASON_COUNT: u32 = 13;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -333,6 +357,7 @@ impl Reason {
         Reason::NatReply,
         Reason::DropNoRoute,
         Reason::NatReplyToKernel,
+        Reason::TunTooBig,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -350,6 +375,7 @@ impl Reason {
             Reason::NatReply => "nat_reply",
             Reason::DropNoRoute => "drop_no_route",
             Reason::NatReplyToKernel => "nat_reply_to_kernel",
+            Reason::TunTooBig => "tun_too_big",
         }
     }
 }
@@ -412,6 +438,7 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LblcKey {}
+    unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for PersistKey {}
@@ -438,7 +465,8 @@ mod tests {
         assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);
         assert_eq!(size_of::<LblcEntry>(), 32);
-        assert_eq!(size_of::<IfaceInfo>(), 8);
+        assert_eq!(size_of::<IfaceInfo>(), 32);
+        assert_eq!(size_of::<DecapKey>(), 20);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<BenchFrame>(), 136);
     }

@@ -8,8 +8,8 @@ use lb_common::{FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, Vi
 use lb_common::PersistKey;
 
 use crate::{
-    clock, conn, fwd,
-    maps::{GLOBALS, NAT_REV, REALS, VIPS},
+    clock, conn, fwd, icmp,
+    maps::{GLOBALS, IFACES, NAT_REV, REALS, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -132,6 +132,23 @@ pub fn process(ctx: &XdpContext) -> u32 {
         }
         if new_conn {
             fwd::nat::record_reverse(&flow.key, &real.addr, real.port, slot, real.generation);
+        }
+    } else if vip.method == FwdMethod::Tun as u8 {
+        let egress = if real.ifindex == 0 {
+            ingress
+        } else {
+            real.ifindex
+        };
+        // SAFETY: lookup only; copied out at once.
+        let Some(iface) = (unsafe { IFACES.get(&egress) }).copied() else {
+            return drop(Reason::DropNoIface);
+        };
+        if flow.ip_len as u32 + fwd::tun::overhead(real.family) > iface.mtu {
+            stats::count(Reason::TunTooBig);
+            return icmp::too_big(ctx, &flow, iface.mtu - fwd::tun::overhead(real.family));
+        }
+        if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, &real, &iface) {
+            return drop(Reason::DropUnsupported);
         }
     } else if vip.method != FwdMethod::Dr as u8 {
         return drop(Reason::DropUnsupported);

@@ -12,7 +12,9 @@ mod balancer;
 mod bench;
 mod clock;
 mod conn;
+mod decap;
 mod fwd;
+mod icmp;
 mod maps;
 mod parse;
 mod persist;
@@ -26,6 +28,13 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
+}
+
+/// Unwraps IPIP / IP6IP6 packets for this real server's VIPs (TUN real
+/// servers without a kernel tunnel module).
+#[xdp]
+pub fn decap(ctx: XdpContext) -> u32 {
+    decap::run(&ctx)
 }
 
 /// Passes everything. A veth delivers frames that its peer sends with

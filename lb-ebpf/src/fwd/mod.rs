@@ -2,3 +2,4 @@
 pub mod dr;
 pub mod nat;
 pub mod out;
+pub mod tun;

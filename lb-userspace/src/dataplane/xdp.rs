@@ -263,7 +263,7 @@ impl XdpDataplane {
         let mac = interface_mac(ifname)?;
         self.maps
             .ifaces
-            .insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
+            .insert(ifindex, interface_info(ifname, mac)?, 0)?;
         let modes: &[XdpMode] = match mode {
             ConfigXdpMode::Driver => &[XdpMode::Driver],
             ConfigXdpMode::Skb => &[XdpMode::Skb],
@@ -332,9 +332,19 @@ impl XdpDataplane {
     /// Registers an interface the program may see packets on (fixtures
     /// use loopback's ifindex, which BPF_PROG_TEST_RUN reports).
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
-        self.maps
-            .ifaces
-            .insert(ifindex, IfaceInfo { mac, _pad: [0; 2] }, 0)?;
+        self.set_interface_info(
+            ifindex,
+            IfaceInfo {
+                mac,
+                mtu: 1500,
+                ..IfaceInfo::default()
+            },
+        )
+    }
+
+    /// `set_interface` with MTU and tunnel source addresses.
+    pub fn set_interface_info(&mut self, ifindex: u32, info: IfaceInfo) -> anyhow::Result<()> {
+        self.maps.ifaces.insert(ifindex, info, 0)?;
         Ok(())
     }
 
@@ -632,12 +642,9 @@ fn sched_kind(s: Scheduler) -> (SchedKind, u16) {
 }
 
 /// Families, schedulers and methods this data plane implements so far.
-fn check_service(key: &ServiceKey, attrs: &ServiceAttrs) -> anyhow::Result<()> {
+fn check_service(key: &ServiceKey, _attrs: &ServiceAttrs) -> anyhow::Result<()> {
     if key.vip.prefix_len() != key.vip.max_prefix_len() {
         bail!("{key}: VIP prefixes are not supported by the XDP data plane yet");
-    }
-    if attrs.method == Method::Tun {
-        bail!("{key}: method TUN is not implemented by the XDP data plane yet (DR and NAT are)");
     }
     Ok(())
 }
@@ -891,6 +898,66 @@ fn remove_pins(dir: &Path) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir(dir.join("maps"));
     Ok(())
+}
+
+/// What the program needs of an attached interface: MAC, MTU, and its
+/// first IPv4 and IPv6 (global) addresses as tunnel sources.
+fn interface_info(ifname: &str, mac: [u8; 6]) -> anyhow::Result<IfaceInfo> {
+    let mut info = IfaceInfo {
+        mac,
+        mtu: interface_mtu(ifname)?,
+        ..IfaceInfo::default()
+    };
+    for ifa in nix::ifaddrs::getifaddrs().context("getifaddrs")? {
+        if ifa.interface_name != ifname {
+            continue;
+        }
+        let Some(a) = ifa.address else { continue };
+        if let Some(v4) = a.as_sockaddr_in()
+            && info.addr4 == 0
+        {
+            info.addr4 = addr_words(IpAddr::V4(v4.ip())).0[0];
+        } else if let Some(v6) = a.as_sockaddr_in6()
+            && info.addr6 == [0; 4]
+            && (v6.ip().segments()[0] & 0xffc0) != 0xfe80
+        {
+            info.addr6 = addr_words(IpAddr::V6(v6.ip())).0;
+        }
+    }
+    Ok(info)
+}
+
+/// An interface's MTU (SIOCGIFMTU; this process's network namespace).
+fn interface_mtu(ifname: &str) -> anyhow::Result<u32> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("socket for SIOCGIFMTU")?;
+    // SAFETY: an all-zero ifreq is valid; the name is copied in bounded
+    // and NUL-terminated; the ioctl writes only into `req`.
+    let mtu = unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req
+            .ifr_name
+            .iter_mut()
+            .zip(ifname.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *dst = src as libc::c_char;
+        }
+        if libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFMTU,
+            &mut req,
+        ) != 0
+        {
+            bail!("SIOCGIFMTU {ifname}: {}", std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_mtu
+    };
+    Ok(mtu as u32)
 }
 
 /// The MAC address of an interface of this network namespace.

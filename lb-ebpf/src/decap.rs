@@ -1,0 +1,87 @@
+//! `decap`: an XDP program for real servers of TUN services that have no
+//! ipip/ip6tnl module. It unwraps IPIP / IP6IP6 packets whose inner
+//! destination is one of this server's VIPs (the DECAP_VIPS set) and passes
+//! the inner packet to the kernel; every other packet, other tunnels
+//! included (for a kernel tunnel device elsewhere), passes untouched.
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::map, maps::HashMap,
+    programs::XdpContext,
+};
+use lb_common::{AF_INET, AF_INET6, DecapKey, IPPROTO_IPIP, IPPROTO_IPV6};
+
+use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at};
+
+/// The VIPs this real server serves through a tunnel.
+#[map(name = "DECAP_VIPS")]
+pub static DECAP_VIPS: HashMap<DecapKey, u8> = HashMap::with_max_entries(1024, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+pub fn run(ctx: &XdpContext) -> u32 {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let eth_copy = unsafe { (*eth).dst };
+    let src_copy = unsafe { (*eth).src };
+    let proto = u16::from_be(unsafe { (*eth).proto });
+    // Outer header length, and the inner packet's destination and family.
+    let (outer, inner_dst, family, inner_proto) = if proto == ETH_P_IP {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        let ip = unsafe { &*ip };
+        // Outer IPv4 without options, carrying IPv4.
+        if ip.vihl != 0x45 || ip.proto != IPPROTO_IPIP {
+            return xdp_action::XDP_PASS;
+        }
+        let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN + 20) else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        (20, [unsafe { (*inner).daddr }, 0, 0, 0], AF_INET, ETH_P_IP)
+    } else if proto == ETH_P_IPV6 {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        if unsafe { (*ip).next_header } != IPPROTO_IPV6 {
+            return xdp_action::XDP_PASS;
+        }
+        let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN + 40) else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        (40, unsafe { (*inner).daddr }, AF_INET6, ETH_P_IPV6)
+    } else {
+        return xdp_action::XDP_PASS;
+    };
+    let key = DecapKey {
+        addr: inner_dst,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: lookup only.
+    if unsafe { DECAP_VIPS.get(&key) }.is_none() {
+        return xdp_action::XDP_PASS;
+    }
+    // Drop the outer header: move the start past it, then write the
+    // Ethernet header again in front of the inner packet.
+    // SAFETY: the helper only moves the start of this packet's data.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    unsafe {
+        (*eth).dst = eth_copy;
+        (*eth).src = src_copy;
+        (*eth).proto = inner_proto.to_be();
+    }
+    xdp_action::XDP_PASS
+}

@@ -1,0 +1,90 @@
+//! IP tunnelling (LVS-TUN): the client's packet, untouched, inside an outer
+//! IPv4 (IPIP, protocol 4) or IPv6 (IP6IP6, next header 41) header to the
+//! real server, which unwraps it (its kernel's ipip/ip6tnl device, or lbd's
+//! `decap` program) and answers the client directly, as in DR.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{AF_INET, IPPROTO_IPIP, IPPROTO_IPV6, IfaceInfo, RealInfo};
+
+use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// Bytes the outer header adds for a real of `family`.
+#[inline(always)]
+pub fn overhead(family: u8) -> u32 {
+    if family == AF_INET { 20 } else { 40 }
+}
+
+/// The IPv4 header checksum of a 20-byte header, computed from scratch.
+#[inline(always)]
+fn ipv4_header_checksum(h: &Ipv4Hdr) -> u16 {
+    // SAFETY: Ipv4Hdr is 20 plain bytes: read them as ten 16-bit words.
+    let words: &[u16; 10] = unsafe { &*(h as *const Ipv4Hdr as *const [u16; 10]) };
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 10 {
+        sum += words[i] as u32;
+        i += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Wraps the IP packet (`ip_len` bytes) in an outer header from `iface`'s
+/// address to the real, with a new Ethernet header whose addresses `out`
+/// then sets. False if the frame could not grow.
+#[inline(always)]
+pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, iface: &IfaceInfo) -> bool {
+    let v4 = real.family == AF_INET;
+    let delta = overhead(real.family) as i32;
+    // SAFETY: the helper only moves the start of this packet's data.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
+        return false;
+    }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return false;
+    };
+    // SAFETY: bounds-checked pointers into the (grown) frame.
+    unsafe {
+        (*eth).proto = if v4 {
+            ETH_P_IP.to_be()
+        } else {
+            ETH_P_IPV6.to_be()
+        };
+        if v4 {
+            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+                return false;
+            };
+            let mut h = Ipv4Hdr {
+                vihl: 0x45,
+                tos: 0,
+                tot_len: (ip_len + 20).to_be(),
+                id: 0,
+                frag_off: 0,
+                ttl: 64,
+                proto: IPPROTO_IPIP,
+                check: 0,
+                saddr: iface.addr4,
+                daddr: real.addr[0],
+            };
+            h.check = ipv4_header_checksum(&h);
+            *ip = h;
+        } else {
+            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
+                return false;
+            };
+            *ip = Ipv6Hdr {
+                vtc_flow: (6u32 << 28).to_be(),
+                payload_len: ip_len.to_be(),
+                next_header: IPPROTO_IPV6,
+                hop_limit: 64,
+                saddr: iface.addr6,
+                daddr: real.addr,
+            };
+        }
+    }
+    true
+}

@@ -1,0 +1,257 @@
+//! TUN through the programs: `balancer` wraps the client's packet, untouched,
+//! in IPIP / IP6IP6 to the real server; packets that would exceed the MTU
+//! get ICMP "fragmentation needed" / "packet too big" back; `decap` on a real
+//! server unwraps exactly the packets for its VIPs.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use lb_common::{IfaceInfo, Reason, csum::checksum};
+use lb_tests::fixture::*;
+use lb_tests::packet::*;
+use lb_userspace::config::{Method, Protocol, Scheduler};
+use lb_userspace::dataplane::decap::Decap;
+use lb_userspace::dataplane::xdp::addr_words;
+use lb_userspace::state::Service;
+
+const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const DIRECTOR_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+
+fn tun(s: Service) -> Service {
+    let mut s = s;
+    s.attrs.method = Method::Tun;
+    s
+}
+
+fn fixture(services: Vec<Service>, mtu: u32) -> Fixture {
+    let mut f = Fixture::new(services);
+    let info = IfaceInfo {
+        mac: DIRECTOR_MAC,
+        mtu,
+        addr4: addr_words(IpAddr::V4(DIRECTOR_IP)).0[0],
+        addr6: addr_words(IpAddr::V6(DIRECTOR_IP6)).0,
+        ..IfaceInfo::default()
+    };
+    f.dp.set_interface_info(LOOPBACK_IFINDEX, info).unwrap();
+    f
+}
+
+fn v4() -> Fixture {
+    fixture(
+        vec![tun(service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1)],
+        ))],
+        1500,
+    )
+}
+
+fn run_decap(d: &Decap, frame: &[u8]) -> Outcome {
+    let mut out = vec![0u8; frame.len() + 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let r = d.program().test_run(opts).unwrap();
+    out.truncate(r.data_size_out as usize);
+    Outcome {
+        action: r.return_value,
+        frame: out,
+    }
+}
+
+#[test]
+fn ipip_wraps_the_untouched_packet_to_the_real() {
+    let f = v4();
+    let syn = Pkt::to(VIP, 80).payload(b"data").tcp(SYN);
+    let o = f.run(&syn);
+    let r = f.real_of(&o);
+    assert_eq!(src_mac(&o.frame), DIRECTOR_MAC);
+    assert_eq!(o.frame.len(), syn.len() + 20);
+    assert_eq!(&o.frame[12..14], &[0x08, 0x00]);
+    let outer = &o.frame[14..34];
+    assert_eq!(outer[0], 0x45);
+    assert_eq!(outer[9], 4, "protocol IPIP");
+    assert_eq!(
+        u16::from_be_bytes([outer[2], outer[3]]) as usize,
+        syn.len() - 14 + 20
+    );
+    assert_eq!(
+        &outer[12..16],
+        &DIRECTOR_IP.octets(),
+        "outer source: the interface's address"
+    );
+    assert_eq!(&outer[16..20], &real_ip(r).octets());
+    assert_eq!(checksum(outer), 0, "outer header checksum");
+    assert_eq!(&o.frame[34..], &syn[14..], "the inner packet is untouched");
+}
+
+#[test]
+fn ip6ip6_wraps_the_untouched_packet_to_the_real() {
+    let f = fixture(
+        vec![tun(service6(
+            VIP6,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1)],
+        ))],
+        1500,
+    );
+    let syn = Pkt6::to(VIP6, 80).payload(b"data").tcp(SYN);
+    let o = f.run(&syn);
+    assert_eq!(f.real_of(&o), 1);
+    assert_eq!(o.frame.len(), syn.len() + 40);
+    assert_eq!(&o.frame[12..14], &[0x86, 0xdd]);
+    let outer = &o.frame[14..54];
+    assert_eq!(outer[0] >> 4, 6);
+    assert_eq!(outer[6], 41, "next header IPv6");
+    assert_eq!(
+        u16::from_be_bytes([outer[4], outer[5]]) as usize,
+        syn.len() - 14
+    );
+    assert_eq!(&outer[8..24], &DIRECTOR_IP6.octets());
+    assert_eq!(&outer[24..40], &real_ip6(1).octets());
+    assert_eq!(&o.frame[54..], &syn[14..]);
+}
+
+#[test]
+fn a_flow_keeps_its_tunnel_endpoint() {
+    let f = v4();
+    let p = Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 5, 0, 1), 1234);
+    let first = f.real_of(&f.run(&p.tcp(SYN)));
+    for _ in 0..5 {
+        assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), first);
+    }
+}
+
+#[test]
+fn a_packet_too_big_for_the_tunnel_gets_icmp_fragmentation_needed() {
+    let f = v4();
+    let big = Pkt::to(VIP, 80)
+        .from(Ipv4Addr::new(10, 5, 0, 9), 4321)
+        .payload(&[7u8; 1460])
+        .tcp(PSH_ACK);
+    assert_eq!(big.len(), 14 + 1500);
+    let o = f.run(&big);
+    assert_eq!(o.action, XDP_TX, "answered to the client");
+    assert_eq!(f.dp.reason_count(Reason::TunTooBig), 1);
+    assert_eq!(dst_mac(&o.frame), CLIENT_MAC);
+    assert_eq!(src_mac(&o.frame), DIRECTOR_MAC);
+    let ip = &o.frame[14..34];
+    assert_eq!(ip[9], 1, "ICMP");
+    assert_eq!(&ip[12..16], &VIP.octets(), "from the VIP");
+    assert_eq!(&ip[16..20], &[10, 5, 0, 9], "to the client");
+    assert_eq!(checksum(ip), 0);
+    let icmp = &o.frame[34..];
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (3, 4),
+        "destination unreachable, fragmentation needed"
+    );
+    assert_eq!(
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+        1480,
+        "MTU left for the inner packet"
+    );
+    assert_eq!(
+        &icmp[8..36],
+        &big[14..42],
+        "quotes the IP header and 8 bytes"
+    );
+    assert_eq!(checksum(icmp), 0, "ICMP checksum");
+    // One byte less fits.
+    let fits = Pkt::to(VIP, 80).payload(&[7u8; 1440]).tcp(PSH_ACK);
+    assert_eq!(f.run(&fits).frame[23], 4, "IPIP, not ICMP");
+}
+
+#[test]
+fn an_ipv6_packet_too_big_gets_icmpv6_packet_too_big() {
+    let f = fixture(
+        vec![tun(service6(
+            VIP6,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1)],
+        ))],
+        1500,
+    );
+    let big = Pkt6::to(VIP6, 80).payload(&[1u8; 1440]).tcp(PSH_ACK);
+    assert_eq!(big.len(), 14 + 1500);
+    let o = f.run(&big);
+    assert_eq!(o.action, XDP_TX);
+    let ip = &o.frame[14..54];
+    assert_eq!(ip[6], 58, "ICMPv6");
+    assert_eq!(&ip[8..24], &VIP6.octets());
+    assert_eq!(&ip[24..40], &big[22..38], "to the client");
+    let icmp = &o.frame[54..];
+    assert_eq!((icmp[0], icmp[1]), (2, 0), "packet too big");
+    assert_eq!(u32::from_be_bytes(icmp[4..8].try_into().unwrap()), 1460);
+    assert_eq!(&icmp[8..56], &big[14..62]);
+    let mut pseudo = ip[8..40].to_vec();
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(icmp);
+    assert_eq!(
+        checksum(&pseudo),
+        0,
+        "ICMPv6 checksum with the pseudo-header"
+    );
+}
+
+#[test]
+fn decap_unwraps_packets_for_its_vips_back_to_the_original() {
+    let f = v4();
+    let syn = Pkt::to(VIP, 80).payload(b"hello").tcp(SYN);
+    let wrapped = f.run(&syn).frame;
+    let d = Decap::load(&[IpAddr::V4(VIP)]).unwrap();
+    let o = run_decap(&d, &wrapped);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(&o.frame[..12], &wrapped[..12], "the frame's own MACs stay");
+    assert_eq!(
+        &o.frame[12..],
+        &syn[12..],
+        "the client's packet, byte for byte"
+    );
+}
+
+#[test]
+fn decap_unwraps_ip6ip6() {
+    let f = fixture(
+        vec![tun(service6(
+            VIP6,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1)],
+        ))],
+        1500,
+    );
+    let syn = Pkt6::to(VIP6, 80).payload(b"hello").tcp(SYN);
+    let wrapped = f.run(&syn).frame;
+    let d = Decap::load(&[IpAddr::V6(VIP6)]).unwrap();
+    let o = run_decap(&d, &wrapped);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(&o.frame[12..], &syn[12..]);
+}
+
+#[test]
+fn decap_leaves_other_tunnels_and_plain_traffic_to_the_kernel() {
+    let f = v4();
+    let wrapped = f.run(&Pkt::to(VIP, 80).tcp(SYN)).frame;
+    // A decap for another VIP: an ipip device elsewhere gets this one.
+    let d = Decap::load(&[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 200))]).unwrap();
+    for frame in [
+        wrapped,
+        Pkt::to(VIP, 80).tcp(SYN),
+        Pkt::to(VIP, 53).udp(),
+        arp_request(VIP),
+    ] {
+        let o = run_decap(&d, &frame);
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(o.frame, frame, "untouched");
+    }
+}
