@@ -253,6 +253,41 @@ pub struct NatReverse {
 pub struct Globals {
     /// Some service uses NAT: replies from real servers must be looked up.
     pub nat: u32,
+    /// New flows recorded per CPU per second (`new_conn_rate_limit`);
+    /// above it they are forwarded by the consistent choice, unrecorded.
+    pub new_conn_rate_limit: u32,
+}
+
+/// A fragmented datagram: (source, destination, IP id, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Where the first fragment of a datagram went: later fragments follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragTarget {
+    pub real: u32,
+    pub generation: u32,
+    pub vip_id: u32,
+    /// `FwdMethod` as u8.
+    pub method: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Per-CPU window of the new-connection rate limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RateWindow {
+    pub start: u64,
+    pub count: u64,
 }
 
 /// lblc/lblcr: the real servers a destination address was given.
@@ -327,7 +362,8 @@ pub enum Reason {
     DropUnsupported = 6,
     /// Forwarded with XDP_TX.
     Forwarded = 7,
-    /// VIP traffic that is an IP fragment (not yet handled): dropped.
+    /// A non-first fragment for a VIP whose first fragment was not seen
+    /// (out of order, or evicted): dropped.
     DropFragment = 8,
     /// A NAT reply (real → client) sent back with the VIP as source.
     NatReply = 9,
@@ -339,9 +375,17 @@ pub enum Reason {
     /// TUN: the encapsulated packet would exceed the MTU: ICMP "too big"
     /// sent back to the client instead.
     TunTooBig = 12,
+    /// A new flow above `new_conn_rate_limit`: forwarded, not recorded.
+    NewConnRateLimited = 13,
+    /// A non-first fragment sent after its datagram's first fragment.
+    FragmentForwarded = 14,
+    /// An ICMP echo request to a VIP, answered by the director.
+    IcmpEchoReply = 15,
+    /// An ICMP error about a VIP connection, sent to its real server.
+    IcmpErrorToReal = 16,
 }
 
-pub const REASON_COUNT: u32 = 13;
+pub const REASON_COUNT: u32 = 17;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -358,6 +402,10 @@ impl Reason {
         Reason::DropNoRoute,
         Reason::NatReplyToKernel,
         Reason::TunTooBig,
+        Reason::NewConnRateLimited,
+        Reason::FragmentForwarded,
+        Reason::IcmpEchoReply,
+        Reason::IcmpErrorToReal,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -376,6 +424,10 @@ impl Reason {
             Reason::DropNoRoute => "drop_no_route",
             Reason::NatReplyToKernel => "nat_reply_to_kernel",
             Reason::TunTooBig => "tun_too_big",
+            Reason::NewConnRateLimited => "new_conn_rate_limited",
+            Reason::FragmentForwarded => "fragment_forwarded",
+            Reason::IcmpEchoReply => "icmp_echo_reply",
+            Reason::IcmpErrorToReal => "icmp_error_to_real",
         }
     }
 }
@@ -441,6 +493,9 @@ mod pod {
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for Globals {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragTarget {}
+    unsafe impl aya::Pod for RateWindow {}
     unsafe impl aya::Pod for PersistKey {}
     unsafe impl aya::Pod for PersistInfo {}
     unsafe impl aya::Pod for LblcEntry {}

@@ -5,10 +5,10 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey};
 
-use lb_common::PersistKey;
+use lb_common::{PersistKey, RealInfo};
 
 use crate::{
-    clock, conn, fwd, icmp,
+    clock, conn, frag, fwd, icmp,
     maps::{GLOBALS, IFACES, NAT_REV, REALS, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
@@ -48,120 +48,156 @@ pub fn process(ctx: &XdpContext) -> u32 {
         Parsed::Flow(f) => f,
         Parsed::NotBalanced => return pass(Reason::PassNotIp),
         Parsed::Malformed => return pass(Reason::PassMalformed),
-        Parsed::Fragment { dst, proto, family } => {
-            // Only a port-0 service can own a fragment without ports.
-            let vk = VipKey {
-                addr: dst,
-                port: 0,
-                proto,
-                family,
-            };
-            // SAFETY: lookup only.
-            return if unsafe { VIPS.get(&vk) }.is_some() {
-                drop(Reason::DropFragment)
-            } else {
-                pass(Reason::PassNotVip)
-            };
-        }
+        Parsed::Fragment(f) => return frag::forward(ctx, &f),
+        Parsed::Icmp(i) => return icmp::handle(ctx, &i),
     };
     let Some(vip) = find_vip(&flow.key) else {
         return not_for_a_vip(ctx, &flow);
     };
 
+    for_vip(ctx, &flow, &vip)
+}
+
+/// VIP traffic: the flow's real server (known, or chosen now), then the
+/// forwarding method. The rarer, bigger paths are subprograms called from
+/// here (new_flow, forward_nat, forward_tun, and the ICMP, fragment and NAT
+/// reply paths from `process`): each has its own stack frame, and BPF
+/// allows 512 bytes along a call chain, so chains stay two deep.
+#[inline(always)]
+fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
-    let persistent = vip.persist_timeout != 0;
-    let (slot, real, new_conn) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
-        Some((slot, real)) => {
-            if persistent && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
+    let (slot, new_conn) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
+        Some((slot, _)) => {
+            if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
                 // A controlled connection ends: the template's timeout
                 // counts from here (IPVS keeps templates while they
                 // control connections).
-                persist::touch(&persist::key(&vip, &flow.key), now);
+                persist::touch(vip, &flow.key, now);
             }
-            (slot, real, false)
+            (slot, false)
         }
-        None => {
-            let template = if persistent {
-                persist::key(&vip, &flow.key)
-            } else {
-                PersistKey::default()
-            };
-            let mut slot = if persistent {
-                persist::lookup(&vip, &template, now)
-            } else {
-                0
-            };
-            if slot == 0 {
-                // A TCP segment without SYN belongs to a flow this director
-                // has not seen (failover, table eviction): every director
-                // must give it the same answer, whatever the scheduler.
-                slot = if flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0 {
-                    sched::consistent(&vip, &flow.key)
-                } else {
-                    sched::pick(&vip, &flow.key)
-                };
-                if slot != 0 && persistent {
-                    persist::record(&template, slot, now);
-                }
-            }
-            if slot == 0 {
-                return drop(Reason::DropNoReal);
-            }
-            let Some(real) = REALS.get_ptr(slot) else {
-                return drop(Reason::DropNoReal);
-            };
-            let state = conn::initial_state(flow.key.proto, flow.tcp_flags);
-            // SAFETY: the map returned a valid pointer.
-            conn::record(&flow.key, slot, unsafe { (*real).generation }, state, now);
-            (slot, real, true)
-        }
+        None => match new_flow(flow, vip, now) {
+            0 => return drop(Reason::DropNoReal),
+            slot => (slot, true),
+        },
     };
-    // SAFETY: pointer from a map lookup; copied out at once.
-    let real = unsafe { *real };
+    // A reference into the map, not a copy: the stack frame is tight.
+    let Some(real) = REALS.get(slot) else {
+        return drop(Reason::DropNoReal);
+    };
     if real.family == 0 {
         return drop(Reason::DropNoReal);
     }
     if real.flags & REAL_F_MAC_RESOLVED == 0 {
         return drop(Reason::DropNoNexthop);
     }
-    // SAFETY: reading the context of this packet.
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    if vip.method == FwdMethod::Nat as u8 {
-        if real.family != flow.key.family || !fwd::nat::to_real(ctx, &flow, &real.addr, real.port) {
-            return drop(Reason::DropUnsupported);
-        }
-        if new_conn {
-            fwd::nat::record_reverse(&flow.key, &real.addr, real.port, slot, real.generation);
-        }
-    } else if vip.method == FwdMethod::Tun as u8 {
-        let egress = if real.ifindex == 0 {
-            ingress
-        } else {
-            real.ifindex
-        };
-        // SAFETY: lookup only; copied out at once.
-        let Some(iface) = (unsafe { IFACES.get(&egress) }).copied() else {
-            return drop(Reason::DropNoIface);
-        };
-        if flow.ip_len as u32 + fwd::tun::overhead(real.family) > iface.mtu {
-            stats::count(Reason::TunTooBig);
-            return icmp::too_big(ctx, &flow, iface.mtu - fwd::tun::overhead(real.family));
-        }
-        if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, &real, &iface) {
-            return drop(Reason::DropUnsupported);
-        }
-    } else if vip.method != FwdMethod::Dr as u8 {
-        return drop(Reason::DropUnsupported);
+    if flow.first_fragment {
+        frag::record(flow, vip, slot, real.generation);
     }
-    let action = fwd::out::to_real(ctx, ingress, &real);
-    if action != xdp_action::XDP_DROP {
+    let action = if vip.method == FwdMethod::Nat as u8 {
+        forward_nat(ctx, flow, real, slot, new_conn)
+    } else if vip.method == FwdMethod::Tun as u8 {
+        forward_tun(ctx, flow, real)
+    } else if vip.method == FwdMethod::Dr as u8 {
+        // SAFETY: reading the context of this packet.
+        fwd::out::to_real(ctx, unsafe { (*ctx.ctx).ingress_ifindex }, real)
+    } else {
+        return drop(Reason::DropUnsupported);
+    };
+    if action == xdp_action::XDP_TX || action == xdp_action::XDP_REDIRECT {
         stats::forwarded(vip.id, slot, flow.ip_len as u64, new_conn);
     }
     action
 }
 
+/// A flow the connection table does not know: persistence template, or
+/// the scheduler (the consistent choice for mid-flow packets and above the
+/// new-connection rate); recorded unless rate-limited. 0: no real.
+#[inline(never)]
+fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u32 {
+    let persistent = vip.persist_timeout != 0;
+    let template = if persistent {
+        persist::key(vip, &flow.key)
+    } else {
+        PersistKey::default()
+    };
+    let mut slot = if persistent {
+        persist::lookup(vip, &template, now)
+    } else {
+        0
+    };
+    // Above the new-connection rate (a SYN flood), new flows are forwarded
+    // by the consistent choice but not recorded, so they cannot push
+    // established flows out of the table.
+    let record = conn::may_record(now);
+    if !record {
+        stats::count(Reason::NewConnRateLimited);
+    }
+    if slot == 0 {
+        // A TCP segment without SYN belongs to a flow this director has
+        // not seen (failover, table eviction): every director must give it
+        // the same answer, whatever the scheduler.
+        let unseen = flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0;
+        slot = if unseen || !record {
+            sched::consistent(vip, &flow.key)
+        } else {
+            sched::pick(vip, &flow.key)
+        };
+        if slot != 0 && persistent && record {
+            persist::record(&template, slot, now);
+        }
+    }
+    if slot != 0 && record {
+        let generation = REALS.get(slot).map_or(0, |r| r.generation);
+        conn::record(
+            &flow.key,
+            slot,
+            generation,
+            conn::initial_state(flow.key.proto, flow.tcp_flags),
+            now,
+        );
+    }
+    slot
+}
+
+#[inline(never)]
+fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, slot: u32, new_conn: bool) -> u32 {
+    if real.family != flow.key.family || !fwd::nat::to_real(ctx, flow, &real.addr, real.port) {
+        return drop(Reason::DropUnsupported);
+    }
+    if new_conn {
+        fwd::nat::record_reverse(&flow.key, &real.addr, real.port, slot, real.generation);
+    }
+    // SAFETY: reading the context of this packet.
+    fwd::out::to_real(ctx, unsafe { (*ctx.ctx).ingress_ifindex }, real)
+}
+
+#[inline(never)]
+fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
+    // SAFETY: reading the context of this packet.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let egress = if real.ifindex == 0 {
+        ingress
+    } else {
+        real.ifindex
+    };
+    // SAFETY: lookup only; copied out at once.
+    let Some(iface) = (unsafe { IFACES.get(&egress) }) else {
+        return drop(Reason::DropNoIface);
+    };
+    let overhead = fwd::tun::overhead(real.family);
+    if flow.ip_len as u32 + overhead > iface.mtu {
+        stats::count(Reason::TunTooBig);
+        return icmp::too_big(ctx, flow, iface.mtu - overhead);
+    }
+    if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, real, iface) {
+        return drop(Reason::DropUnsupported);
+    }
+    fwd::out::to_real(ctx, ingress, real)
+}
+
 /// A packet for no VIP: a NAT real's reply to translate back, or not ours.
-#[inline(always)]
+#[inline(never)]
 fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     if GLOBALS.get(0).is_none_or(|g| g.nat == 0) {
         return pass(Reason::PassNotVip);

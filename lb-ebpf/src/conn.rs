@@ -9,7 +9,7 @@ use lb_common::{
 };
 
 use crate::atomic;
-use crate::maps::{CONNS, REAL_CONNS, REALS, TIMEOUTS};
+use crate::maps::{CONNS, GLOBALS, RATE, REAL_CONNS, REALS, TIMEOUTS};
 use crate::parse::{TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN};
 
 /// The state a flow starts in, from its first packet.
@@ -115,6 +115,27 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const Rea
         }
     }
     Some((conn.real, real))
+}
+
+/// Whether this CPU may record one more new flow in the current second
+/// (`new_conn_rate_limit`; 0 = no limit).
+#[inline(always)]
+pub fn may_record(now: u64) -> bool {
+    let limit = GLOBALS.get(0).map_or(0, |g| g.new_conn_rate_limit) as u64;
+    if limit == 0 {
+        return true;
+    }
+    let Some(w) = RATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a per-CPU slot is only touched by this CPU.
+    let w = unsafe { &mut *w };
+    if now.wrapping_sub(w.start) >= 1_000_000_000 {
+        w.start = now;
+        w.count = 0;
+    }
+    w.count += 1;
+    w.count <= limit
 }
 
 /// Pins a new flow to a real server slot.

@@ -1,4 +1,5 @@
-//! ICMP the director itself sends. TUN adds 20/40 bytes and XDP cannot
+//! ICMP: echo replies and errors for VIPs (see `handle`), and ICMP the
+//! director itself sends for TUN. TUN adds 20/40 bytes and XDP cannot
 //! fragment, so a packet that would exceed the egress MTU is answered, as
 //! Katran does, with ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet
 //! too big", quoting the start of the packet, so the client lowers its MTU.
@@ -9,9 +10,13 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{AF_INET, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use lb_common::{
+    AF_INET, DecapKey, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason, VipKey,
+};
 
-use crate::parse::{ETH_HLEN, EthHdr, Flow, Ipv4Hdr, Ipv6Hdr, ptr_at};
+use crate::maps::{CONNS, IFACES, REALS, VIP_ADDRS, VIPS};
+use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var};
+use crate::stats;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -46,6 +51,8 @@ fn sum_bytes<const N: usize>(p: *mut [u8; N], seed: u32) -> i64 {
     unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, N as u32, seed) }
 }
 
+// A separate BPF subprogram: its own stack frame, verified on its own.
+#[inline(never)]
 pub fn too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
     if flow.key.family == AF_INET {
         too_big_v4(ctx, mtu)
@@ -176,4 +183,209 @@ fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
         (*icmp).check = !fold(sum_bytes(body, fold(sum) as u32));
     }
     xdp_action::XDP_TX
+}
+
+/// ICMP types the balancer handles.
+const ECHO_REQUEST4: u8 = 8;
+const ECHO_REPLY4: u8 = 0;
+const ECHO_REQUEST6: u8 = 128;
+const ECHO_REPLY6: u8 = 129;
+
+/// Whether an ICMP type is an error that quotes the packet it is about.
+#[inline(always)]
+fn is_error(family: u8, kind: u8) -> bool {
+    if family == AF_INET {
+        kind == 3 || kind == 11 || kind == 12
+    } else {
+        (1..=4).contains(&kind)
+    }
+}
+
+/// ICMP for VIP addresses: echo requests are answered by the director;
+/// errors that quote a packet of a known connection (a reply the real
+/// server sent with the VIP as source) go to that connection's real
+/// server; anything else passes.
+// A separate BPF subprogram: its own stack frame, verified on its own.
+#[inline(never)]
+pub fn handle(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+    let vip = DecapKey {
+        addr: pkt.dst,
+        family: pkt.family,
+        _pad: [0; 3],
+    };
+    // SAFETY: lookup only.
+    if unsafe { VIP_ADDRS.get(&vip) }.is_none() {
+        stats::count(Reason::PassNotVip);
+        return xdp_action::XDP_PASS;
+    }
+    let Some(head) = ptr_at_var::<IcmpHead>(ctx, pkt.off as usize) else {
+        stats::count(Reason::PassMalformed);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: bounds-checked by ptr_at_var.
+    let kind = unsafe { (*head).kind };
+    let request = if pkt.family == AF_INET {
+        ECHO_REQUEST4
+    } else {
+        ECHO_REQUEST6
+    };
+    if kind == request {
+        return echo_reply(ctx, pkt, head);
+    }
+    if is_error(pkt.family, kind) {
+        return error_to_real(ctx, pkt);
+    }
+    stats::count(Reason::PassNotIp);
+    xdp_action::XDP_PASS
+}
+
+/// Turns the echo request into the reply: addresses swapped, type changed,
+/// checksums updated incrementally (the swap leaves the sums unchanged).
+fn echo_reply(ctx: &XdpContext, pkt: &Icmp, head: *mut IcmpHead) -> u32 {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: bounds-checked pointers into this frame.
+    unsafe {
+        let mac = (*eth).dst;
+        (*eth).dst = (*eth).src;
+        (*eth).src = mac;
+        let reply = if pkt.family == AF_INET {
+            ECHO_REPLY4
+        } else {
+            ECHO_REPLY6
+        };
+        let old = u16::from_ne_bytes([(*head).kind, (*head).code]);
+        (*head).kind = reply;
+        let new = u16::from_ne_bytes([(*head).kind, (*head).code]);
+        (*head).check = lb_common::csum::replace16((*head).check, old, new);
+        if pkt.family == AF_INET {
+            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+                return xdp_action::XDP_DROP;
+            };
+            let old = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).ttl = 64;
+            let new = u16::from_ne_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).check = lb_common::csum::replace16((*ip).check, old, new);
+            (*ip).daddr = pkt.src[0];
+            (*ip).saddr = pkt.dst[0];
+        } else {
+            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
+                return xdp_action::XDP_DROP;
+            };
+            (*ip).hop_limit = 64;
+            (*ip).daddr = pkt.src;
+            (*ip).saddr = pkt.dst;
+        }
+    }
+    stats::count(Reason::IcmpEchoReply);
+    xdp_action::XDP_TX
+}
+
+/// The quoted packet's first bytes: ports of TCP or UDP alike.
+#[repr(C)]
+struct QuotedPorts {
+    sport: u16,
+    dport: u16,
+}
+
+/// An ICMP error about a packet the real sent as the VIP goes to that real.
+fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+    let inner = pkt.off as usize + 8;
+    // The connection, client → VIP, is the quoted packet reversed.
+    let mut key = FlowKey {
+        family: pkt.family,
+        ..FlowKey::default()
+    };
+    if pkt.family == AF_INET {
+        let Some(ip) = ptr_at_var::<[u8; 24]>(ctx, inner) else {
+            return pass_malformed();
+        };
+        // SAFETY: bounds-checked by ptr_at_var (header and ports).
+        let (h, ports) = unsafe {
+            (
+                &*(ip as *const Ipv4Hdr),
+                &*((ip as *const u8).add(20) as *const QuotedPorts),
+            )
+        };
+        if h.vihl != 0x45 {
+            return pass_malformed();
+        }
+        key.src = [h.daddr, 0, 0, 0];
+        key.dst = [h.saddr, 0, 0, 0];
+        key.proto = h.proto;
+        key.sport = ports.dport;
+        key.dport = ports.sport;
+    } else {
+        let Some(ip) = ptr_at_var::<[u8; 44]>(ctx, inner) else {
+            return pass_malformed();
+        };
+        // SAFETY: bounds-checked by ptr_at_var (header and ports).
+        let (h, ports) = unsafe {
+            (
+                &*(ip as *const Ipv6Hdr),
+                &*((ip as *const u8).add(40) as *const QuotedPorts),
+            )
+        };
+        key.src = h.daddr;
+        key.dst = h.saddr;
+        key.proto = h.next_header;
+        key.sport = ports.dport;
+        key.dport = ports.sport;
+    }
+    // SAFETY: lookup only; copied out at once.
+    let Some(conn) = (unsafe { CONNS.get(&key) }).copied() else {
+        stats::count(Reason::PassNotVip);
+        return xdp_action::XDP_PASS;
+    };
+    let Some(real) = REALS.get(conn.real) else {
+        return xdp_action::XDP_PASS;
+    };
+    if real.generation != conn.generation {
+        return xdp_action::XDP_PASS;
+    }
+    let vk = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: lookups only; copied out at once.
+    let vip = unsafe {
+        VIPS.get(&vk)
+            .or_else(|| VIPS.get(&VipKey { port: 0, ..vk }))
+    }
+    .copied();
+    let Some(vip) = vip else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: reading the context of this packet.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if vip.method == FwdMethod::Tun as u8 {
+        let egress = if real.ifindex == 0 {
+            ingress
+        } else {
+            real.ifindex
+        };
+        // SAFETY: lookup only; copied out at once.
+        let Some(iface) = (unsafe { IFACES.get(&egress) }) else {
+            return xdp_action::XDP_DROP;
+        };
+        if !crate::fwd::tun::encap(ctx, pkt.ip_len, real, iface) {
+            return xdp_action::XDP_DROP;
+        }
+    } else if vip.method != FwdMethod::Dr as u8 {
+        // NAT: the real never sent the VIP's address; the kernel's own
+        // translation state does not exist either. Not forwarded.
+        stats::count(Reason::DropUnsupported);
+        return xdp_action::XDP_DROP;
+    }
+    stats::count(Reason::IcmpErrorToReal);
+    crate::fwd::out::to_real(ctx, ingress, real)
+}
+
+#[inline(always)]
+fn pass_malformed() -> u32 {
+    stats::count(Reason::PassMalformed);
+    xdp_action::XDP_PASS
 }

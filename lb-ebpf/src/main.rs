@@ -13,6 +13,7 @@ mod bench;
 mod clock;
 mod conn;
 mod decap;
+mod frag;
 mod fwd;
 mod icmp;
 mod maps;

@@ -10,7 +10,9 @@ use lb_common::{
     LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
 };
-use lb_common::{Globals, NatReverse, PersistInfo, PersistKey};
+use lb_common::{
+    DecapKey, FragKey, FragTarget, Globals, NatReverse, PersistInfo, PersistKey, RateWindow,
+};
 
 /// Virtual services: (address, port, protocol) → VIP info.
 #[map(name = "LB_VIPS")]
@@ -41,6 +43,19 @@ pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, 0);
 #[map(name = "LB_NAT_REV")]
 pub static NAT_REV: LruHashMap<FlowKey, NatReverse> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// Every address that is a VIP of some service (fragments and ICMP carry
+/// no port: this tells whether they are for a VIP at all).
+#[map(name = "LB_VIP_ADDRS")]
+pub static VIP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// First fragments' datagrams → their real server, for the fragments after.
+#[map(name = "LB_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragTarget> = LruHashMap::with_max_entries(65536, 0);
+
+/// Each CPU's new-connection count in the current second.
+#[map(name = "LB_RATE")]
+pub static RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Data-plane-wide settings.
 #[map(name = "LB_GLOBALS")]

@@ -4,12 +4,15 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{AF_INET, AF_INET6, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::{
+    AF_INET, AF_INET6, FlowKey, FragKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-/// IPv4 fragment offset, in host order.
+/// IPv4 "more fragments" flag and fragment offset, in host order.
+const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
 pub const TCP_FLAG_FIN: u8 = 0x01;
 pub const TCP_FLAG_SYN: u8 = 0x02;
@@ -116,19 +119,35 @@ pub enum Parsed {
     Flow(Flow),
     /// A fragment that carries no L4 header (IPv4 offset > 0, or any IPv6
     /// fragment after the first).
-    Fragment {
-        dst: [u32; 4],
-        proto: u8,
-        family: u8,
-    },
-    /// Not IP, or an IP protocol we do not balance (ICMP, …).
+    Fragment(Fragment),
+    /// ICMP or ICMPv6 (echo requests to VIPs, errors about VIP flows).
+    Icmp(Icmp),
+    /// Not IP, or an IP protocol we do not balance.
     NotBalanced,
     /// Truncated or inconsistent headers.
     Malformed,
 }
 
+/// An ICMP/ICMPv6 packet: addresses, and where its header starts.
+pub struct Icmp {
+    pub family: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub off: u16,
+    pub ip_len: u16,
+}
+
+/// A non-first fragment: its datagram, and the IP packet's length.
+pub struct Fragment {
+    pub key: FragKey,
+    pub ip_len: u16,
+}
+
 pub struct Flow {
     pub key: FlowKey,
+    /// The datagram's id if this is its first fragment (`first_fragment`).
+    pub frag_id: u32,
+    pub first_fragment: bool,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
     /// Bytes of the IP packet (for counters).
@@ -171,16 +190,34 @@ fn parse_v4(ctx: &XdpContext) -> Parsed {
     if (tot_len as usize) > frame_ip_len || (tot_len as usize) < ihl * 4 {
         return Parsed::Malformed;
     }
+    let dst = [ip.daddr, 0, 0, 0];
+    if ip.proto == IPPROTO_ICMP && u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET) == 0 {
+        return Parsed::Icmp(Icmp {
+            family: AF_INET,
+            src: [ip.saddr, 0, 0, 0],
+            dst,
+            off: (ETH_HLEN + ihl * 4) as u16,
+            ip_len: tot_len,
+        });
+    }
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Parsed::NotBalanced;
     }
-    let dst = [ip.daddr, 0, 0, 0];
-    if u16::from_be(ip.frag_off) & IP_OFFSET != 0 {
-        return Parsed::Fragment {
+    let frag = u16::from_be(ip.frag_off);
+    let frag_id = u16::from_be(ip.id) as u32;
+    if frag & IP_OFFSET != 0 {
+        let key = FragKey {
+            src: [ip.saddr, 0, 0, 0],
             dst,
+            id: frag_id,
             proto: ip.proto,
             family: AF_INET,
+            _pad: [0; 2],
         };
+        return Parsed::Fragment(Fragment {
+            key,
+            ip_len: tot_len,
+        });
     }
     let key = FlowKey {
         src: [ip.saddr, 0, 0, 0],
@@ -189,7 +226,15 @@ fn parse_v4(ctx: &XdpContext) -> Parsed {
         family: AF_INET,
         ..FlowKey::default()
     };
-    l4(ctx, key, ETH_HLEN + ihl * 4, tot_len)
+    let parsed = l4(ctx, key, ETH_HLEN + ihl * 4, tot_len);
+    if frag & IP_MF != 0
+        && let Parsed::Flow(mut f) = parsed
+    {
+        f.first_fragment = true;
+        f.frag_id = frag_id;
+        return Parsed::Flow(f);
+    }
+    parsed
 }
 
 #[inline(always)]
@@ -208,6 +253,8 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
     }
     let mut next = ip.next_header;
     let mut off = ETH_HLEN + IPV6_HLEN;
+    let mut frag_id = 0u32;
+    let mut first_fragment = false;
     let mut i = 0;
     while i < MAX_EXT_HEADERS {
         if next == NEXTHDR_FRAGMENT {
@@ -218,15 +265,26 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
             // SAFETY: bounds checked by ptr_at.
             let frag = unsafe { &*frag };
             let offset = u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8;
+            frag_id = u32::from_be_bytes([frag[4], frag[5], frag[6], frag[7]]);
             next = frag[0];
             off += 8;
             if offset != 0 {
-                return Parsed::Fragment {
+                let key = FragKey {
+                    src: ip.saddr,
                     dst: ip.daddr,
+                    id: frag_id,
                     proto: next,
                     family: AF_INET6,
+                    _pad: [0; 2],
                 };
+                return Parsed::Fragment(Fragment {
+                    key,
+                    ip_len: ip_len as u16,
+                });
             }
+            // Offset 0 with the M flag: a first fragment. Without it the
+            // header is an "atomic fragment", a whole datagram.
+            first_fragment = frag[3] & 1 != 0;
         } else if next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST {
             let Some(ext) = ptr_at::<Ipv6ExtHead>(ctx, off) else {
                 return Parsed::Malformed;
@@ -239,6 +297,15 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
             break;
         }
         i += 1;
+    }
+    if next == IPPROTO_ICMPV6 && !first_fragment && off <= 512 {
+        return Parsed::Icmp(Icmp {
+            family: AF_INET6,
+            src: ip.saddr,
+            dst: ip.daddr,
+            off: off as u16,
+            ip_len: ip_len as u16,
+        });
     }
     if next != IPPROTO_TCP && next != IPPROTO_UDP {
         return Parsed::NotBalanced;
@@ -253,7 +320,14 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
         family: AF_INET6,
         ..FlowKey::default()
     };
-    l4(ctx, key, off, ip_len as u16)
+    match l4(ctx, key, off, ip_len as u16) {
+        Parsed::Flow(mut f) if first_fragment => {
+            f.first_fragment = true;
+            f.frag_id = frag_id;
+            Parsed::Flow(f)
+        }
+        other => other,
+    }
 }
 
 /// Reads the ports (and TCP flags) at `off`.
@@ -294,6 +368,8 @@ fn l4(ctx: &XdpContext, mut key: FlowKey, off: usize, ip_len: u16) -> Parsed {
     }
     Parsed::Flow(Flow {
         key,
+        frag_id: 0,
+        first_fragment: false,
         tcp_flags,
         ip_len,
         l4_off: off as u16,

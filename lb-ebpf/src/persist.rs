@@ -64,9 +64,11 @@ pub fn record(key: &PersistKey, real: u32, now: u64) {
     );
 }
 
-/// A controlled connection ended: the timeout counts from now.
-#[inline(always)]
-pub fn touch(key: &PersistKey, now: u64) {
+/// A controlled connection of `flow` ended: the timeout counts from now.
+/// (A subprogram: keeps the key off the balancer's own stack frame.)
+#[inline(never)]
+pub fn touch(vip: &VipInfo, flow: &FlowKey, now: u64) {
+    let key = &key(vip, flow);
     if let Some(t) = PERSIST.get_ptr_mut(key) {
         // SAFETY: the map returned a valid pointer.
         unsafe { (*t).last_used = now };

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
 use crate::api::server::{ControlSocket, Handler};
+use crate::api::stats::{ESTIMATOR_INTERVAL, RateEstimator};
 use crate::api::{Request, Response};
 use crate::config::{self, Config, DataplaneKind};
 use crate::dataplane::Dataplane;
@@ -37,6 +38,8 @@ struct Inner {
     config: Config,
     desired: DesiredState,
     dataplane: Box<dyn Dataplane>,
+    /// Rates of services and reals (`lbctl stats --rate`), sampled every 2 s.
+    rates: RateEstimator,
 }
 
 pub struct Daemon {
@@ -96,6 +99,17 @@ impl Handler for Daemon {
             Request::Reload => match self.reload().await {
                 Ok(msg) => Response::ok(msg),
                 Err(e) => Response::err(e),
+            },
+            Request::Stats => {
+                let inner = self.inner.lock().await;
+                match inner.dataplane.status() {
+                    Ok(s) => Response::ok(inner.rates.report(&s)),
+                    Err(e) => Response::err(format!("{e:#}")),
+                }
+            }
+            Request::Conns { max } => match self.inner.lock().await.dataplane.conns(max) {
+                Ok(c) => Response::ok(c),
+                Err(e) => Response::err(format!("{e:#}")),
             },
         }
     }
@@ -182,7 +196,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         timeouts: config.global.timeouts,
     };
     enable_forwarding_for_nat(&config)?;
-    let mut dataplane: Box<dyn Dataplane> = Box::new(XdpDataplane::start(&xdp_opts)?);
+    let mut xdp = XdpDataplane::start(&xdp_opts)?;
+    xdp.set_new_conn_rate_limit(config.global.new_conn_rate_limit.min(u32::MAX as u64) as u32)?;
+    let mut dataplane: Box<dyn Dataplane> = Box::new(xdp);
     let desired = DesiredState::from_config(&config);
     dataplane.check(&desired)?;
     dataplane.apply(&DesiredState::default().diff(&desired))?;
@@ -194,6 +210,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             config,
             desired,
             dataplane,
+            rates: RateEstimator::default(),
         }),
     });
     let socket = ControlSocket::bind(&socket_path)?;
@@ -206,11 +223,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut delay = Duration::ZERO;
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    let mut estimate = tokio::time::interval(ESTIMATOR_INTERVAL);
+    estimate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = sweep.tick() => {
                 if let Err(e) = daemon.inner.lock().await.dataplane.maintain() {
                     warn!("data-plane maintenance: {e:#}");
+                }
+            }
+            _ = estimate.tick() => {
+                let mut inner = daemon.inner.lock().await;
+                match inner.dataplane.status() {
+                    Ok(s) => inner.rates.sample(&s, std::time::Instant::now()),
+                    Err(e) => warn!("rate estimator: {e:#}"),
                 }
             }
             _ = term.recv() => break,

@@ -247,3 +247,31 @@ fn timeouts_follow_the_config() {
     f.dp.advance_clock(secs(8)).unwrap();
     assert_ne!(f.real_of(&f.run(&dgram)), first);
 }
+
+#[test]
+fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    f.dp.set_new_conn_rate_limit(5).unwrap();
+    let mut forwarded = 0;
+    for i in 0..20 {
+        let o = f.run(&flow(i).tcp(SYN));
+        assert_eq!(o.action, XDP_TX, "a flood's SYNs are still forwarded");
+        forwarded += 1;
+    }
+    assert_eq!(forwarded, 20);
+    assert_eq!(
+        f.dp.conn_count(),
+        5,
+        "only the first 5 of this second are recorded"
+    );
+    assert_eq!(f.dp.reason_count(lb_common::Reason::NewConnRateLimited), 15);
+    // Unrecorded flows go where every director sends them: the same real
+    // on every packet.
+    let p = flow(19);
+    let a = f.real_of(&f.run(&p.tcp(ACK)));
+    assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), a);
+    // A second later the budget is back.
+    f.dp.advance_clock(secs(1)).unwrap();
+    f.run(&flow(30).tcp(SYN));
+    assert_eq!(f.dp.conn_count(), 6);
+}

@@ -4,16 +4,34 @@
 pub mod client;
 pub mod ipvsadm;
 pub mod server;
+pub mod stats;
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    /// Services, reals and counters (`lbctl status`, `lbctl stats`).
+    /// Services, reals and counters (`lbctl status`).
     Status,
     /// Re-read the config file and apply the difference.
     Reload,
+    /// Counters and estimated rates (`lbctl stats [--rate]`): a
+    /// `stats::StatsReport`.
+    Stats,
+    /// The connection table, at most `max` entries (`lbctl conns`): a
+    /// `dataplane::ConnList`.
+    Conns {
+        #[serde(default = "default_max_conns")]
+        max: usize,
+    },
+}
+
+/// How many connections `lbctl conns` lists unless told: the table can
+/// hold millions.
+pub const DEFAULT_MAX_CONNS: usize = 1000;
+
+fn default_max_conns() -> usize {
+    DEFAULT_MAX_CONNS
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

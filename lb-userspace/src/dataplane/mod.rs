@@ -62,6 +62,40 @@ pub struct DataplaneStatus {
     pub reasons: Vec<(String, u64)>,
 }
 
+/// One entry of the connection table, as `ipvsadm -Lnc` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnEntry {
+    /// "TCP" or "UDP".
+    pub protocol: String,
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub vip: IpAddr,
+    pub vport: u16,
+    /// The real server the flow is pinned to.
+    pub real: IpAddr,
+    pub real_port: u16,
+    /// IPVS's state name: SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE, UDP;
+    /// NONE for a persistence template.
+    pub state: String,
+    /// Seconds until the entry expires if no packet comes.
+    pub expires: u64,
+    /// ipvsadm's forward name: Route, Masq, Tunnel.
+    pub forward: String,
+    /// A persistence template (client port 0), not a connection.
+    #[serde(default)]
+    pub template: bool,
+}
+
+/// Live entries of the connection table (and persistence templates).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnList {
+    pub entries: Vec<ConnEntry>,
+    /// More live entries exist than were listed (the listing stops at the
+    /// requested maximum).
+    #[serde(default)]
+    pub truncated: bool,
+}
+
 pub trait Dataplane: Send {
     /// Whether this data plane can implement `desired` at all (schedulers,
     /// methods, families it supports). Checked before anything is applied,
@@ -83,6 +117,12 @@ pub trait Dataplane: Send {
     /// connection sweeper that recounts active/inactive connections.
     fn maintain(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// Live entries of the connection table, at most `max` of them, like
+    /// `ipvsadm -Lnc`.
+    fn conns(&self, _max: usize) -> anyhow::Result<ConnList> {
+        Ok(ConnList::default())
     }
 
     /// Real-server addresses whose link-layer address the data plane needs.

@@ -14,6 +14,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
 };
+use lb_common::DecapKey;
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
     CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, Globals, HASH_TABLE_SIZE,
@@ -89,6 +90,7 @@ struct Maps {
     real_conns: Array<MapData, RealConns>,
     nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
     globals: Array<MapData, Globals>,
+    vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
 }
 
 struct RealSlot {
@@ -114,6 +116,8 @@ pub struct XdpDataplane {
     ebpf: Ebpf,
     maps: Maps,
     conn_table_size: u32,
+    /// New flows recorded per CPU per second (0 = no limit).
+    new_conn_rate_limit: u32,
     pin_dir: Option<PathBuf>,
     attached: Vec<Attached>,
     services: HashMap<ServiceKey, ServiceSlots>,
@@ -223,6 +227,7 @@ impl XdpDataplane {
             real_conns: take(&mut ebpf, "LB_REAL_CONNS", pin_dir)?,
             nat_rev: take(&mut ebpf, "LB_NAT_REV", pin_dir)?,
             globals: take(&mut ebpf, "LB_GLOBALS", pin_dir)?,
+            vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS", pin_dir)?,
         };
         let mut maps = maps;
         for (state, ns) in state_timeouts(timeouts).into_iter().enumerate() {
@@ -232,6 +237,7 @@ impl XdpDataplane {
             ebpf,
             maps,
             conn_table_size,
+            new_conn_rate_limit: 0,
             pin_dir: pin_dir.map(Path::to_path_buf),
             attached: Vec::new(),
             services: HashMap::new(),
@@ -345,6 +351,40 @@ impl XdpDataplane {
     /// `set_interface` with MTU and tunnel source addresses.
     pub fn set_interface_info(&mut self, ifindex: u32, info: IfaceInfo) -> anyhow::Result<()> {
         self.maps.ifaces.insert(ifindex, info, 0)?;
+        Ok(())
+    }
+
+    /// `global.new_conn_rate_limit`: above it, per CPU per second, new flows
+    /// are forwarded by the consistent choice and not recorded.
+    pub fn set_new_conn_rate_limit(&mut self, limit: u32) -> anyhow::Result<()> {
+        self.new_conn_rate_limit = limit;
+        let mut g = self.maps.globals.get(&0, 0)?;
+        g.new_conn_rate_limit = limit;
+        self.maps.globals.set(0, g, 0)?;
+        Ok(())
+    }
+
+    /// Keeps LB_VIP_ADDRS equal to the services' VIP addresses (fragments
+    /// and ICMP carry no port; this says whether they are for a VIP).
+    fn sync_vip_addrs(&mut self) -> anyhow::Result<()> {
+        let key = |a: IpAddr| {
+            let (addr, family) = addr_words(a);
+            DecapKey {
+                addr,
+                family,
+                _pad: [0; 3],
+            }
+        };
+        let wanted: BTreeSet<IpAddr> = self.services.keys().map(|k| k.vip.addr()).collect();
+        let present: Vec<DecapKey> = self.maps.vip_addrs.keys().filter_map(|k| k.ok()).collect();
+        for k in present {
+            if !wanted.iter().any(|a| key(*a) == k) {
+                let _ = self.maps.vip_addrs.remove(&k);
+            }
+        }
+        for a in wanted {
+            self.maps.vip_addrs.insert(key(a), 1, 0)?;
+        }
         Ok(())
     }
 
@@ -681,6 +721,10 @@ impl Dataplane for XdpDataplane {
         self.sweep()
     }
 
+    fn conns(&self, max: usize) -> anyhow::Result<super::ConnList> {
+        self.list_conns(max)
+    }
+
     fn shutdown(self: Box<Self>, cleanup: bool) -> anyhow::Result<()> {
         if cleanup { (*self).cleanup() } else { Ok(()) }
     }
@@ -760,7 +804,12 @@ impl Dataplane for XdpDataplane {
             .services
             .values()
             .any(|s| s.attrs.method == Method::Nat);
-        self.maps.globals.set(0, Globals { nat: nat as u32 }, 0)?;
+        self.sync_vip_addrs()?;
+        let globals = Globals {
+            nat: nat as u32,
+            new_conn_rate_limit: self.new_conn_rate_limit,
+        };
+        self.maps.globals.set(0, globals, 0)?;
         result
     }
 
@@ -977,4 +1026,180 @@ pub fn interface_mac(ifname: &str) -> anyhow::Result<[u8; 6]> {
         }
     }
     bail!("interface {ifname} has no MAC address")
+}
+
+/// IPVS's name of a connection state, as `ipvsadm -Lnc` prints it.
+fn conn_state_name(state: u8) -> &'static str {
+    match state {
+        CONN_TCP_SYN_RECV => "SYN_RECV",
+        CONN_TCP_ESTABLISHED => "ESTABLISHED",
+        CONN_TCP_FIN_WAIT => "FIN_WAIT",
+        CONN_TCP_CLOSE => "CLOSE",
+        CONN_UDP => "UDP",
+        _ => "NONE",
+    }
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        lb_common::IPPROTO_TCP => "TCP".into(),
+        lb_common::IPPROTO_UDP => "UDP".into(),
+        p => format!("{p}"),
+    }
+}
+
+/// The address of `addr_words`' layout (network byte order in memory).
+fn words_addr(words: &[u32; 4], family: u8) -> IpAddr {
+    if family == AF_INET6 {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(o.into())
+    } else {
+        IpAddr::V4(words[0].to_ne_bytes().into())
+    }
+}
+
+/// A live real slot: what a connection pinned to it is listed with.
+struct SlotOwner<'a> {
+    generation: u32,
+    real: &'a Real,
+    method: Method,
+}
+
+impl XdpDataplane {
+    /// Live connections, then persistence templates, at most `max` in all
+    /// (`lbctl conns`, `ipvsadm -Lnc`). Expired entries, and entries of
+    /// slots that no longer hold their real server, are left out, as the
+    /// sweeper would remove them. `expires` is the state's idle timeout
+    /// minus the time since the flow's last packet.
+    pub fn list_conns(&self, max: usize) -> anyhow::Result<super::ConnList> {
+        use super::{ConnEntry, ConnList};
+        let now = self.now_ns();
+        let mut timeouts = [0u64; CONN_STATES as usize];
+        for (i, t) in timeouts.iter_mut().enumerate() {
+            *t = self.maps.timeouts.get(&(i as u32), 0)?;
+        }
+        let owners: HashMap<u32, SlotOwner> = self
+            .services
+            .values()
+            .flat_map(|s| {
+                s.reals.iter().map(|r| {
+                    (
+                        r.slot,
+                        SlotOwner {
+                            generation: self.slots.generation(r.slot),
+                            real: &r.real,
+                            method: s.attrs.method,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut out = ConnList::default();
+        for item in self.maps.conns.iter() {
+            let Ok((key, c)) = item else { continue };
+            let Some(owner) = owners.get(&c.real) else {
+                continue;
+            };
+            let timeout = timeouts.get(c.state as usize).copied().unwrap_or(0);
+            let idle = now.saturating_sub(c.last_seen);
+            if owner.generation != c.generation || idle > timeout {
+                continue;
+            }
+            if out.entries.len() >= max {
+                out.truncated = true;
+                return Ok(out);
+            }
+            let vport = u16::from_be(key.dport);
+            out.entries.push(ConnEntry {
+                protocol: proto_name(key.proto),
+                client: words_addr(&key.src, key.family),
+                client_port: u16::from_be(key.sport),
+                vip: words_addr(&key.dst, key.family),
+                vport,
+                real: owner.real.addr,
+                real_port: if owner.real.port == 0 {
+                    vport
+                } else {
+                    owner.real.port
+                },
+                state: conn_state_name(c.state).into(),
+                expires: (timeout - idle) / 1_000_000_000,
+                forward: forward_name(owner.method).into(),
+                template: false,
+            });
+        }
+        self.list_templates(now, max, &owners, &mut out);
+        Ok(out)
+    }
+
+    /// Persistence templates, as IPVS lists them among connections: client
+    /// (masked) port 0, state NONE, the service's persistence timeout.
+    fn list_templates(
+        &self,
+        now: u64,
+        max: usize,
+        owners: &HashMap<u32, SlotOwner>,
+        out: &mut super::ConnList,
+    ) {
+        let Some(map) = self.ebpf.map("LB_PERSIST") else {
+            return;
+        };
+        let Ok(persist) =
+            BpfHashMap::<_, lb_common::PersistKey, lb_common::PersistInfo>::try_from(map)
+        else {
+            return;
+        };
+        let timeouts: HashMap<VipKey, u64> = self
+            .services
+            .iter()
+            .filter_map(|(key, s)| {
+                s.attrs
+                    .persistence
+                    .map(|p| (vip_key(key), p.timeout.as_secs().max(1) * 1_000_000_000))
+            })
+            .collect();
+        if timeouts.is_empty() {
+            return;
+        }
+        for item in persist.iter() {
+            let Ok((k, t)) = item else { continue };
+            let vk = VipKey {
+                addr: k.vip,
+                port: k.vport,
+                proto: k.proto,
+                family: k.family,
+            };
+            let Some(&timeout) = timeouts.get(&vk) else {
+                continue;
+            };
+            let Some(owner) = owners.get(&t.real) else {
+                continue;
+            };
+            let idle = now.saturating_sub(t.last_used);
+            if owner.generation != t.generation || idle > timeout {
+                continue;
+            }
+            if out.entries.len() >= max {
+                out.truncated = true;
+                return;
+            }
+            let vport = u16::from_be(k.vport);
+            out.entries.push(super::ConnEntry {
+                protocol: proto_name(k.proto),
+                client: words_addr(&k.client, k.family),
+                client_port: 0,
+                vip: words_addr(&k.vip, k.family),
+                vport,
+                real: owner.real.addr,
+                real_port: if vport == 0 { 0 } else { owner.real.port },
+                state: "NONE".into(),
+                expires: (timeout - idle) / 1_000_000_000,
+                forward: forward_name(owner.method).into(),
+                template: true,
+            });
+        }
+    }
 }

@@ -1,0 +1,170 @@
+//! IP fragments: the first fragment of a datagram picks the real server;
+//! the later fragments, which carry no ports, follow it (any method); a
+//! later fragment whose first fragment was not seen is dropped and counted
+//! when it is for a VIP address, and passes otherwise.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use lb_common::Reason;
+use lb_tests::fixture::*;
+use lb_tests::packet::*;
+use lb_userspace::config::{Method, Protocol, Scheduler};
+use lb_userspace::state::Service;
+
+/// The first fragment of datagram `id` (UDP, MF set, offset 0).
+fn first(src: Ipv4Addr, id: u16) -> Vec<u8> {
+    let mut f = Pkt::to(VIP, 53).from(src, 5000).payload(&[1; 24]).udp();
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+/// A later fragment of datagram `id` to `dst` (offset 32 bytes, 16 bytes of data).
+fn later(src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> Vec<u8> {
+    let mut f = Pkt::to(dst, 53).from(src, 5000).payload(&[2; 8]).udp();
+    // Same layout; the 8 UDP header bytes are just data in a later fragment.
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f[20..22].copy_from_slice(&0x0004u16.to_be_bytes());
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+fn udp_rr(method: Method) -> Fixture {
+    let mut s: Service = service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1)],
+    );
+    s.attrs.method = method;
+    Fixture::new(vec![s])
+}
+
+const C: Ipv4Addr = Ipv4Addr::new(10, 6, 0, 1);
+
+#[test]
+fn later_fragments_follow_their_first_fragment() {
+    let f = udp_rr(Method::Dr);
+    let r = f.real_of(&f.run(&first(C, 7)));
+    for _ in 0..3 {
+        let frag = later(C, VIP, 7);
+        let o = f.run(&frag);
+        assert_eq!(f.real_of(&o), r);
+        assert_eq!(&o.frame[12..], &frag[12..], "DR: only MACs change");
+    }
+    assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 3);
+}
+
+#[test]
+fn each_datagram_follows_its_own_first_fragment() {
+    let f = udp_rr(Method::Dr);
+    // rr sends datagrams of different flows to different reals.
+    let a = f.real_of(&f.run(&first(C, 1)));
+    let other = Ipv4Addr::new(10, 6, 0, 2);
+    let b = f.real_of(&f.run(&first(other, 2)));
+    assert_ne!(a, b);
+    assert_eq!(f.real_of(&f.run(&later(C, VIP, 1))), a);
+    assert_eq!(f.real_of(&f.run(&later(other, VIP, 2))), b);
+}
+
+#[test]
+fn a_later_fragment_seen_first_is_dropped_and_counted() {
+    let f = udp_rr(Method::Dr);
+    assert_eq!(f.run(&later(C, VIP, 9)).action, XDP_DROP);
+    assert_eq!(f.dp.reason_count(Reason::DropFragment), 1);
+}
+
+#[test]
+fn fragments_for_no_vip_pass_untouched() {
+    let f = udp_rr(Method::Dr);
+    let frag = later(C, Ipv4Addr::new(10, 0, 0, 3), 9);
+    let o = f.run(&frag);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(o.frame, frag);
+}
+
+#[test]
+fn nat_rewrites_the_destination_of_later_fragments() {
+    let f = udp_rr(Method::Nat);
+    let r = f.real_of(&f.run(&first(C, 3)));
+    let o = f.run(&later(C, VIP, 3));
+    assert_eq!(f.real_of(&o), r);
+    assert_eq!(&o.frame[30..34], &real_ip(r).octets());
+    assert_eq!(
+        lb_common::csum::checksum(&o.frame[14..34]),
+        0,
+        "IPv4 header checksum"
+    );
+}
+
+#[test]
+fn tun_wraps_later_fragments_too() {
+    let mut f = udp_rr(Method::Tun);
+    f.dp.set_interface_info(
+        LOOPBACK_IFINDEX,
+        lb_common::IfaceInfo {
+            mac: DIRECTOR_MAC,
+            mtu: 1500,
+            addr4: u32::from_ne_bytes([10, 0, 0, 3]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = f.real_of(&f.run(&first(C, 4)));
+    let frag = later(C, VIP, 4);
+    let o = f.run(&frag);
+    assert_eq!(f.real_of(&o), r);
+    assert_eq!(o.frame[23], 4, "IPIP");
+    assert_eq!(&o.frame[34..], &frag[14..]);
+}
+
+#[test]
+fn ipv6_later_fragments_follow_their_first() {
+    let f = Fixture::new(vec![service6(
+        VIP6,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1)],
+    )]);
+    let src = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+    let mut first6 = with_ipv6_ext(
+        &Pkt6::to(VIP6, 53).from(src, 5000).payload(&[1; 24]).udp(),
+        44,
+        0,
+    );
+    // M flag and id 0x11223344 in the fragment header.
+    first6[54 + 3] |= 1;
+    first6[54 + 4..54 + 8].copy_from_slice(&0x1122_3344u32.to_be_bytes());
+    let r = f.real_of(&f.run(&first6));
+    let mut later6 = with_ipv6_ext(
+        &Pkt6::to(VIP6, 53).from(src, 5000).payload(&[2; 8]).udp(),
+        44,
+        4,
+    );
+    later6[54 + 4..54 + 8].copy_from_slice(&0x1122_3344u32.to_be_bytes());
+    assert_eq!(f.real_of(&f.run(&later6)), r);
+    // Another id: never seen.
+    later6[54 + 7] ^= 0xff;
+    assert_eq!(f.run(&later6).action, XDP_DROP);
+}
+
+#[test]
+fn fragments_of_a_removed_real_are_not_sent_to_its_slot() {
+    let mut f = udp_rr(Method::Dr);
+    let r = f.real_of(&f.run(&first(C, 5)));
+    let others: Vec<(u8, u32)> = [(1, 1), (2, 1), (3, 1)]
+        .into_iter()
+        .filter(|(i, _)| *i != r)
+        .collect();
+    f.set(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &others,
+    )]);
+    assert_eq!(f.run(&later(C, VIP, 5)).action, XDP_DROP);
+}
