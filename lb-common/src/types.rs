@@ -48,6 +48,22 @@ pub struct VipKey {
     pub family: u8,
 }
 
+/// The data of a prefix VIP's LPM key: protocol, family and port come
+/// first and are always matched in full (32 bits), then the address's
+/// prefix. Port 0 = every port, tried after the exact port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipPrefix {
+    pub proto: u8,
+    pub family: u8,
+    /// Network byte order.
+    pub port: u16,
+    pub addr: [u32; 4],
+}
+
+/// Bits of `VipPrefix` before the address.
+pub const VIP_PREFIX_HEAD_BITS: u32 = 32;
+
 /// Scheduler of a virtual service, as the program sees it.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +272,8 @@ pub struct Globals {
     /// New flows recorded per CPU per second (`new_conn_rate_limit`);
     /// above it they are forwarded by the consistent choice, unrecorded.
     pub new_conn_rate_limit: u32,
+    /// Some service's VIP is a prefix: look up the LPM trie too.
+    pub prefixes: u32,
 }
 
 /// A fragmented datagram: (source, destination, IP id, protocol).
@@ -493,6 +511,7 @@ mod pod {
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for Globals {}
+    unsafe impl aya::Pod for VipPrefix {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragTarget {}
     unsafe impl aya::Pod for RateWindow {}

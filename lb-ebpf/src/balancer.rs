@@ -5,11 +5,12 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey};
 
-use lb_common::{PersistKey, RealInfo};
+use aya_ebpf::maps::lpm_trie::Key;
+use lb_common::{AF_INET, PersistKey, RealInfo, VIP_PREFIX_HEAD_BITS, VipPrefix};
 
 use crate::{
     clock, conn, frag, fwd, icmp,
-    maps::{GLOBALS, IFACES, NAT_REV, REALS, VIPS},
+    maps::{GLOBALS, IFACES, NAT_REV, REALS, VIP_PREFIXES, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -40,7 +41,34 @@ fn find_vip(key: &FlowKey) -> Option<VipInfo> {
         return Some(*v);
     }
     vk.port = 0;
-    unsafe { VIPS.get(&vk) }.copied()
+    // SAFETY: as above.
+    if let Some(v) = unsafe { VIPS.get(&vk) } {
+        return Some(*v);
+    }
+    if GLOBALS.get(0).is_none_or(|g| g.prefixes == 0) {
+        return None;
+    }
+    find_vip_prefix(key)
+}
+
+/// The prefix VIPs' trie, exact port first, then every port.
+#[inline(never)]
+fn find_vip_prefix(key: &FlowKey) -> Option<VipInfo> {
+    let bits = VIP_PREFIX_HEAD_BITS + if key.family == AF_INET { 32 } else { 128 };
+    let mut k = Key::new(
+        bits,
+        VipPrefix {
+            proto: key.proto,
+            family: key.family,
+            port: key.dport,
+            addr: key.dst,
+        },
+    );
+    if let Some(v) = VIP_PREFIXES.get(&k) {
+        return Some(*v);
+    }
+    k.data.port = 0;
+    VIP_PREFIXES.get(&k).copied()
 }
 
 pub fn process(ctx: &XdpContext) -> u32 {

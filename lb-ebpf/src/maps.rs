@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
     CONN_STATES, ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, HASH_TABLE_SIZE, IfaceInfo,
@@ -12,11 +12,17 @@ use lb_common::{
 };
 use lb_common::{
     DecapKey, FragKey, FragTarget, Globals, NatReverse, PersistInfo, PersistKey, RateWindow,
+    VipPrefix,
 };
 
 /// Virtual services: (address, port, protocol) → VIP info.
 #[map(name = "LB_VIPS")]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Prefix VIPs (keepalived's virtual_server_group): every address in the
+/// prefix is a VIP of one service.
+#[map(name = "LB_VIP_PREFIXES")]
+pub static VIP_PREFIXES: LpmTrie<VipPrefix, VipInfo> = LpmTrie::with_max_entries(MAX_VIPS, 0);
 
 /// Connection table: 5-tuple → real-server slot. LRU, so a full table
 /// forgets the least recently used flow, never refuses a new one.

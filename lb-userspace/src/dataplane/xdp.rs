@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use aya::maps::lpm_trie::{self, LpmTrie};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
 };
-use lb_common::DecapKey;
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
     CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, Globals, HASH_TABLE_SIZE,
@@ -23,6 +23,7 @@ use lb_common::{
     VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash,
     maglev, wrr,
 };
+use lb_common::{DecapKey, VIP_PREFIX_HEAD_BITS, VipPrefix};
 use tracing::{debug, info, warn};
 
 use super::slots::{IdPool, SlotPool};
@@ -91,6 +92,7 @@ struct Maps {
     nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
     globals: Array<MapData, Globals>,
     vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
+    vip_prefixes: LpmTrie<MapData, VipPrefix, VipInfo>,
 }
 
 struct RealSlot {
@@ -228,6 +230,7 @@ impl XdpDataplane {
             nat_rev: take(&mut ebpf, "LB_NAT_REV", pin_dir)?,
             globals: take(&mut ebpf, "LB_GLOBALS", pin_dir)?,
             vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS", pin_dir)?,
+            vip_prefixes: take(&mut ebpf, "LB_VIP_PREFIXES", pin_dir)?,
         };
         let mut maps = maps;
         for (state, ns) in state_timeouts(timeouts).into_iter().enumerate() {
@@ -375,7 +378,13 @@ impl XdpDataplane {
                 _pad: [0; 3],
             }
         };
-        let wanted: BTreeSet<IpAddr> = self.services.keys().map(|k| k.vip.addr()).collect();
+        // Prefix VIPs are not listed: fragments and ICMP to them pass.
+        let wanted: BTreeSet<IpAddr> = self
+            .services
+            .keys()
+            .filter(|k| !is_prefix(k))
+            .map(|k| k.vip.addr())
+            .collect();
         let present: Vec<DecapKey> = self.maps.vip_addrs.keys().filter_map(|k| k.ok()).collect();
         for k in present {
             if !wanted.iter().any(|a| key(*a) == k) {
@@ -552,7 +561,11 @@ impl XdpDataplane {
             return Ok(());
         };
         // The VIP disappears first, so no packet reads the tables after.
-        let _ = self.maps.vips.remove(&vip_key(key));
+        if is_prefix(key) {
+            let _ = self.maps.vip_prefixes.remove(&prefix_key(key));
+        } else {
+            let _ = self.maps.vips.remove(&vip_key(key));
+        }
         freed.extend(s.reals.iter().map(|r| r.slot));
         self.vip_ids.release(s.vip_id);
         Ok(())
@@ -656,7 +669,11 @@ impl XdpDataplane {
             persist_prefix: s.attrs.persistence.map_or(0, |p| p.netmask),
             _pad: [0; 3],
         };
-        self.maps.vips.insert(vip_key(key), info, 0)?;
+        if is_prefix(key) {
+            self.maps.vip_prefixes.insert(&prefix_key(key), info, 0)?;
+        } else {
+            self.maps.vips.insert(vip_key(key), info, 0)?;
+        }
         self.services.get_mut(key).expect("checked above").maglev = Some(table);
         debug!(service = %key, "synced");
         Ok(())
@@ -682,11 +699,25 @@ fn sched_kind(s: Scheduler) -> (SchedKind, u16) {
 }
 
 /// Families, schedulers and methods this data plane implements so far.
-fn check_service(key: &ServiceKey, _attrs: &ServiceAttrs) -> anyhow::Result<()> {
-    if key.vip.prefix_len() != key.vip.max_prefix_len() {
-        bail!("{key}: VIP prefixes are not supported by the XDP data plane yet");
-    }
+fn check_service(_key: &ServiceKey, _attrs: &ServiceAttrs) -> anyhow::Result<()> {
     Ok(())
+}
+
+/// A single-address VIP lives in the VIP hash; a prefix in the LPM trie.
+fn is_prefix(key: &ServiceKey) -> bool {
+    key.vip.prefix_len() != key.vip.max_prefix_len()
+}
+
+/// The LPM key of a prefix VIP.
+fn prefix_key(key: &ServiceKey) -> lpm_trie::Key<VipPrefix> {
+    let (addr, family) = addr_words(key.vip.network());
+    let data = VipPrefix {
+        proto: proto_number(key.protocol),
+        family,
+        port: key.port.to_be(),
+        addr,
+    };
+    lpm_trie::Key::new(VIP_PREFIX_HEAD_BITS + key.vip.prefix_len() as u32, data)
 }
 
 impl Dataplane for XdpDataplane {
@@ -808,6 +839,7 @@ impl Dataplane for XdpDataplane {
         let globals = Globals {
             nat: nat as u32,
             new_conn_rate_limit: self.new_conn_rate_limit,
+            prefixes: self.services.keys().any(is_prefix) as u32,
         };
         self.maps.globals.set(0, globals, 0)?;
         result
