@@ -211,9 +211,12 @@ pub struct ConnInfo {
     pub generation: u32,
     /// Data-plane clock (ns) of the flow's last packet.
     pub last_seen: u64,
+    /// Idle timeout of the current state, in seconds (set when the state
+    /// changes, so the hot path reads no timeout table).
+    pub timeout: u32,
     /// `CONN_*` state.
     pub state: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
 }
 
 /// Active and inactive connections of a real-server slot: kept by the

@@ -94,24 +94,31 @@ pub fn process(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
-    let (slot, new_conn) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
-        Some((slot, _)) => {
+    let (slot, known) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
+        Some((slot, real)) => {
             if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
                 // A controlled connection ends: the template's timeout
                 // counts from here (IPVS keeps templates while they
                 // control connections).
                 persist::touch(vip, &flow.key, now);
             }
-            (slot, false)
+            (slot, Some(real))
         }
         None => match new_flow(flow, vip, now) {
             0 => return drop(Reason::DropNoReal),
-            slot => (slot, true),
+            slot => (slot, None),
         },
     };
-    // A reference into the map, not a copy: the stack frame is tight.
-    let Some(real) = REALS.get(slot) else {
-        return drop(Reason::DropNoReal);
+    let new_conn = known.is_none();
+    // A reference into the map, not a copy: the stack frame is tight. A
+    // known flow's real was found by the lookup already.
+    let real = match known {
+        // SAFETY: a pointer into a map value, live for the program's run.
+        Some(r) => unsafe { &*r },
+        None => match REALS.get(slot) {
+            Some(r) => r,
+            None => return drop(Reason::DropNoReal),
+        },
     };
     if real.family == 0 {
         return drop(Reason::DropNoReal);

@@ -98,8 +98,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const Rea
         // The slot holds another real now; its counts are not ours.
         return None;
     }
-    let timeout = TIMEOUTS.get(conn.state as u32).copied().unwrap_or(0);
-    if now.wrapping_sub(conn.last_seen) > timeout {
+    if now.wrapping_sub(conn.last_seen) > conn.timeout as u64 * 1_000_000_000 {
         count_out(conn.real, conn.state);
         return None;
     }
@@ -112,6 +111,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const Rea
                 count_in(conn.real, next);
             }
             conn.state = next;
+            conn.timeout = timeout_of(next);
         }
     }
     Some((conn.real, real))
@@ -138,6 +138,12 @@ pub fn may_record(now: u64) -> bool {
     w.count <= limit
 }
 
+/// The idle timeout (seconds) of a state, from the table lbd fills.
+#[inline(always)]
+fn timeout_of(state: u8) -> u32 {
+    (TIMEOUTS.get(state as u32).copied().unwrap_or(0) / 1_000_000_000) as u32
+}
+
 /// Pins a new flow to a real server slot.
 #[inline(always)]
 pub fn record(key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
@@ -145,8 +151,9 @@ pub fn record(key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
         real,
         generation,
         last_seen: now,
+        timeout: timeout_of(state),
         state,
-        _pad: [0; 7],
+        _pad: [0; 3],
     };
     if CONNS.insert(key, conn, 0).is_ok() {
         count_in(real, state);
