@@ -76,15 +76,23 @@ pub struct Director {
     pub socket: PathBuf,
     pub pin_dir: PathBuf,
     pub config_path: PathBuf,
-    _peer_pass: PeerPass,
+    _peer_pass: Vec<PeerPass>,
 }
 
 impl Director {
     /// Starts lbd with `config` (YAML) on the lab's director. The config's
     /// pin directory and socket are replaced by ones unique to this run, so
     /// labs can run side by side. Returns once every real's MAC is resolved.
+    ///
+    /// A pass program goes on every bridge port of the director
+    /// ([`DrLab::director_peers`]), so that frames it sends with XDP_TX or
+    /// redirects from one arm to the other are received.
     pub fn start(lab: &DrLab, config: &str) -> Result<Director> {
-        let peer_pass = PeerPass::attach(&lab.switch, &lab.director_bridge_peer)?;
+        let peer_pass = lab
+            .director_peers
+            .iter()
+            .map(|peer| PeerPass::attach(&lab.switch, peer))
+            .collect::<Result<Vec<_>>>()?;
         let tag = format!(
             "lbt{}-{}",
             std::process::id(),
@@ -118,7 +126,9 @@ impl Director {
             config_path,
             _peer_pass: peer_pass,
         };
-        d.wait_ready(Duration::from_secs(15))?;
+        // Loading and verifying the balancer takes a second alone, but
+        // much longer while other labs load theirs on a busy machine.
+        d.wait_ready(Duration::from_secs(45))?;
         Ok(d)
     }
 

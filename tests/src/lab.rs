@@ -23,9 +23,30 @@
 //! TX checksum offload is off everywhere, because traffic will cross XDP
 //! (TOOLCHAIN.md). This module never loads XDP: the caller attaches the
 //! balancer to the director's `eth0` and, for native XDP_TX, a pass program
-//! to [`DrLab::director_bridge_peer`] in [`DrLab::switch`].
+//! to [`DrLab::director_bridge_peer`] in [`DrLab::switch`] (to every one of
+//! [`DrLab::director_peers`] when the director has two arms).
+//!
+//! Variants, all built by the same code:
+//!
+//! - [`DrLab::new`]: the DR lab above, IPv4 only.
+//! - [`DrLab::new_nat`]: one-arm NAT, IPv4 (clients on 10.78.0.0/24).
+//! - [`DrLab::new_dr6`] / [`DrLab::new_nat6`]: the same two, dual-stack.
+//!   IPv6 uses ULAs: `fd77::/64` is the servers' segment (client of the
+//!   DR lab `fd77::2`, director `fd77::3`, reals `fd77::11`, `fd77::12`,
+//!   …, DR VIP `fd77::100`), `fd78::/64` the NAT clients' (client
+//!   `fd78::2`, director `fd78::1`, NAT VIP `fd78::100`). Duplicate address
+//!   detection is off, so every address is usable at once. A DR real has
+//!   the VIP/128 on `lo`: Linux answers a neighbour solicitation only for
+//!   an address of the receiving interface (there is no `arp_ignore` for
+//!   IPv6 and none is needed), so the client resolves the VIP to the
+//!   director, which has it on its eth0.
+//! - [`DrLab::new_nat_two_arm`]: two-arm NAT, IPv4. The switch has two
+//!   bridges: `br0` for the client side (client 10.78.0.2, the director's
+//!   `eth0` with 10.78.0.1/24 and the VIP 10.78.0.100) and `br1` for the
+//!   servers (the director's `eth1` with 10.77.0.3/24, reals 10.77.0.11…
+//!   routing through it).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,6 +68,21 @@ pub const UDP_PORT: u16 = 9000;
 pub const HOST_IF: &str = "eth0";
 /// Name of the bridge in the switch namespace.
 pub const BRIDGE: &str = "br0";
+/// Two-arm NAT lab: the servers' bridge in the switch namespace.
+pub const SERVER_BRIDGE: &str = "br1";
+/// Two-arm NAT lab: the director's server-side interface.
+pub const DIRECTOR_SERVER_IF: &str = "eth1";
+
+/// The dual-stack labs' server segment, `fd77::/64`.
+pub const LAB_NET6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0);
+/// Prefix length of [`LAB_NET6`] and [`NAT_CLIENT_NET6`].
+pub const LAB_PREFIX_LEN6: u8 = 64;
+/// The IPv6 DR lab's virtual IP, `fd77::100`.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
+/// The IPv6 NAT lab's client subnet, `fd78::/64`, behind the director.
+pub const NAT_CLIENT_NET6: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 0);
+/// The IPv6 NAT lab's virtual IP, `fd78::100`, on the clients' subnet.
+pub const NAT_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 0x100);
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// NAT lab: the client's subnet, behind the director.
@@ -59,6 +95,25 @@ const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const FIRST_REAL_HOST: u8 = 10;
 /// .11 .. .99 stay below the VIP.
 const MAX_REALS: usize = 89;
+
+const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+const DIRECTOR_IP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 3);
+const NAT_CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 2);
+const NAT_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 1);
+
+/// Real server `i` (1-based): `fd77::11`, `fd77::12`, ... (hexadecimal,
+/// so the last group reads like the IPv4 address's last byte up to 19).
+fn real_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10 + i as u16)
+}
+
+/// Which lab [`DrLab::build`] makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Dr,
+    Nat,
+    NatTwoArm,
+}
 
 /// How long [`DrLab::start_servers`] waits for a server to accept.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +132,8 @@ pub struct Host {
     pub ifindex: u32,
     /// The host's own address on the lab subnet.
     pub ip: Ipv4Addr,
+    /// The host's own IPv6 address, in the dual-stack labs.
+    pub ip6: Option<Ipv6Addr>,
     /// MAC address of `ifname`.
     pub mac: [u8; 6],
     /// The other end of the host's veth, a bridge port in the switch
@@ -94,6 +151,21 @@ impl Host {
     pub fn udp_addr(&self) -> SocketAddr {
         SocketAddrV4::new(self.ip, UDP_PORT).into()
     }
+
+    /// `[ip6]:80`. Panics if the host has no IPv6 address.
+    pub fn http_addr6(&self) -> SocketAddr {
+        SocketAddrV6::new(self.ip6_or_panic(), HTTP_PORT, 0, 0).into()
+    }
+
+    /// `[ip6]:9000`. Panics if the host has no IPv6 address.
+    pub fn udp_addr6(&self) -> SocketAddr {
+        SocketAddrV6::new(self.ip6_or_panic(), UDP_PORT, 0, 0).into()
+    }
+
+    fn ip6_or_panic(&self) -> Ipv6Addr {
+        self.ip6
+            .unwrap_or_else(|| panic!("{} has no IPv6 address (not a dual-stack lab)", self.name))
+    }
 }
 
 /// A DR lab; dropping it stops the servers and deletes every namespace
@@ -110,10 +182,21 @@ pub struct DrLab {
     pub reals: Vec<Host>,
     /// The VIP ([`VIP`]): /32 on the director's eth0 and on every real's lo.
     pub vip: Ipv4Addr,
+    /// The IPv6 VIP of the dual-stack labs ([`VIP6`] or [`NAT_VIP6`]):
+    /// /128 on the director's eth0 (and on every DR real's lo).
+    pub vip6: Option<Ipv6Addr>,
     /// The director's bridge port in `switch`: native XDP_TX on the
     /// director's eth0 reaches the bridge only if this interface runs a
     /// native XDP program (a pass program will do).
     pub director_bridge_peer: String,
+    /// Every bridge port of the director, in `switch`: the one of its
+    /// `eth0` first ([`DrLab::director_bridge_peer`]), then the one of its
+    /// `eth1` in the two-arm lab. Each needs a native XDP program to
+    /// receive frames the director sends with XDP_TX or redirects.
+    pub director_peers: Vec<String>,
+    /// The director's interfaces: `[eth0]`, or `[eth0, eth1]` (client
+    /// side, server side) in the two-arm lab.
+    pub director_ifs: Vec<String>,
     /// `servers[i]` is real `i`'s running `lab-server`, if any.
     servers: Vec<Option<NsChild>>,
 }
@@ -122,7 +205,7 @@ impl DrLab {
     /// Builds the lab with `n_reals` real servers (1..=89). No server runs
     /// yet: see [`DrLab::start_servers`].
     pub fn new(n_reals: usize) -> Result<DrLab> {
-        Self::build(n_reals, false)
+        Self::build(n_reals, Layout::Dr, false)
     }
 
     /// The one-arm NAT lab of the seeds' NAT setups: the same segment, but
@@ -131,46 +214,153 @@ impl DrLab {
     /// the director (10.77.0.3) as their default gateway, so their replies
     /// come back through it.
     pub fn new_nat(n_reals: usize) -> Result<DrLab> {
-        Self::build(n_reals, true)
+        Self::build(n_reals, Layout::Nat, false)
     }
 
-    fn build(n_reals: usize, nat: bool) -> Result<DrLab> {
+    /// [`DrLab::new`], dual-stack: every host also has an address in
+    /// `fd77::/64` (client `fd77::2`, director `fd77::3`, real `i`
+    /// `fd77::1i`) and the IPv6 VIP [`VIP6`] is on the director's eth0 and
+    /// on every real's `lo`. Servers also listen on `[::]`.
+    pub fn new_dr6(n_reals: usize) -> Result<DrLab> {
+        Self::build(n_reals, Layout::Dr, true)
+    }
+
+    /// [`DrLab::new_nat`], dual-stack: the client is `fd78::2` with the
+    /// director (`fd78::1`) as IPv6 default gateway, the IPv6 VIP is
+    /// [`NAT_VIP6`] on the director's eth0, and the reals (`fd77::1i`)
+    /// route through the director's `fd77::3`. Servers also listen on `[::]`.
+    pub fn new_nat6(n_reals: usize) -> Result<DrLab> {
+        Self::build(n_reals, Layout::Nat, true)
+    }
+
+    /// Two-arm NAT (IPv4): the client (10.78.0.2) on bridge `br0` with the
+    /// director's `eth0` (10.78.0.1/24 and the VIP [`NAT_VIP`]); the reals
+    /// (10.77.0.11, …) on bridge `br1` with the director's `eth1`
+    /// (10.77.0.3/24), their default gateway. Client and reals share no
+    /// segment: every packet between them crosses the director. The
+    /// director's [`Host::ip`] is its client-side address, 10.78.0.1.
+    pub fn new_nat_two_arm(n_reals: usize) -> Result<DrLab> {
+        Self::build(n_reals, Layout::NatTwoArm, false)
+    }
+
+    fn build(n_reals: usize, layout: Layout, ipv6: bool) -> Result<DrLab> {
         if n_reals == 0 || n_reals > MAX_REALS {
             bail!("DrLab supports 1..={MAX_REALS} real servers, not {n_reals}");
         }
+        let nat = layout != Layout::Dr;
+        let two_arm = layout == Layout::NatTwoArm;
         let switch = Netns::new("switch")?;
         // The switch only bridges: keep it from adding IPv6 chatter of its own.
         switch.set_sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         switch.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        switch.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-        switch.link_up(BRIDGE)?;
+        let server_bridge = if two_arm { SERVER_BRIDGE } else { BRIDGE };
+        let bridges: &[&str] = if two_arm {
+            &[BRIDGE, SERVER_BRIDGE]
+        } else {
+            &[BRIDGE]
+        };
+        for bridge in bridges {
+            switch.ip(&["link", "add", bridge, "type", "bridge"])?;
+            switch.link_up(bridge)?;
+        }
 
+        let client_ip6 = ipv6.then_some(if nat { NAT_CLIENT_IP6 } else { CLIENT_IP6 });
         let client = add_host(
             &switch,
+            BRIDGE,
             "client",
             if nat { NAT_CLIENT_IP } else { CLIENT_IP },
+            client_ip6,
         )?;
-        let director = add_host(&switch, "director", DIRECTOR_IP)?;
+        let mut director_peers = Vec::new();
+        let mut director_ifs = vec![HOST_IF.to_string()];
+        let director = if two_arm {
+            // eth0 on the client side, with the gateway address; eth1 on
+            // the servers' side with the address the reals route through.
+            let d = add_host(&switch, BRIDGE, "director", NAT_GATEWAY, None)?;
+            let peer = "vb-director1".to_string();
+            plug(&switch, SERVER_BRIDGE, &d.ns, DIRECTOR_SERVER_IF, &peer)?;
+            d.ns.add_addr(
+                DIRECTOR_SERVER_IF,
+                &format!("{DIRECTOR_IP}/{LAB_PREFIX_LEN}"),
+            )?;
+            d.ns.link_up(DIRECTOR_SERVER_IF)?;
+            director_peers.push(d.bridge_peer.clone());
+            director_peers.push(peer);
+            director_ifs.push(DIRECTOR_SERVER_IF.to_string());
+            d
+        } else {
+            let d = add_host(
+                &switch,
+                BRIDGE,
+                "director",
+                DIRECTOR_IP,
+                ipv6.then_some(DIRECTOR_IP6),
+            )?;
+            director_peers.push(d.bridge_peer.clone());
+            d
+        };
         let vip = if nat { NAT_VIP } else { VIP };
         director.ns.add_addr(HOST_IF, &format!("{vip}/32"))?;
-        if nat {
+        if layout == Layout::Nat {
             director
                 .ns
                 .add_addr(HOST_IF, &format!("{NAT_GATEWAY}/24"))?;
+        }
+        if nat {
             client
                 .ns
                 .ip(&["route", "add", "default", "via", &NAT_GATEWAY.to_string()])?;
+        }
+        let vip6 = ipv6.then_some(if nat { NAT_VIP6 } else { VIP6 });
+        if let Some(vip6) = vip6 {
+            add_addr6(&director.ns, HOST_IF, &format!("{vip6}/128"))?;
+            if nat {
+                add_addr6(
+                    &director.ns,
+                    HOST_IF,
+                    &format!("{NAT_GATEWAY6}/{LAB_PREFIX_LEN6}"),
+                )?;
+                client.ns.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &NAT_GATEWAY6.to_string(),
+                ])?;
+            }
         }
 
         let mut reals = Vec::with_capacity(n_reals);
         for i in 1..=n_reals {
             let ip = Ipv4Addr::new(10, 77, 0, FIRST_REAL_HOST + i as u8);
-            let real = add_host(&switch, &format!("real{i}"), ip)?;
+            let real = add_host(
+                &switch,
+                server_bridge,
+                &format!("real{i}"),
+                ip,
+                ipv6.then(|| real_ip6(i)),
+            )?;
             if nat {
                 real.ns
                     .ip(&["route", "add", "default", "via", &DIRECTOR_IP.to_string()])?;
+                if ipv6 {
+                    real.ns.ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &DIRECTOR_IP6.to_string(),
+                    ])?;
+                }
             } else {
                 configure_dr_real(&real.ns)?;
+                if let Some(vip6) = vip6 {
+                    real.ns
+                        .ip(&["-6", "addr", "add", &format!("{vip6}/128"), "dev", "lo"])?;
+                }
             }
             reals.push(real);
         }
@@ -184,7 +374,10 @@ impl DrLab {
             servers: reals.iter().map(|_| None).collect(),
             reals,
             vip,
+            vip6,
             director_bridge_peer,
+            director_peers,
+            director_ifs,
         })
     }
 
@@ -198,9 +391,16 @@ impl DrLab {
         SocketAddrV4::new(self.vip, UDP_PORT).into()
     }
 
-    /// Starts `lab-server` (HTTP on 0.0.0.0:80, UDP on 0.0.0.0:9000,
-    /// answering its real's name) on every real that has none running,
-    /// and returns once each accepts connections.
+    /// `[VIP6]:port`. Panics unless the lab is dual-stack.
+    pub fn vip6_addr(&self, port: u16) -> SocketAddr {
+        let vip6 = self.vip6.expect("not a dual-stack lab: no IPv6 VIP");
+        SocketAddrV6::new(vip6, port, 0, 0).into()
+    }
+
+    /// Starts `lab-server` (HTTP on 0.0.0.0:80, UDP on 0.0.0.0:9000, in
+    /// the dual-stack labs also on `[::]`, answering its real's name) on
+    /// every real that has none running, and returns once each accepts
+    /// connections.
     pub fn start_servers(&mut self) -> Result<()> {
         let bin = lab_server_bin()?;
         self.start_servers_with(&bin)
@@ -266,9 +466,13 @@ impl DrLab {
             .ok_or_else(|| anyhow!("non-UTF-8 path {bin:?}"))?;
         let http = format!("0.0.0.0:{HTTP_PORT}");
         let udp = format!("0.0.0.0:{UDP_PORT}");
-        let child = real
-            .ns
-            .spawn(&[bin, "--name", &real.name, "--http", &http, "--udp", &udp])?;
+        let http6 = format!("[::]:{HTTP_PORT}");
+        let udp6 = format!("[::]:{UDP_PORT}");
+        let mut cmd = vec![bin, "--name", &real.name, "--http", &http, "--udp", &udp];
+        if real.ip6.is_some() {
+            cmd.extend(["--http", &http6, "--udp", &udp6]);
+        }
+        let child = real.ns.spawn(&cmd)?;
         self.servers[i] = Some(child);
         Ok(())
     }
@@ -314,37 +518,36 @@ impl Drop for DrLab {
     }
 }
 
-/// Creates host `name`: a namespace whose `eth0` (address `ip/24`, up,
-/// TX offload off) is one end of a veth whose other end, `vb-<name>`, is
-/// a port of the bridge in `switch`.
-fn add_host(switch: &Netns, name: &str, ip: Ipv4Addr) -> Result<Host> {
+/// Creates host `name`: a namespace whose `eth0` (address `ip/24`, and
+/// `ip6/64` if given, up, TX offload off) is one end of a veth whose other
+/// end, `vb-<name>`, is a port of `bridge` in `switch`.
+fn add_host(
+    switch: &Netns,
+    bridge: &str,
+    name: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+) -> Result<Host> {
     let ns = Netns::new(name)?;
+    if ip6.is_some() {
+        // No duplicate address detection, for the link-local addresses
+        // too: a tentative address cannot be used, and without a usable
+        // link-local one the kernel sends no neighbour solicitation. Set
+        // before the interface arrives, which copies `default`.
+        for key in [
+            "net.ipv6.conf.all.accept_dad",
+            "net.ipv6.conf.default.accept_dad",
+        ] {
+            ns.set_sysctl(key, "0")?;
+        }
+    }
     let peer = format!("vb-{name}");
-    // Interface names are at most 15 bytes.
-    debug_assert!(peer.len() <= 15);
-    // Run inside the switch namespace, placing the host end directly in the
-    // host namespace: the pair never exists in the root namespace.
-    switch
-        .ip(&[
-            "link",
-            "add",
-            &peer,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            HOST_IF,
-            "netns",
-            ns.name(),
-        ])
+    plug(switch, bridge, &ns, HOST_IF, &peer)
         .with_context(|| format!("creating the veth of {name}"))?;
-    switch.ip(&["link", "set", &peer, "master", BRIDGE])?;
-    // Anything leaving the bridge towards a host is checksummed in software.
-    switch.disable_offloads(&peer)?;
-    switch.link_up(&peer)?;
-
-    ns.disable_offloads(HOST_IF)?;
     ns.add_addr(HOST_IF, &format!("{ip}/{LAB_PREFIX_LEN}"))?;
+    if let Some(ip6) = ip6 {
+        add_addr6(&ns, HOST_IF, &format!("{ip6}/{LAB_PREFIX_LEN6}"))?;
+    }
     ns.link_up(HOST_IF)?;
     let mac = ns.mac_of(HOST_IF)?;
     let ifindex = ns.ifindex_of(HOST_IF)?;
@@ -354,9 +557,45 @@ fn add_host(switch: &Netns, name: &str, ip: Ipv4Addr) -> Result<Host> {
         ifname: HOST_IF.to_string(),
         ifindex,
         ip,
+        ip6,
         mac,
         bridge_peer: peer,
     })
+}
+
+/// Connects `ns` to `bridge` in `switch`: a veth whose end `ifname` is in
+/// `ns` and whose end `peer` is a bridge port, both with TX offload off;
+/// the bridge port is up, `ifname` is left down (the caller addresses it
+/// first).
+fn plug(switch: &Netns, bridge: &str, ns: &Netns, ifname: &str, peer: &str) -> Result<()> {
+    // Interface names are at most 15 bytes.
+    debug_assert!(peer.len() <= 15);
+    // Run inside the switch namespace, placing the host end directly in the
+    // host namespace: the pair never exists in the root namespace.
+    switch.ip(&[
+        "link",
+        "add",
+        peer,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ifname,
+        "netns",
+        ns.name(),
+    ])?;
+    switch.ip(&["link", "set", peer, "master", bridge])?;
+    // Anything leaving the bridge towards a host is checksummed in software.
+    switch.disable_offloads(peer)?;
+    switch.link_up(peer)?;
+    ns.disable_offloads(ifname)?;
+    Ok(())
+}
+
+/// Adds an IPv6 address without duplicate address detection (usable at once).
+fn add_addr6(ns: &Netns, ifname: &str, cidr: &str) -> Result<()> {
+    ns.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
+        .map(drop)
 }
 
 /// A DR real server: VIP on `lo` so it accepts the director's forwarded

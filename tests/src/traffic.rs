@@ -6,16 +6,30 @@
 //! what `lab-server` speaks (every answer's body is the server's name) and
 //! return the body trimmed, so a test reads "which real answered".
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
+};
 
 use anyhow::{Context, Result, bail};
 
 /// One HTTP/1.0 `GET /` on a fresh TCP connection; returns the body,
 /// trimmed. Fails on connect/read timeout or a status other than 200.
 pub fn http_get(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    let stream = connect(addr, timeout)?;
+    http_get_on(connect(addr, timeout)?, addr)
+}
+
+/// [`http_get`] from a chosen local address (any port), e.g. a second
+/// address of the client to look like another client.
+pub fn http_get_from(local: IpAddr, addr: SocketAddr, timeout: Duration) -> Result<String> {
+    http_get_on(connect_from(local, addr, timeout)?, addr)
+}
+
+fn http_get_on(stream: TcpStream, addr: SocketAddr) -> Result<String> {
     let mut reader = BufReader::new(stream);
     reader
         .get_mut()
@@ -78,14 +92,18 @@ impl HttpKeepAlive {
     }
 }
 
-/// Sends one datagram from `0.0.0.0:local_port` to `dest` and returns the
-/// trimmed reply. The socket is connected to `dest`, so a reply from any
+/// Sends one datagram from `0.0.0.0:local_port` (`[::]:local_port` if
+/// `dest` is IPv6) to `dest` and returns the trimmed reply. The socket is connected to `dest`, so a reply from any
 /// other address (say a DR real answering from its own address instead of
 /// the VIP) is not accepted and the call times out. A fixed local port
 /// makes the flow's 5-tuple, and thus the scheduler's choice, repeatable.
 pub fn udp_exchange(local_port: u16, dest: SocketAddr, timeout: Duration) -> Result<String> {
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, local_port))
-        .with_context(|| format!("binding UDP port {local_port}"))?;
+    let any = if dest.is_ipv6() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let sock = bind_udp(SocketAddr::new(any, local_port))?;
     sock.connect(dest)?;
     sock.set_read_timeout(Some(timeout))?;
     sock.send(b"ping\n")
@@ -97,9 +115,50 @@ pub fn udp_exchange(local_port: u16, dest: SocketAddr, timeout: Duration) -> Res
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
+/// Binds a UDP socket to `addr`, retrying for a moment while the port is
+/// in use: the socket of the previous exchange on the same port may still
+/// be referenced by a process that another thread of the test is forking
+/// (it holds every descriptor until its exec closes them).
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match UdpSocket::bind(addr) {
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r.with_context(|| format!("binding UDP {addr}")),
+        }
+    }
+}
+
 fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A TCP connection to `addr` from `local` (port chosen by the kernel).
+fn connect_from(local: IpAddr, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let family = if local.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(local, 0)),
+    )
+    .with_context(|| format!("binding {local}"))?;
+    // A blocking connect gives up after SO_SNDTIMEO.
+    let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+    setsockopt(&fd, sockopt::SendTimeout, &tv)?;
+    nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+        .with_context(|| format!("connecting to {addr} from {local}"))?;
+    let stream = TcpStream::from(fd);
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
