@@ -157,17 +157,26 @@ fn enable_forwarding_for_nat(config: &Config) -> anyhow::Result<()> {
         if !nat(v6) {
             continue;
         }
-        for dev in std::iter::once("all").chain(config.global.interfaces.iter().map(String::as_str))
-        {
-            let path = format!("/proc/sys/net/{family}/conf/{dev}/forwarding");
+        let devs = || config.global.interfaces.iter().map(String::as_str);
+        let mut settings: Vec<String> = std::iter::once("all")
+            .chain(devs())
+            .map(|dev| format!("/proc/sys/net/{family}/conf/{dev}/forwarding"))
+            .collect();
+        if !v6 {
+            // A reply whose client is not resolved yet is handed to the
+            // kernel already translated, with the VIP (a local address) as
+            // source: without accept_local the kernel drops it as a martian.
+            settings
+                .extend(devs().map(|dev| format!("/proc/sys/net/ipv4/conf/{dev}/accept_local")));
+        }
+        for path in settings {
             if std::fs::read_to_string(&path)
                 .map(|v| v.trim() == "1")
                 .unwrap_or(false)
             {
                 continue;
             }
-            std::fs::write(&path, "1")
-                .with_context(|| format!("enabling forwarding for NAT: {path}"))?;
+            std::fs::write(&path, "1").with_context(|| format!("setting up NAT: {path}"))?;
             info!("{path} = 1 (NAT services forward between clients and reals)");
         }
     }
