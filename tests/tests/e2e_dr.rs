@@ -132,7 +132,16 @@ fn stopping_lbd_with_cleanup_detaches_and_unpins() {
     );
     assert!(director.pin_dir.join("maps/LB_CONNS").exists());
     director.stop().expect("lbd exits cleanly on SIGTERM");
-    let link = lab.director.ns.ip(&["-d", "link", "show", "eth0"]).unwrap();
+    // The kernel releases a bpf_link asynchronously once its last
+    // reference is gone: allow it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let link = loop {
+        let link = lab.director.ns.ip(&["-d", "link", "show", "eth0"]).unwrap();
+        if !link.contains("prog/xdp") || std::time::Instant::now() > deadline {
+            break link;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         !link.contains("prog/xdp"),
         "XDP still attached after cleanup:\n{link}"
