@@ -10,7 +10,7 @@ use lb_common::{AF_INET, PersistKey, RealInfo, VIP_PREFIX_HEAD_BITS, VipPrefix};
 
 use crate::{
     clock, conn, frag, fwd, icmp,
-    maps::{GLOBALS, IFACES, NAT_REV, REALS, VIP_PREFIXES, VIPS},
+    maps::{GLOBALS, NAT_REV, REALS, VIP_PREFIXES, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -211,13 +211,7 @@ fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, slot: u32, new_co
 fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let egress = if real.ifindex == 0 {
-        ingress
-    } else {
-        real.ifindex
-    };
-    // SAFETY: lookup only; copied out at once.
-    let Some(iface) = (unsafe { IFACES.get(&egress) }) else {
+    let Some((_, iface)) = fwd::out::egress(ingress, real) else {
         return drop(Reason::DropNoIface);
     };
     let overhead = fwd::tun::overhead(real.family);

@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{AF_INET, DecapKey, FragKey, FragTarget, FwdMethod, Reason, VipInfo, csum};
 
 use crate::fwd;
-use crate::maps::{FRAGS, IFACES, REALS, VIP_ADDRS};
+use crate::maps::{FRAGS, REALS, VIP_ADDRS};
 use crate::parse::{ETH_HLEN, Flow, Fragment, Ipv4Hdr, ptr_at};
 use crate::stats;
 
@@ -83,18 +83,12 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
             (*ip).check = csum::replace32((*ip).check, old, real.addr[0]);
         }
     } else if t.method == FwdMethod::Tun as u8 {
-        let egress = if real.ifindex == 0 {
-            ingress
-        } else {
-            real.ifindex
-        };
-        // SAFETY: lookup only; copied out at once.
-        let Some(iface) = (unsafe { IFACES.get(&egress) }).copied() else {
+        let Some((_, iface)) = fwd::out::egress(ingress, &real) else {
             stats::count(Reason::DropNoIface);
             return xdp_action::XDP_DROP;
         };
         if frag.ip_len as u32 + fwd::tun::overhead(real.family) > iface.mtu
-            || !fwd::tun::encap(ctx, frag.ip_len, &real, &iface)
+            || !fwd::tun::encap(ctx, frag.ip_len, &real, iface)
         {
             stats::count(Reason::TunTooBig);
             return xdp_action::XDP_DROP;

@@ -14,7 +14,7 @@ use lb_common::{
     AF_INET, DecapKey, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason, VipKey,
 };
 
-use crate::maps::{CONNS, IFACES, REALS, VIP_ADDRS, VIPS};
+use crate::maps::{CONNS, REALS, VIP_ADDRS, VIPS};
 use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var};
 use crate::stats;
 
@@ -362,13 +362,7 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if vip.method == FwdMethod::Tun as u8 {
-        let egress = if real.ifindex == 0 {
-            ingress
-        } else {
-            real.ifindex
-        };
-        // SAFETY: lookup only; copied out at once.
-        let Some(iface) = (unsafe { IFACES.get(&egress) }) else {
+        let Some((_, iface)) = crate::fwd::out::egress(ingress, real) else {
             return xdp_action::XDP_DROP;
         };
         if !crate::fwd::tun::encap(ctx, pkt.ip_len, real, iface) {

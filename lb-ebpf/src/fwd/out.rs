@@ -10,7 +10,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{AF_INET, FlowKey, RealInfo, Reason};
+use lb_common::{AF_INET, FlowKey, IfaceInfo, RealInfo, Reason};
 
 use crate::maps::IFACES;
 use crate::parse::{EthHdr, ptr_at};
@@ -34,17 +34,24 @@ fn emit(ctx: &XdpContext, ingress: u32, egress: u32, dst: &[u8; 6], src: &[u8; 6
     }
 }
 
-/// To a real server: its MAC from lbd's neighbour map, out of the
-/// interface lbd resolved it on.
+/// The interface a real server is reached through (lbd resolved it; 0
+/// means the one the packet came in on) and what the program knows of it.
 #[inline(always)]
-pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
-    let egress = if real.ifindex == 0 {
+pub fn egress(ingress: u32, real: &RealInfo) -> Option<(u32, &'static IfaceInfo)> {
+    let ifindex = if real.ifindex == 0 {
         ingress
     } else {
         real.ifindex
     };
-    // SAFETY: lookup only; copied out at once.
-    let Some(iface) = (unsafe { IFACES.get(&egress) }).copied() else {
+    // SAFETY: lookup only; map values live as long as the map.
+    unsafe { IFACES.get(&ifindex) }.map(|i| (ifindex, i))
+}
+
+/// To a real server: its MAC from lbd's neighbour map, out of the
+/// interface lbd resolved it on.
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
+    let Some((egress, iface)) = egress(ingress, real) else {
         stats::count(Reason::DropNoIface);
         return xdp_action::XDP_DROP;
     };

@@ -65,6 +65,12 @@ fn state_timeouts(t: &Timeouts) -> [u64; CONN_STATES as usize] {
     out
 }
 
+/// A connection's idle timeout in ns, as the program applies it (each
+/// entry carries its state's timeout).
+fn conn_timeout_ns(c: &ConnInfo) -> u64 {
+    c.timeout as u64 * 1_000_000_000
+}
+
 /// The data plane's clock without its offset: what the program's
 /// `bpf_ktime_get_coarse_ns` reads.
 fn kernel_coarse_ns() -> u64 {
@@ -421,10 +427,6 @@ impl XdpDataplane {
     /// and slot reuse have no callback in the kernel) are removed.
     pub fn sweep(&mut self) -> anyhow::Result<()> {
         let now = self.now_ns();
-        let mut timeouts = [0u64; CONN_STATES as usize];
-        for (i, t) in timeouts.iter_mut().enumerate() {
-            *t = self.maps.timeouts.get(&(i as u32), 0)?;
-        }
         let live: HashMap<u32, u32> = self
             .services
             .values()
@@ -438,7 +440,7 @@ impl XdpDataplane {
         let mut dead = Vec::new();
         for item in self.maps.conns.iter() {
             let Ok((key, c)) = item else { continue };
-            let timeout = timeouts.get(c.state as usize).copied().unwrap_or(0);
+            let timeout = conn_timeout_ns(&c);
             if live.get(&c.real) != Some(&c.generation) || now.wrapping_sub(c.last_seen) > timeout {
                 dead.push(key);
                 continue;
@@ -1109,10 +1111,6 @@ impl XdpDataplane {
     pub fn list_conns(&self, max: usize) -> anyhow::Result<super::ConnList> {
         use super::{ConnEntry, ConnList};
         let now = self.now_ns();
-        let mut timeouts = [0u64; CONN_STATES as usize];
-        for (i, t) in timeouts.iter_mut().enumerate() {
-            *t = self.maps.timeouts.get(&(i as u32), 0)?;
-        }
         let owners: HashMap<u32, SlotOwner> = self
             .services
             .values()
@@ -1135,7 +1133,7 @@ impl XdpDataplane {
             let Some(owner) = owners.get(&c.real) else {
                 continue;
             };
-            let timeout = timeouts.get(c.state as usize).copied().unwrap_or(0);
+            let timeout = conn_timeout_ns(&c);
             let idle = now.saturating_sub(c.last_seen);
             if owner.generation != c.generation || idle > timeout {
                 continue;
