@@ -207,6 +207,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     enable_forwarding_for_nat(&config)?;
     let mut xdp = XdpDataplane::start(&xdp_opts)?;
     xdp.set_new_conn_rate_limit(config.global.new_conn_rate_limit.min(u32::MAX as u64) as u32)?;
+    xdp.set_tunnel_source(&config.global.tunnel_source)?;
     let mut dataplane: Box<dyn Dataplane> = Box::new(xdp);
     let desired = DesiredState::from_config(&config);
     dataplane.check(&desired)?;

@@ -255,3 +255,13 @@ fn decap_leaves_other_tunnels_and_plain_traffic_to_the_kernel() {
         assert_eq!(o.frame, frame, "untouched");
     }
 }
+
+#[test]
+fn the_outer_source_can_be_configured() {
+    let mut f = v4();
+    f.dp.set_tunnel_source(&[IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))])
+        .unwrap();
+    let o = f.run(&Pkt::to(VIP, 80).tcp(SYN));
+    assert_eq!(&o.frame[26..30], &[192, 0, 2, 7]);
+    assert_eq!(checksum(&o.frame[14..34]), 0);
+}

@@ -49,6 +49,7 @@ pub(crate) struct RawGlobal {
     pub script_user: Option<S<String>>,
     pub new_conn_rate_limit: Option<S<Int>>,
     pub bpf_pin_dir: Option<S<PathBuf>>,
+    pub tunnel_source: Option<Vec<S<String>>>,
     pub api: Option<RawApi>,
 }
 

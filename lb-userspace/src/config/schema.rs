@@ -48,6 +48,9 @@ pub struct Global {
     pub new_conn_rate_limit: u64,
     /// One per director, so several can share a host.
     pub bpf_pin_dir: PathBuf,
+    /// Outer source addresses of TUN packets (at most one per family);
+    /// default: the egress interface's own address.
+    pub tunnel_source: Vec<IpAddr>,
     pub api: Api,
 }
 

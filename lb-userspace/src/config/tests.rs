@@ -1286,3 +1286,14 @@ fn scheduler_flags_must_fit_the_scheduler() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn tunnel_source_takes_one_address_per_family() {
+    let base = "global:\n  interfaces: [eth0]\n  tunnel_source: [{}]\n";
+    let c = parse(&base.replace("{}", "10.0.0.3, \"fd00::3\""));
+    assert_eq!(c.global.tunnel_source, [ip("10.0.0.3"), ip("fd00::3")]);
+    let errs = errors(&base.replace("{}", "10.0.0.3, 10.0.0.4"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!((errs[0].0, errs[0].1), (3, 29));
+    assert!(errs[0].2.contains("one address per family"), "{errs:#?}");
+}

@@ -403,6 +403,24 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// `global.tunnel_source`: the outer source of TUN packets, per family,
+    /// on every interface (instead of each interface's own address).
+    pub fn set_tunnel_source(&mut self, sources: &[IpAddr]) -> anyhow::Result<()> {
+        let ifaces: Vec<(u32, IfaceInfo)> =
+            self.maps.ifaces.iter().filter_map(|i| i.ok()).collect();
+        for (ifindex, mut info) in ifaces {
+            for src in sources {
+                let (words, _) = addr_words(*src);
+                match src {
+                    IpAddr::V4(_) => info.addr4 = words[0],
+                    IpAddr::V6(_) => info.addr6 = words,
+                }
+            }
+            self.maps.ifaces.insert(ifindex, info, 0)?;
+        }
+        Ok(())
+    }
+
     /// Forgets an interface (fixtures: traffic arriving on it is dropped).
     pub fn remove_interface(&mut self, ifindex: u32) -> anyhow::Result<()> {
         self.maps.ifaces.remove(&ifindex)?;

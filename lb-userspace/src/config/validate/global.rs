@@ -1,6 +1,6 @@
 //! `global:` — director-wide settings and their defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,6 +101,25 @@ pub(super) fn global(raw: Option<S<RawGlobal>>, errors: &mut Errors) -> Global {
         }
     };
 
+    let mut tunnel_source: Vec<IpAddr> = Vec::new();
+    for a in raw
+        .and_then(|g| g.tunnel_source.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let Some(addr) = super::ip(errors, "tunnel_source", a) else {
+            continue;
+        };
+        if tunnel_source.iter().any(|t| t.is_ipv4() == addr.is_ipv4()) {
+            errors.push(
+                Span::of(a),
+                "tunnel_source: one address per family (IPv4, IPv6)",
+            );
+        } else {
+            tunnel_source.push(addr);
+        }
+    }
+
     let api = raw.and_then(|g| g.api.as_ref());
     let socket = api
         .and_then(|a| a.socket.clone())
@@ -130,6 +149,7 @@ pub(super) fn global(raw: Option<S<RawGlobal>>, errors: &mut Errors) -> Global {
         script_user,
         new_conn_rate_limit,
         bpf_pin_dir,
+        tunnel_source,
         api: Api { socket, metrics },
     }
 }
