@@ -277,6 +277,8 @@ pub struct Globals {
     pub new_conn_rate_limit: u32,
     /// Some service's VIP is a prefix: look up the LPM trie too.
     pub prefixes: u32,
+    /// Some service has port 0: look up (VIP, 0, protocol) too.
+    pub any_port: u32,
 }
 
 /// A fragmented datagram: (source, destination, IP id, protocol).
@@ -381,7 +383,7 @@ pub enum Reason {
     DropNoIface = 5,
     /// Forwarding method not supported yet: dropped.
     DropUnsupported = 6,
-    /// Forwarded with XDP_TX.
+    /// Forwarded to a real server (summed from the VIP counters).
     Forwarded = 7,
     /// A non-first fragment for a VIP whose first fragment was not seen
     /// (out of order, or evicted): dropped.

@@ -40,12 +40,15 @@ fn find_vip(key: &FlowKey) -> Option<VipInfo> {
     if let Some(v) = unsafe { VIPS.get(&vk) } {
         return Some(*v);
     }
-    vk.port = 0;
-    // SAFETY: as above.
-    if let Some(v) = unsafe { VIPS.get(&vk) } {
-        return Some(*v);
+    let g = GLOBALS.get(0)?;
+    if g.any_port != 0 {
+        vk.port = 0;
+        // SAFETY: as above.
+        if let Some(v) = unsafe { VIPS.get(&vk) } {
+            return Some(*v);
+        }
     }
-    if GLOBALS.get(0).is_none_or(|g| g.prefixes == 0) {
+    if g.prefixes == 0 {
         return None;
     }
     find_vip_prefix(key)
@@ -211,7 +214,7 @@ fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, slot: u32, new_co
 fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Some((_, iface)) = fwd::out::egress(ingress, real) else {
+    let Some((egress, iface)) = fwd::out::egress(ingress, real) else {
         return drop(Reason::DropNoIface);
     };
     let overhead = fwd::tun::overhead(real.family);
@@ -222,7 +225,8 @@ fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
     if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, real, iface) {
         return drop(Reason::DropUnsupported);
     }
-    fwd::out::to_real(ctx, ingress, real)
+    // The new Ethernet header gets both addresses.
+    fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac)
 }
 
 /// A packet for no VIP: a NAT real's reply to translate back, or not ours.

@@ -83,7 +83,7 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
             (*ip).check = csum::replace32((*ip).check, old, real.addr[0]);
         }
     } else if t.method == FwdMethod::Tun as u8 {
-        let Some((_, iface)) = fwd::out::egress(ingress, &real) else {
+        let Some((egress, iface)) = fwd::out::egress(ingress, &real) else {
             stats::count(Reason::DropNoIface);
             return xdp_action::XDP_DROP;
         };
@@ -93,6 +93,10 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
             stats::count(Reason::TunTooBig);
             return xdp_action::XDP_DROP;
         }
+        let action = fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac);
+        stats::count(Reason::FragmentForwarded);
+        stats::forwarded(t.vip_id, t.real, frag.ip_len as u64, false);
+        return action;
     }
     let action = fwd::out::to_real(ctx, ingress, &real);
     if action != xdp_action::XDP_DROP {

@@ -362,12 +362,14 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if vip.method == FwdMethod::Tun as u8 {
-        let Some((_, iface)) = crate::fwd::out::egress(ingress, real) else {
+        let Some((egress, iface)) = crate::fwd::out::egress(ingress, real) else {
             return xdp_action::XDP_DROP;
         };
         if !crate::fwd::tun::encap(ctx, pkt.ip_len, real, iface) {
             return xdp_action::XDP_DROP;
         }
+        stats::count(Reason::IcmpErrorToReal);
+        return crate::fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac);
     } else if vip.method != FwdMethod::Dr as u8 {
         // NAT: the real never sent the VIP's address; the kernel's own
         // translation state does not exist either. Not forwarded.

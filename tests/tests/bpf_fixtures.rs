@@ -466,9 +466,13 @@ fn unresolved_next_hop_drops_and_counts() {
 }
 
 #[test]
-fn unknown_ingress_interface_drops_vip_traffic() {
+fn a_real_behind_an_unknown_interface_drops_vip_traffic() {
     let mut f = mh_web();
-    f.dp.remove_interface(LOOPBACK_IFINDEX).unwrap();
+    // lbd resolved the reals on interface 99, which it never set up.
+    for i in 1..=3 {
+        f.dp.set_next_hop(std::net::IpAddr::V4(real_ip(i)), Some(real_mac(i)), 99)
+            .unwrap();
+    }
     assert_eq!(f.run(&client(1).tcp(SYN)).action, XDP_DROP);
     assert_eq!(f.dp.reason_count(Reason::DropNoIface), 1);
     // Traffic for no VIP still passes.

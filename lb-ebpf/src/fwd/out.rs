@@ -16,8 +16,9 @@ use crate::maps::IFACES;
 use crate::parse::{EthHdr, ptr_at};
 use crate::stats;
 
+/// Writes both MAC addresses and sends the frame out of `egress`.
 #[inline(always)]
-fn emit(ctx: &XdpContext, ingress: u32, egress: u32, dst: &[u8; 6], src: &[u8; 6]) -> u32 {
+pub fn emit(ctx: &XdpContext, ingress: u32, egress: u32, dst: &[u8; 6], src: &[u8; 6]) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -48,7 +49,9 @@ pub fn egress(ingress: u32, real: &RealInfo) -> Option<(u32, &'static IfaceInfo)
 }
 
 /// To a real server: its MAC from lbd's neighbour map, out of the
-/// interface lbd resolved it on.
+/// interface lbd resolved it on, with that interface's own MAC as source.
+/// (Not the frame's destination MAC: a bridge may flood us frames meant for
+/// other hosts, and their MAC as our source would poison its learning.)
 #[inline(always)]
 pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
     let Some((egress, iface)) = egress(ingress, real) else {

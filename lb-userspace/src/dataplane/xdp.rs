@@ -501,6 +501,16 @@ impl XdpDataplane {
 
     /// Packets counted per reason, summed over CPUs.
     pub fn reason_count(&self, reason: Reason) -> u64 {
+        if reason == Reason::Forwarded {
+            // Not counted per packet: the VIP counters already are.
+            return self
+                .services
+                .values()
+                .filter_map(|svc| self.maps.vip_stats.get(&svc.vip_id, 0).ok())
+                .map(|v| v.iter().map(|c| c.packets).sum::<u64>())
+                .sum();
+        }
+
         self.maps
             .dp_stats
             .get(&(reason as u32), 0)
@@ -860,6 +870,7 @@ impl Dataplane for XdpDataplane {
             nat: nat as u32,
             new_conn_rate_limit: self.new_conn_rate_limit,
             prefixes: self.services.keys().any(is_prefix) as u32,
+            any_port: self.services.keys().any(|k| k.port == 0) as u32,
         };
         self.maps.globals.set(0, globals, 0)?;
         result
