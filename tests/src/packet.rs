@@ -31,6 +31,31 @@ pub struct Flags {
     pub psh: bool,
 }
 
+impl Flags {
+    /// Sets these flags on a TCP packet being built (IPv4 or IPv6).
+    pub fn apply(
+        self,
+        mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+        if self.syn {
+            b = b.syn();
+        }
+        if self.ack {
+            b = b.ack(1);
+        }
+        if self.fin {
+            b = b.fin();
+        }
+        if self.rst {
+            b = b.rst();
+        }
+        if self.psh {
+            b = b.psh();
+        }
+        b
+    }
+}
+
 pub const SYN: Flags = Flags {
     syn: true,
     ack: false,
@@ -94,22 +119,8 @@ impl Pkt {
     }
 
     pub fn tcp(&self, flags: Flags) -> Vec<u8> {
-        let mut b = self.base().tcp(self.sport, self.dport, 1000, 64240);
-        if flags.syn {
-            b = b.syn();
-        }
-        if flags.ack {
-            b = b.ack(1);
-        }
-        if flags.fin {
-            b = b.fin();
-        }
-        if flags.rst {
-            b = b.rst();
-        }
-        if flags.psh {
-            b = b.psh();
-        }
+        let b = self.base().tcp(self.sport, self.dport, 1000, 64240);
+        let b = flags.apply(b);
         let mut out = Vec::new();
         b.write(&mut out, &self.payload)
             .expect("building a TCP packet");
@@ -241,16 +252,8 @@ impl Pkt6 {
     }
 
     pub fn tcp(&self, flags: Flags) -> Vec<u8> {
-        let mut b = self.base().tcp(self.sport, self.dport, 1000, 64240);
-        if flags.syn {
-            b = b.syn();
-        }
-        if flags.ack {
-            b = b.ack(1);
-        }
-        if flags.fin {
-            b = b.fin();
-        }
+        let b = self.base().tcp(self.sport, self.dport, 1000, 64240);
+        let b = flags.apply(b);
         let mut out = Vec::new();
         b.write(&mut out, &self.payload)
             .expect("building an IPv6 TCP packet");
