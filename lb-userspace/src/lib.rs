@@ -7,4 +7,5 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod neighbor;
+pub mod runner;
 pub mod state;
