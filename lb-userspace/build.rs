@@ -17,6 +17,13 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?;
+    // The programs' map layouts come from lb-common: rebuild them when it
+    // changes (aya-build watches only the eBPF crate's own sources).
+    let common = root_dir
+        .parent()
+        .ok_or_else(|| anyhow!("lb-ebpf has no parent directory"))?
+        .join("lb-common");
+    println!("cargo:rerun-if-changed={common}");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "lb-ebpf",
