@@ -300,10 +300,16 @@ pub struct FragTarget {
     pub real: u32,
     pub generation: u32,
     pub vip_id: u32,
-    /// `FwdMethod` as u8.
+    /// `FwdMethod` as u8, or `FRAG_NAT_REPLY`.
     pub method: u8,
     pub _pad: [u8; 3],
+    /// For `FRAG_NAT_REPLY`: the VIP that replaces the real as source.
+    pub vip: [u32; 4],
 }
+
+/// `FragTarget::method` of a NAT reply's datagram (real → client): its
+/// later fragments get the VIP as source, like the first one.
+pub const FRAG_NAT_REPLY: u8 = 0xff;
 
 /// Per-CPU window of the new-connection rate limit.
 #[repr(C)]
@@ -324,11 +330,17 @@ pub struct LblcKey {
 /// Up to `LBLC_SET` (slot, generation) pairs; lblc uses the first only.
 pub const LBLC_SET: usize = 4;
 
+/// An lblcr set unchanged this long loses its most loaded member (IPVS's
+/// `lblcr_expiration` sysctl, one day by default).
+pub const LBLCR_EXPIRATION_NS: u64 = 24 * 3600 * 1_000_000_000;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LblcEntry {
     pub slots: [u32; LBLC_SET],
     pub generations: [u32; LBLC_SET],
+    /// When a member was last added or removed (program clock, ns).
+    pub lastmod: u64,
 }
 
 /// What the program needs to know of an interface it is attached to.
@@ -406,9 +418,16 @@ pub enum Reason {
     IcmpEchoReply = 15,
     /// An ICMP error about a VIP connection, sent to its real server.
     IcmpErrorToReal = 16,
+    /// An ICMP error a NAT real sent about a client's packet: translated
+    /// (the VIP in place of the real) and passed to the kernel to forward.
+    IcmpErrorToClient = 17,
+    /// A TCP segment without SYN of a flow the connection table does not
+    /// hold (evicted from a full table, expired, or begun on another
+    /// director): placed by the consistent choice and recorded.
+    ConnMissMidFlow = 18,
 }
 
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 19;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -429,6 +448,8 @@ impl Reason {
         Reason::FragmentForwarded,
         Reason::IcmpEchoReply,
         Reason::IcmpErrorToReal,
+        Reason::IcmpErrorToClient,
+        Reason::ConnMissMidFlow,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -451,6 +472,8 @@ impl Reason {
             Reason::FragmentForwarded => "fragment_forwarded",
             Reason::IcmpEchoReply => "icmp_echo_reply",
             Reason::IcmpErrorToReal => "icmp_error_to_real",
+            Reason::IcmpErrorToClient => "icmp_error_to_client",
+            Reason::ConnMissMidFlow => "conn_miss_mid_flow",
         }
     }
 }
@@ -497,6 +520,60 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
         )
     }
 }
+
+/// Bump when a map changes meaning without changing size.
+const MAP_LAYOUT_REVISION: u64 = 1;
+
+/// FNV-1a over the numbers that shape the maps.
+const fn layout_hash(parts: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut b = 0;
+        while b < 8 {
+            h ^= (parts[i] >> (b * 8)) & 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            b += 1;
+        }
+        i += 1;
+    }
+    h
+}
+
+/// The layout of every pinned map: key and value sizes and table sizes.
+/// A restarted lbd adopts pinned maps only when it equals the value they
+/// were created with (kept in the `LB_META` map); otherwise it rebuilds.
+pub const MAP_LAYOUT: u64 = layout_hash(&[
+    MAP_LAYOUT_REVISION,
+    core::mem::size_of::<VipKey>() as u64,
+    core::mem::size_of::<VipInfo>() as u64,
+    core::mem::size_of::<VipPrefix>() as u64,
+    core::mem::size_of::<FlowKey>() as u64,
+    core::mem::size_of::<ConnInfo>() as u64,
+    core::mem::size_of::<RealInfo>() as u64,
+    core::mem::size_of::<RealConns>() as u64,
+    core::mem::size_of::<NatReverse>() as u64,
+    core::mem::size_of::<Globals>() as u64,
+    core::mem::size_of::<FragKey>() as u64,
+    core::mem::size_of::<FragTarget>() as u64,
+    core::mem::size_of::<RateWindow>() as u64,
+    core::mem::size_of::<LblcKey>() as u64,
+    core::mem::size_of::<LblcEntry>() as u64,
+    core::mem::size_of::<IfaceInfo>() as u64,
+    core::mem::size_of::<DecapKey>() as u64,
+    core::mem::size_of::<Counters>() as u64,
+    core::mem::size_of::<PersistKey>() as u64,
+    core::mem::size_of::<PersistInfo>() as u64,
+    MAGLEV_TABLE_SIZE as u64,
+    MAX_VIPS as u64,
+    MAX_REALS as u64,
+    SCHED_SEQ_SIZE as u64,
+    MAX_REALS_PER_VIP as u64,
+    HASH_TABLE_SIZE as u64,
+    MAX_IFACES as u64,
+    REASON_COUNT as u64,
+    CONN_STATES as u64,
+]);
 
 #[cfg(feature = "user")]
 mod pod {

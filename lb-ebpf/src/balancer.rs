@@ -176,10 +176,13 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u32 {
         // not seen (failover, table eviction): every director must give it
         // the same answer, whatever the scheduler.
         let unseen = flow.key.proto == IPPROTO_TCP && flow.tcp_flags & TCP_FLAG_SYN == 0;
+        if unseen {
+            stats::count(Reason::ConnMissMidFlow);
+        }
         slot = if unseen || !record {
             sched::consistent(vip, &flow.key)
         } else {
-            sched::pick(vip, &flow.key)
+            sched::pick(vip, &flow.key, now)
         };
         if slot != 0 && persistent && record {
             persist::record(&template, slot, now);
@@ -248,6 +251,9 @@ fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     }
     if !fwd::nat::to_client(ctx, flow, &rev) {
         return pass(Reason::PassMalformed);
+    }
+    if flow.first_fragment {
+        frag::record_reply(flow, &rev);
     }
     let mut key = flow.key;
     key.src = rev.vip;

@@ -5,11 +5,14 @@
 //! placed: for a VIP it is dropped and counted (CONTRACT.md).
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{AF_INET, DecapKey, FragKey, FragTarget, FwdMethod, Reason, VipInfo, csum};
+use lb_common::{
+    AF_INET, DecapKey, FRAG_NAT_REPLY, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse, Reason,
+    VipInfo, csum,
+};
 
 use crate::fwd;
 use crate::maps::{FRAGS, REALS, VIP_ADDRS};
-use crate::parse::{ETH_HLEN, Flow, Fragment, Ipv4Hdr, ptr_at};
+use crate::parse::{ETH_HLEN, Flow, Fragment, Ipv4Hdr, Ipv6Hdr, ptr_at};
 use crate::stats;
 
 /// Remembers where a first fragment's datagram goes. (A subprogram: keeps
@@ -30,6 +33,30 @@ pub fn record(flow: &Flow, vip: &VipInfo, slot: u32, generation: u32) {
         vip_id: vip.id,
         method: vip.method,
         _pad: [0; 3],
+        vip: [0; 4],
+    };
+    let _ = FRAGS.insert(&key, target, 0);
+}
+
+/// Remembers a NAT reply's first fragment (real → client, already
+/// translated), so that its later fragments get the VIP as source too.
+#[inline(never)]
+pub fn record_reply(flow: &Flow, rev: &NatReverse) {
+    let key = FragKey {
+        src: flow.key.src,
+        dst: flow.key.dst,
+        id: flow.frag_id,
+        proto: flow.key.proto,
+        family: flow.key.family,
+        _pad: [0; 2],
+    };
+    let target = FragTarget {
+        real: rev.real,
+        generation: rev.generation,
+        vip_id: 0,
+        method: FRAG_NAT_REPLY,
+        _pad: [0; 3],
+        vip: rev.vip,
     };
     let _ = FRAGS.insert(&key, target, 0);
 }
@@ -67,20 +94,14 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
     }
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if t.method == FRAG_NAT_REPLY {
+        return reply(ctx, frag, &t, ingress);
+    }
     if t.method == FwdMethod::Nat as u8 {
-        // No ports here: only the IPv4 destination changes.
-        if frag.key.family != AF_INET {
-            stats::count(Reason::DropUnsupported);
+        // No ports here (the first fragment's L4 checksum already covers
+        // the whole datagram): only the destination address changes.
+        if !set_addr(ctx, frag.key.family, true, &real.addr) {
             return xdp_action::XDP_DROP;
-        }
-        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
-            return xdp_action::XDP_DROP;
-        };
-        // SAFETY: bounds-checked by ptr_at.
-        unsafe {
-            let old = (*ip).daddr;
-            (*ip).daddr = real.addr[0];
-            (*ip).check = csum::replace32((*ip).check, old, real.addr[0]);
         }
     } else if t.method == FwdMethod::Tun as u8 {
         let Some((egress, iface)) = fwd::out::egress(ingress, &real) else {
@@ -104,4 +125,57 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
         stats::forwarded(t.vip_id, t.real, frag.ip_len as u64, false);
     }
     action
+}
+
+/// Sets the IP header's destination (`dst`) or source address, fixing the
+/// IPv4 header checksum. False if the header is not in the frame.
+#[inline(always)]
+fn set_addr(ctx: &XdpContext, family: u8, dst: bool, addr: &[u32; 4]) -> bool {
+    if family == AF_INET {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe {
+            let field = if dst {
+                &raw mut (*ip).daddr
+            } else {
+                &raw mut (*ip).saddr
+            };
+            let old = *field;
+            *field = addr[0];
+            (*ip).check = csum::replace32((*ip).check, old, addr[0]);
+        }
+    } else {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe {
+            if dst {
+                (*ip).daddr = *addr;
+            } else {
+                (*ip).saddr = *addr;
+            }
+        }
+    }
+    true
+}
+
+/// A later fragment of a NAT reply: the VIP as source, then the way to
+/// the client that the FIB knows, like the first fragment.
+#[inline(always)]
+fn reply(ctx: &XdpContext, frag: &Fragment, t: &FragTarget, ingress: u32) -> u32 {
+    if !set_addr(ctx, frag.key.family, false, &t.vip) {
+        return xdp_action::XDP_DROP;
+    }
+    stats::count(Reason::FragmentForwarded);
+    let key = FlowKey {
+        src: t.vip,
+        dst: frag.key.dst,
+        proto: frag.key.proto,
+        family: frag.key.family,
+        ..FlowKey::default()
+    };
+    fwd::out::by_fib(ctx, ingress, &key, frag.ip_len)
 }

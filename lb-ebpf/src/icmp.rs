@@ -14,7 +14,8 @@ use lb_common::{
     AF_INET, DecapKey, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason, VipKey,
 };
 
-use crate::maps::{CONNS, REALS, VIP_ADDRS, VIPS};
+use crate::fwd::nat_icmp;
+use crate::maps::{CONNS, GLOBALS, NAT_REV, REALS, VIP_ADDRS, VIPS};
 use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var};
 use crate::stats;
 
@@ -201,12 +202,15 @@ fn is_error(family: u8, kind: u8) -> bool {
     }
 }
 
-/// ICMP for VIP addresses: echo requests are answered by the director;
-/// errors that quote a packet of a known connection (a reply the real
-/// server sent with the VIP as source) go to that connection's real
-/// server; anything else passes.
-// A separate BPF subprogram: its own stack frame, verified on its own.
-#[inline(never)]
+/// ICMP: for VIP addresses, echo requests are answered by the director and
+/// errors that quote a packet of a known connection go to that
+/// connection's real server; for other addresses, errors a NAT real sent
+/// about a client's packet go to the client translated. Anything else
+/// passes.
+// Inlined into the balancer: the two paths below are subprograms of their
+// own, so neither chain is three frames deep (BPF allows 512 bytes along a
+// chain of calls).
+#[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     let vip = DecapKey {
         addr: pkt.dst,
@@ -215,9 +219,14 @@ pub fn handle(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     };
     // SAFETY: lookup only.
     if unsafe { VIP_ADDRS.get(&vip) }.is_none() {
-        stats::count(Reason::PassNotVip);
-        return xdp_action::XDP_PASS;
+        return not_for_a_vip(ctx, pkt);
     }
+    for_vip(ctx, pkt)
+}
+
+// A separate BPF subprogram: its own stack frame, verified on its own.
+#[inline(never)]
+fn for_vip(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     let Some(head) = ptr_at_var::<IcmpHead>(ctx, pkt.off as usize) else {
         stats::count(Reason::PassMalformed);
         return xdp_action::XDP_PASS;
@@ -289,18 +298,18 @@ struct QuotedPorts {
     dport: u16,
 }
 
-/// An ICMP error about a packet the real sent as the VIP goes to that real.
-fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+/// The connection an ICMP error is about: the packet it quotes, reversed
+/// (an error travels the other way). None if the quote is cut short or has
+/// IPv4 options.
+#[inline(always)]
+fn quoted_reversed(ctx: &XdpContext, pkt: &Icmp) -> Option<FlowKey> {
     let inner = pkt.off as usize + 8;
-    // The connection, client → VIP, is the quoted packet reversed.
     let mut key = FlowKey {
         family: pkt.family,
         ..FlowKey::default()
     };
     if pkt.family == AF_INET {
-        let Some(ip) = ptr_at_var::<[u8; 24]>(ctx, inner) else {
-            return pass_malformed();
-        };
+        let ip = ptr_at_var::<[u8; 24]>(ctx, inner)?;
         // SAFETY: bounds-checked by ptr_at_var (header and ports).
         let (h, ports) = unsafe {
             (
@@ -309,7 +318,7 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
             )
         };
         if h.vihl != 0x45 {
-            return pass_malformed();
+            return None;
         }
         key.src = [h.daddr, 0, 0, 0];
         key.dst = [h.saddr, 0, 0, 0];
@@ -317,9 +326,7 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
         key.sport = ports.dport;
         key.dport = ports.sport;
     } else {
-        let Some(ip) = ptr_at_var::<[u8; 44]>(ctx, inner) else {
-            return pass_malformed();
-        };
+        let ip = ptr_at_var::<[u8; 44]>(ctx, inner)?;
         // SAFETY: bounds-checked by ptr_at_var (header and ports).
         let (h, ports) = unsafe {
             (
@@ -333,6 +340,16 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
         key.sport = ports.dport;
         key.dport = ports.sport;
     }
+    Some(key)
+}
+
+/// An ICMP error about a packet sent as the VIP goes to the connection's
+/// real server (translated for NAT).
+fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+    // The connection, client → VIP, is the quoted packet reversed.
+    let Some(key) = quoted_reversed(ctx, pkt) else {
+        return pass_malformed();
+    };
     // SAFETY: lookup only; copied out at once.
     let Some(conn) = (unsafe { CONNS.get(&key) }).copied() else {
         stats::count(Reason::PassNotVip);
@@ -370,14 +387,63 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
         }
         stats::count(Reason::IcmpErrorToReal);
         return crate::fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac);
+    } else if vip.method == FwdMethod::Nat as u8 {
+        // The real knows the connection by its own address and port.
+        let port = if real.port == 0 { key.dport } else { real.port };
+        if real.family != pkt.family || !nat_icmp::to_real(ctx, pkt, &real.addr, port) {
+            stats::count(Reason::DropUnsupported);
+            return xdp_action::XDP_DROP;
+        }
     } else if vip.method != FwdMethod::Dr as u8 {
-        // NAT: the real never sent the VIP's address; the kernel's own
-        // translation state does not exist either. Not forwarded.
         stats::count(Reason::DropUnsupported);
         return xdp_action::XDP_DROP;
     }
     stats::count(Reason::IcmpErrorToReal);
     crate::fwd::out::to_real(ctx, ingress, real)
+}
+
+/// ICMP to an address that is no VIP: an error a NAT real sent about a
+/// client's packet is translated and passed on to the kernel, which
+/// forwards it to the client; anything else passes untouched.
+fn not_for_a_vip(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+    if GLOBALS.get(0).is_some_and(|g| g.nat != 0)
+        && let Some(head) = ptr_at_var::<IcmpHead>(ctx, pkt.off as usize)
+        // SAFETY: bounds-checked by ptr_at_var.
+        && is_error(pkt.family, unsafe { (*head).kind })
+    {
+        return error_to_client(ctx, pkt);
+    }
+    stats::count(Reason::PassNotVip);
+    xdp_action::XDP_PASS
+}
+
+// A separate BPF subprogram: its own stack frame, verified on its own.
+#[inline(never)]
+fn error_to_client(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+    // The NAT reply mapping (real → client) is the quoted packet reversed.
+    let Some(key) = quoted_reversed(ctx, pkt) else {
+        return pass_malformed();
+    };
+    // SAFETY: lookup only; copied out at once.
+    let Some(rev) = (unsafe { NAT_REV.get(&key) }).copied() else {
+        stats::count(Reason::PassNotVip);
+        return xdp_action::XDP_PASS;
+    };
+    if REALS
+        .get(rev.real)
+        .is_none_or(|r| r.generation != rev.generation)
+    {
+        stats::count(Reason::PassNotVip);
+        return xdp_action::XDP_PASS;
+    }
+    if !nat_icmp::to_client(ctx, pkt, &rev.vip, rev.vport) {
+        return pass_malformed();
+    }
+    // Translated, it is an ordinary packet to forward: the kernel routes it
+    // (as it does NAT replies whose client is not resolved yet). Errors are
+    // rare; the FIB lookup's 64 bytes would not fit this call chain's stack.
+    stats::count(Reason::IcmpErrorToClient);
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]

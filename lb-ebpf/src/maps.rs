@@ -15,6 +15,11 @@ use lb_common::{
     VipPrefix,
 };
 
+/// `lb_common::MAP_LAYOUT` of the maps as created: a restarted lbd adopts
+/// them (and their flows) only when its own layout is the same.
+#[map(name = "LB_META")]
+pub static META: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Virtual services: (address, port, protocol) → VIP info.
 #[map(name = "LB_VIPS")]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);

@@ -259,9 +259,10 @@ fn slot_live(slot: u32, generation: u32) -> bool {
 /// lblc and lblcr: a destination address keeps the real (lblc) or set of
 /// reals (lblcr, up to `LBLC_SET`) it was given while they are not
 /// overloaded; otherwise the least-connection (wlc) real is taken, and for
-/// lblcr added to the set.
+/// lblcr added to the set. (A set unchanged for a day loses its most loaded
+/// member, as in ip_vs_lblcr.c: lbd's sweeper does that, using `lastmod`.)
 #[inline(always)]
-fn lblc(vip: &VipInfo, key: &FlowKey, set: bool) -> u32 {
+fn lblc(vip: &VipInfo, key: &FlowKey, set: bool, now: u64) -> u32 {
     let k = LblcKey {
         addr: key.dst,
         vip_id: vip.id,
@@ -302,13 +303,14 @@ fn lblc(vip: &VipInfo, key: &FlowKey, set: bool) -> u32 {
     let at = if free < members { free } else { 0 };
     entry.slots[at] = chosen;
     entry.generations[at] = generation;
+    entry.lastmod = now;
     let _ = LBLC.insert(&k, entry, 0);
     chosen
 }
 
 /// Picks a real server for a new flow (0 = none available).
 #[inline(always)]
-pub fn pick(vip: &VipInfo, key: &FlowKey) -> u32 {
+pub fn pick(vip: &VipInfo, key: &FlowKey, now: u64) -> u32 {
     let kind = vip.sched;
     if kind == SchedKind::Maglev as u8 {
         mh(vip, key)
@@ -317,9 +319,9 @@ pub fn pick(vip: &VipInfo, key: &FlowKey) -> u32 {
     } else if kind == SchedKind::Hash as u8 {
         hash_table(vip, key)
     } else if kind == SchedKind::Lblc as u8 {
-        lblc(vip, key, false)
+        lblc(vip, key, false, now)
     } else if kind == SchedKind::Lblcr as u8 {
-        lblc(vip, key, true)
+        lblc(vip, key, true, now)
     } else {
         counting(vip, kind)
     }

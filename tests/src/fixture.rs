@@ -110,8 +110,25 @@ impl Fixture {
         services: Vec<Service>,
         timeouts: &lb_userspace::config::Timeouts,
     ) -> Self {
+        Self::with_table(services, 65536, timeouts)
+    }
+
+    /// `new` with a connection table of `size` entries.
+    pub fn with_conn_table_size(services: Vec<Service>, size: u32) -> Self {
+        Self::with_table(
+            services,
+            size,
+            &lb_userspace::dataplane::xdp::DEFAULT_TIMEOUTS,
+        )
+    }
+
+    fn with_table(
+        services: Vec<Service>,
+        size: u32,
+        timeouts: &lb_userspace::config::Timeouts,
+    ) -> Self {
         let mut dp =
-            XdpDataplane::load_with(65536, timeouts).expect("loading the balancer (root needed)");
+            XdpDataplane::load_with(size, timeouts).expect("loading the balancer (root needed)");
         dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC).unwrap();
         let mut f = Fixture {
             dp,

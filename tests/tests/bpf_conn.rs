@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use lb_common::Reason;
 use lb_tests::fixture::*;
 use lb_tests::packet::*;
 use lb_userspace::config::{Protocol, Scheduler};
@@ -274,4 +275,37 @@ fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
     f.dp.advance_clock(secs(1)).unwrap();
     f.run(&flow(30).tcp(SYN));
     assert_eq!(f.dp.conn_count(), 6);
+}
+
+#[test]
+fn a_full_table_evicts_the_least_recent_flows_and_counts_their_return() {
+    let mut f = Fixture::with_conn_table_size(
+        vec![service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1), (3, 1)],
+        )],
+        16,
+    );
+    for i in 0..64 {
+        assert_eq!(f.run(&flow(i).tcp(SYN)).action, XDP_TX);
+    }
+    f.dp.sweep().unwrap();
+    let status = f.dp.status().unwrap();
+    assert_eq!(status.conn_table_size, 16);
+    assert!(
+        (1..=16).contains(&status.conn_table_entries),
+        "the table never holds more than its size: {}",
+        status.conn_table_entries
+    );
+    assert_eq!(status.conn_table_entries, f.dp.conn_count() as u64);
+    // The oldest flow was evicted: its next segment is still forwarded
+    // (by the consistent choice) and counted.
+    assert_eq!(f.run(&flow(0).tcp(ACK)).action, XDP_TX);
+    assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 1);
+    // Recorded again: its following segments are known.
+    f.run(&flow(0).tcp(ACK));
+    assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 1);
 }

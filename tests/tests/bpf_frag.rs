@@ -168,3 +168,121 @@ fn fragments_of_a_removed_real_are_not_sent_to_its_slot() {
     )]);
     assert_eq!(f.run(&later(C, VIP, 5)).action, XDP_DROP);
 }
+
+/// An IPv6 UDP fragment to `dst` from `src`: the first (MF, offset 0, with
+/// the UDP header) or a later one (offset 32 bytes), of datagram `id`.
+fn frag6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, id: u32, first: bool) -> Vec<u8> {
+    let payload: &[u8] = if first { &[1; 24] } else { &[2; 8] };
+    let mut f = with_ipv6_ext(
+        &Pkt6::to(dst, dport).from(src, sport).payload(payload).udp(),
+        44,
+        if first { 0 } else { 4 },
+    );
+    if first {
+        f[54 + 3] |= 1; // more fragments
+    }
+    f[54 + 4..54 + 8].copy_from_slice(&id.to_be_bytes());
+    f
+}
+
+#[test]
+fn ipv6_nat_rewrites_the_destination_of_later_fragments() {
+    let mut s = service6(VIP6, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1), (2, 1)]);
+    s.attrs.method = Method::Nat;
+    let f = Fixture::new(vec![s]);
+    let src = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+    let r = f.real_of(&f.run(&frag6(src, 5000, VIP6, 53, 7, true)));
+    let o = f.run(&frag6(src, 5000, VIP6, 53, 7, false));
+    assert_eq!(f.real_of(&o), r);
+    assert_eq!(
+        &o.frame[38..54],
+        &real_ip6(r).octets(),
+        "the real's address"
+    );
+    assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 1);
+}
+
+/// A namespace whose FIB knows the clients (10.6.0.1, fd00:6::1) behind
+/// `v0`, with static neighbours. Test runs' ingress is its `lo`.
+fn client_route() -> lb_tests::netns::Netns {
+    let ns = lb_tests::netns::Netns::new("natfrag").unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        .unwrap();
+    ns.link_up("v0").unwrap();
+    ns.link_up("v1").unwrap();
+    ns.add_addr("v0", "10.6.0.254/24").unwrap();
+    ns.ip(&["-6", "addr", "add", "fd00:6::fe/64", "dev", "v0", "nodad"])
+        .unwrap();
+    for (family, addr) in [("-4", "10.6.0.1"), ("-6", "fd00:6::1")] {
+        ns.ip(&[
+            family,
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            "02:00:00:00:66:01",
+            "dev",
+            "v0",
+        ])
+        .unwrap();
+    }
+    for key in [
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv4.conf.lo.forwarding",
+        "net.ipv6.conf.all.forwarding",
+    ] {
+        ns.set_sysctl(key, "1").unwrap();
+    }
+    ns
+}
+
+const XDP_REDIRECT: u32 = 4;
+
+#[test]
+fn every_fragment_of_a_nat_reply_gets_the_vip_as_source() {
+    let ns = client_route();
+    ns.run(|| {
+        let f = udp_rr(Method::Nat);
+        let r = f.real_of(&f.run(&Pkt::to(VIP, 53).from(C, 5000).payload(b"q").udp()));
+        // The real's big answer, fragmented: real:53 → client:5000.
+        let mut first = Pkt::to(C, 5000)
+            .from(real_ip(r), 53)
+            .payload(&[1; 24])
+            .udp();
+        first[18..20].copy_from_slice(&9u16.to_be_bytes());
+        first[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+        fix_ipv4_checksum(&mut first);
+        let mut later = Pkt::to(C, 5000).from(real_ip(r), 53).payload(&[2; 8]).udp();
+        later[18..20].copy_from_slice(&9u16.to_be_bytes());
+        later[20..22].copy_from_slice(&0x0004u16.to_be_bytes());
+        fix_ipv4_checksum(&mut later);
+        for frame in [first, later] {
+            let o = f.run(&frame);
+            assert_eq!(o.action, XDP_REDIRECT, "to the client");
+            assert_eq!(&o.frame[26..30], &VIP.octets(), "from the VIP");
+            assert_eq!(lb_common::csum::checksum(&o.frame[14..34]), 0);
+        }
+        assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 1);
+    });
+}
+
+#[test]
+fn every_fragment_of_an_ipv6_nat_reply_gets_the_vip_as_source() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut s = service6(VIP6, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1)]);
+        s.attrs.method = Method::Nat;
+        let f = Fixture::new(vec![s]);
+        let client = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+        f.run(&Pkt6::to(VIP6, 53).from(client, 5000).payload(b"q").udp());
+        for first in [true, false] {
+            let o = f.run(&frag6(real_ip6(1), 53, client, 5000, 0x99, first));
+            assert_eq!(o.action, XDP_REDIRECT, "to the client");
+            assert_eq!(&o.frame[22..38], &VIP6.octets(), "from the VIP");
+        }
+        // Another datagram's later fragment was never placed: it passes
+        // (it is for no VIP) untranslated.
+        let stray = frag6(real_ip6(1), 53, client, 5000, 0x98, false);
+        assert_eq!(f.run(&stray).frame, stray);
+    });
+}

@@ -329,3 +329,23 @@ fn lbctl_status_reports_the_counts_the_schedulers_use() {
     assert_eq!(counts, [(1, 0), (0, 1)]);
     let _ = IpAddr::V4(VIP);
 }
+
+#[test]
+fn an_lblcr_set_unchanged_for_a_day_sheds_its_most_loaded_member() {
+    let mut f = fixture(Scheduler::Lblcr, &[(1, 1), (2, 2), (3, 1)]);
+    let mut members = HashSet::new();
+    for i in 0..12 {
+        members.insert(establish(&f, i));
+    }
+    assert!(members.len() >= 2, "the set grew: {members:?}");
+    let day = std::time::Duration::from_secs(24 * 3600 + 1);
+    // Every day without a change, the sweeper removes one member.
+    for _ in 1..members.len() {
+        f.dp.advance_clock(day).unwrap();
+        f.dp.sweep().unwrap();
+    }
+    // One member left: every new connection of the destination goes to it
+    // (with two or more, the least-connection member would alternate).
+    let rest: HashSet<u8> = (200..220).map(|i| open(&f, i)).collect();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+}

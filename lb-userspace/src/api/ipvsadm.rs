@@ -228,6 +228,7 @@ mod tests {
                 stats: Stats::default(),
             }],
             reasons: vec![],
+            ..Default::default()
         };
         // ipvsadm.c's formats: "%s  %s %s" for a service and
         // "  -> %-28s %-7s %-6d %-10u %-10u" for a destination (so the last
@@ -296,6 +297,8 @@ TCP  192.168.10.200:8080 rr\n  \
         };
         StatsReport {
             conn_table_size: 4096,
+            conn_table_entries: 0,
+            reasons: vec![],
             rate_interval_secs: 2,
             services: vec![
                 ServiceStats {

@@ -78,9 +78,15 @@ pub struct ServiceStats {
 pub struct StatsReport {
     /// Capacity of the connection table (ipvsadm's "size=").
     pub conn_table_size: u32,
+    /// Its live entries at the last sweep.
+    #[serde(default)]
+    pub conn_table_entries: u64,
     /// Seconds between two samples of the rate estimator.
     pub rate_interval_secs: u64,
     pub services: Vec<ServiceStats>,
+    /// Packets passed, dropped and forwarded by the data plane, by reason.
+    #[serde(default)]
+    pub reasons: Vec<(String, u64)>,
 }
 
 /// Which counters an estimate belongs to.
@@ -239,6 +245,8 @@ impl RateEstimator {
     pub fn report(&self, status: &DataplaneStatus) -> StatsReport {
         StatsReport {
             conn_table_size: status.conn_table_size,
+            conn_table_entries: status.conn_table_entries,
+            reasons: status.reasons.clone(),
             rate_interval_secs: ESTIMATOR_INTERVAL.as_secs(),
             services: status
                 .services
@@ -306,6 +314,7 @@ mod tests {
                 stats,
             }],
             reasons: vec![],
+            ..Default::default()
         }
     }
 
