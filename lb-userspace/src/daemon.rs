@@ -211,7 +211,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut dataplane: Box<dyn Dataplane> = Box::new(xdp);
     let desired = DesiredState::from_config(&config);
     dataplane.check(&desired)?;
-    dataplane.apply(&DesiredState::default().diff(&desired))?;
+    // From what the data plane holds: an adopted one keeps every service
+    // and real that did not change, with their flows.
+    dataplane.apply(&dataplane.current().diff(&desired))?;
     warn_unowned_vips(&config);
     let socket_path = config.global.api.socket.clone();
     let daemon = Arc::new(Daemon {

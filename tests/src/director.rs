@@ -76,6 +76,8 @@ pub struct Director {
     pub socket: PathBuf,
     pub pin_dir: PathBuf,
     pub config_path: PathBuf,
+    /// lbd runs with `--cleanup-on-exit`.
+    cleanup: bool,
     _peer_pass: Vec<PeerPass>,
 }
 
@@ -88,6 +90,16 @@ impl Director {
     /// ([`DrLab::director_peers`]), so that frames it sends with XDP_TX or
     /// redirects from one arm to the other are received.
     pub fn start(lab: &DrLab, config: &str) -> Result<Director> {
+        Self::start_with(lab, config, true)
+    }
+
+    /// `start` without `--cleanup-on-exit`: a stopped or killed lbd leaves
+    /// the data plane pinned and forwarding, for the next one to adopt.
+    pub fn start_keeping(lab: &DrLab, config: &str) -> Result<Director> {
+        Self::start_with(lab, config, false)
+    }
+
+    fn start_with(lab: &DrLab, config: &str, cleanup: bool) -> Result<Director> {
         let peer_pass = lab
             .director_peers
             .iter()
@@ -105,31 +117,67 @@ impl Director {
             .replace("/sys/fs/bpf/lbd-lab", pin_dir.to_str().unwrap())
             .replace("/run/lbd/lab.sock", socket.to_str().unwrap());
         std::fs::write(&config_path, config)?;
+        let mut d = Director {
+            child: None,
+            socket,
+            pin_dir,
+            config_path,
+            cleanup,
+            _peer_pass: peer_pass,
+        };
+        d.spawn(lab)?;
+        Ok(d)
+    }
+
+    /// Runs lbd on the lab's director and waits until it is ready.
+    fn spawn(&mut self, lab: &DrLab) -> Result<()> {
         let lbd = workspace_bin("lbd")?;
         // `ip netns exec` gives the process a fresh /sys without bpffs:
         // step back into this process's mount namespace (keeping the
         // network namespace) so pins land in the host's /sys/fs/bpf.
         let own_mounts = format!("--mount=/proc/{}/ns/mnt", std::process::id());
-        let child = lab.director.ns.spawn(&[
+        let mut cmd = vec![
             "nsenter",
             &own_mounts,
             "--",
             lbd.to_str().unwrap(),
             "--config",
-            config_path.to_str().unwrap(),
-            "--cleanup-on-exit",
-        ])?;
-        let mut d = Director {
-            child: Some(child),
-            socket,
-            pin_dir,
-            config_path,
-            _peer_pass: peer_pass,
-        };
+            self.config_path.to_str().unwrap(),
+        ];
+        if self.cleanup {
+            cmd.push("--cleanup-on-exit");
+        }
+        self.child = Some(lab.director.ns.spawn(&cmd)?);
         // Loading and verifying the balancer takes a second alone, but
         // much longer while other labs load theirs on a busy machine.
-        d.wait_ready(Duration::from_secs(45))?;
-        Ok(d)
+        self.wait_ready(Duration::from_secs(45))
+    }
+
+    /// Stops lbd (SIGTERM) and starts a new one with the same config, pins
+    /// and socket. Returns the old one's log.
+    pub fn restart(&mut self, lab: &DrLab) -> Result<String> {
+        let log = self.log();
+        self.stop()?;
+        self.spawn(lab)?;
+        Ok(log)
+    }
+
+    /// Kills lbd (SIGKILL: no chance to clean up) and starts a new one.
+    pub fn kill_and_restart(&mut self, lab: &DrLab) -> Result<String> {
+        let log = self.log();
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.pid() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    bail!("lbd did not die of SIGKILL");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.spawn(lab)?;
+        Ok(log)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {

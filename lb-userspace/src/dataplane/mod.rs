@@ -57,6 +57,11 @@ pub struct DataplaneStatus {
     pub kind: String,
     /// Capacity of the connection table (ipvsadm's "size=").
     pub conn_table_size: u32,
+    /// Live entries the last sweep found in the connection table: when it
+    /// nears the size, the least recently used flows are evicted (their
+    /// next packets count as `conn_miss_mid_flow`).
+    #[serde(default)]
+    pub conn_table_entries: u64,
     pub services: Vec<ServiceStatus>,
     /// Packets passed, dropped and forwarded by reason.
     pub reasons: Vec<(String, u64)>,
@@ -108,6 +113,13 @@ pub trait Dataplane: Send {
 
     /// Services, reals and counters as the data plane holds them.
     fn status(&self) -> anyhow::Result<DataplaneStatus>;
+
+    /// The state the data plane holds now: empty when it started afresh,
+    /// what an earlier lbd left when it adopted that. The first apply is
+    /// the difference from it.
+    fn current(&self) -> DesiredState {
+        DesiredState::default()
+    }
 
     /// Stops: with `cleanup`, removes everything it set up; without, leaves
     /// the data plane forwarding for the next lbd to adopt.

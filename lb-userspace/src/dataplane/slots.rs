@@ -35,6 +35,17 @@ impl IdPool {
     pub fn release(&mut self, id: u32) {
         self.free.push_back(id);
     }
+
+    /// A pool in which `used` ids are taken (adopted from an earlier run).
+    pub fn adopt(first: u32, limit: u32, used: &[u32]) -> Self {
+        let used: std::collections::BTreeSet<u32> = used.iter().copied().collect();
+        let next = used.last().map_or(first, |&last| last + 1).max(first);
+        IdPool {
+            next,
+            limit,
+            free: (first..next).filter(|id| !used.contains(id)).collect(),
+        }
+    }
 }
 
 /// Real-server slots with generations. Slot 0 is never handed out: the
@@ -68,6 +79,15 @@ impl SlotPool {
     pub fn release(&mut self, slot: u32) {
         self.ids.release(slot);
     }
+
+    /// Slots adopted from an earlier run: `used` are taken, and every slot
+    /// continues from the generation it had.
+    pub fn adopt(slots: u32, generations: Vec<u32>, used: &[u32]) -> Self {
+        SlotPool {
+            ids: IdPool::adopt(1, slots, used),
+            generations,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +108,19 @@ mod tests {
         assert_eq!(d.0, 2);
         assert_ne!(d.1, b.1, "a reused slot gets a new generation");
         assert_eq!(p.alloc().unwrap().0, 1);
+    }
+
+    #[test]
+    fn an_adopted_pool_hands_out_only_free_slots_with_newer_generations() {
+        let mut gens = vec![0; 6];
+        gens[2] = 7;
+        gens[4] = 3;
+        let mut p = SlotPool::adopt(6, gens, &[1, 3]);
+        assert_eq!(p.alloc(), Some((2, 8)), "the gap first, a generation on");
+        assert_eq!(p.alloc(), Some((4, 4)));
+        assert_eq!(p.alloc(), Some((5, 1)));
+        assert_eq!(p.alloc(), None);
+        let mut ids = IdPool::adopt(0, 4, &[]);
+        assert_eq!(ids.alloc(), Some(0));
     }
 }

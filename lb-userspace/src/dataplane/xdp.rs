@@ -3,7 +3,7 @@
 //! directory (so forwarding outlives lbd), and keeps the maps equal to the
 //! desired state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,8 +12,8 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::maps::lpm_trie::{self, LpmTrie};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
+    programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink, xdp::XdpLink},
 };
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
@@ -23,15 +23,18 @@ use lb_common::{
     VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash,
     maglev, wrr,
 };
-use lb_common::{DecapKey, VIP_PREFIX_HEAD_BITS, VipPrefix};
+use lb_common::{
+    DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, VIP_PREFIX_HEAD_BITS, VipPrefix,
+};
 use tracing::{debug, info, warn};
 
 use super::slots::{IdPool, SlotPool};
 use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
 use crate::config::{
-    Method, Protocol, Scheduler, SchedulerFlag, Timeouts, XdpMode as ConfigXdpMode,
+    Method, Persistence, Protocol, Scheduler, SchedulerFlag, Timeouts, XdpMode as ConfigXdpMode,
 };
-use crate::state::{Change, DesiredState, Real, RealKey, ServiceAttrs, ServiceKey};
+use crate::state::{Change, DesiredState, Real, RealKey, Service, ServiceAttrs, ServiceKey};
+use ipnet::IpNet;
 
 /// The eBPF object built by build.rs (aya-build), embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -81,6 +84,7 @@ fn kernel_coarse_ns() -> u64 {
 
 /// The typed maps, taken out of the loaded object.
 struct Maps {
+    meta: Array<MapData, u64>,
     vips: BpfHashMap<MapData, VipKey, VipInfo>,
     conns: BpfHashMap<MapData, FlowKey, ConnInfo>,
     reals: Array<MapData, RealInfo>,
@@ -99,6 +103,7 @@ struct Maps {
     globals: Array<MapData, Globals>,
     vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
     vip_prefixes: LpmTrie<MapData, VipPrefix, VipInfo>,
+    lblc: BpfHashMap<MapData, LblcKey, LblcEntry>,
 }
 
 struct RealSlot {
@@ -124,6 +129,8 @@ pub struct XdpDataplane {
     ebpf: Ebpf,
     maps: Maps,
     conn_table_size: u32,
+    /// Live connection-table entries the last sweep found.
+    conn_table_entries: u64,
     /// New flows recorded per CPU per second (0 = no limit).
     new_conn_rate_limit: u32,
     pin_dir: Option<PathBuf>,
@@ -134,8 +141,37 @@ pub struct XdpDataplane {
     neighbors: HashMap<IpAddr, ([u8; 6], u32)>,
 }
 
-/// Takes a map out of the object, pinning it under `pin_dir/maps` first.
-fn take<T>(ebpf: &mut Ebpf, name: &str, pin_dir: Option<&Path>) -> anyhow::Result<T>
+/// Every map that outlives lbd: pinned under `pin_dir/maps`, and found
+/// there again by the next lbd, which adopts them with their flows.
+const PINNED_MAPS: &[&str] = &[
+    "LB_META",
+    "LB_VIPS",
+    "LB_VIP_PREFIXES",
+    "LB_CONNS",
+    "LB_TIMEOUTS",
+    "LB_CLOCK",
+    "LB_REAL_CONNS",
+    "LB_NAT_REV",
+    "LB_VIP_ADDRS",
+    "LB_FRAGS",
+    "LB_RATE",
+    "LB_GLOBALS",
+    "LB_REALS",
+    "LB_MAGLEV",
+    "LB_SCHED_SEQ",
+    "LB_VIP_REALS",
+    "LB_HASH_TABLE",
+    "LB_LBLC",
+    "LB_PERSIST",
+    "LB_SCHED_POS",
+    "LB_IFACES",
+    "LB_VIP_STATS",
+    "LB_REAL_STATS",
+    "LB_DP_STATS",
+];
+
+/// Takes a map out of the loaded object.
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
 where
     T: TryFrom<Map>,
     <T as TryFrom<Map>>::Error: std::error::Error + Send + Sync + 'static,
@@ -143,11 +179,36 @@ where
     let map = ebpf
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-    if let Some(dir) = pin_dir {
-        map.pin(dir.join("maps").join(name))
-            .with_context(|| format!("pinning map {name}"))?;
-    }
     T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+/// Why the maps pinned under `pin_dir` cannot be adopted (None: they can).
+fn not_adoptable(pin_dir: &Path, conn_table_size: u32) -> Option<String> {
+    let maps = pin_dir.join("maps");
+    if !maps.join("LB_META").exists() {
+        return Some("nothing pinned".into());
+    }
+    let layout = MapData::from_pin(maps.join("LB_META"))
+        .map_err(anyhow::Error::from)
+        .and_then(|m| Ok(Map::from_map_data(m)?))
+        .and_then(|m| Ok(Array::<_, u64>::try_from(m)?))
+        .and_then(|a| Ok(a.get(&0, 0)?));
+    match layout {
+        Ok(l) if l == MAP_LAYOUT => {}
+        Ok(_) => return Some("their layout differs from this lbd's (upgraded)".into()),
+        Err(e) => return Some(format!("reading their layout: {e:#}")),
+    }
+    if PINNED_MAPS.iter().any(|m| !maps.join(m).exists()) {
+        return Some("some maps are missing".into());
+    }
+    match MapInfo::from_pin(maps.join("LB_CONNS")) {
+        Ok(i) if i.max_entries() == conn_table_size.max(1) => None,
+        Ok(i) => Some(format!(
+            "conn_table_size changed ({} → {conn_table_size})",
+            i.max_entries()
+        )),
+        Err(e) => Some(format!("reading the connection table: {e}")),
+    }
 }
 
 /// IPv4 in word 0, IPv6 in all four; network byte order in memory.
@@ -159,6 +220,73 @@ pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
             let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
             ([w(0), w(4), w(8), w(12)], AF_INET6)
         }
+    }
+}
+
+/// The address of an adopted map entry (None for an unknown family).
+fn known_addr(words: &[u32; 4], family: u8) -> Option<IpAddr> {
+    (family == AF_INET || family == AF_INET6).then(|| words_addr(words, family))
+}
+
+fn protocol_of(proto: u8) -> Option<Protocol> {
+    match proto {
+        lb_common::IPPROTO_TCP => Some(Protocol::Tcp),
+        lb_common::IPPROTO_UDP => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// A service's attributes as far as an adopted VIP entry tells them. Where
+/// it cannot (rr or wrr, the name), the next apply's diff edits the service,
+/// which rewrites its tables with the same content.
+fn attrs_of(key: &ServiceKey, info: &VipInfo) -> ServiceAttrs {
+    let hash_port = info.flags & VIP_F_HASH_PORT != 0;
+    let (scheduler, flags) = match info.sched {
+        x if x == SchedKind::Maglev as u8 => (
+            Scheduler::Mh,
+            if hash_port {
+                vec![SchedulerFlag::MhPort]
+            } else {
+                vec![]
+            },
+        ),
+        x if x == SchedKind::Hash as u8 && info.flags & VIP_F_HASH_DST != 0 => {
+            (Scheduler::Dh, vec![])
+        }
+        x if x == SchedKind::Hash as u8 => {
+            let mut f = vec![];
+            if hash_port {
+                f.push(SchedulerFlag::ShPort);
+            }
+            if info.flags & VIP_F_FALLBACK != 0 {
+                f.push(SchedulerFlag::ShFallback);
+            }
+            (Scheduler::Sh, f)
+        }
+        x if x == SchedKind::Lc as u8 => (Scheduler::Lc, vec![]),
+        x if x == SchedKind::Wlc as u8 => (Scheduler::Wlc, vec![]),
+        x if x == SchedKind::Sed as u8 => (Scheduler::Sed, vec![]),
+        x if x == SchedKind::Nq as u8 => (Scheduler::Nq, vec![]),
+        x if x == SchedKind::Fo as u8 => (Scheduler::Fo, vec![]),
+        x if x == SchedKind::Ovf as u8 => (Scheduler::Ovf, vec![]),
+        x if x == SchedKind::Lblc as u8 => (Scheduler::Lblc, vec![]),
+        x if x == SchedKind::Lblcr as u8 => (Scheduler::Lblcr, vec![]),
+        _ => (Scheduler::Wrr, vec![]),
+    };
+    let method = match info.method {
+        x if x == FwdMethod::Nat as u8 => Method::Nat,
+        x if x == FwdMethod::Tun as u8 => Method::Tun,
+        _ => Method::Dr,
+    };
+    ServiceAttrs {
+        name: key.to_string(),
+        scheduler,
+        scheduler_flags: flags,
+        method,
+        persistence: (info.persist_timeout != 0).then(|| Persistence {
+            timeout: Duration::from_secs(info.persist_timeout as u64),
+            netmask: info.persist_prefix,
+        }),
     }
 }
 
@@ -207,6 +335,13 @@ impl XdpDataplane {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("LB_CONNS", conn_table_size.max(1));
         loader.map_max_entries("LB_NAT_REV", conn_table_size.max(1));
+        if let Some(dir) = pin_dir {
+            // Pinned maps that exist are reused (adoption), others created
+            // and pinned.
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join("maps").join(name));
+            }
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).context(
             "loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN, and kernel BTF)",
         )?;
@@ -219,24 +354,26 @@ impl XdpDataplane {
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
         let maps = Maps {
-            vips: take(&mut ebpf, "LB_VIPS", pin_dir)?,
-            conns: take(&mut ebpf, "LB_CONNS", pin_dir)?,
-            reals: take(&mut ebpf, "LB_REALS", pin_dir)?,
-            maglev: take(&mut ebpf, "LB_MAGLEV", pin_dir)?,
-            seq: take(&mut ebpf, "LB_SCHED_SEQ", pin_dir)?,
-            vip_reals: take(&mut ebpf, "LB_VIP_REALS", pin_dir)?,
-            hash_table: take(&mut ebpf, "LB_HASH_TABLE", pin_dir)?,
-            ifaces: take(&mut ebpf, "LB_IFACES", pin_dir)?,
-            vip_stats: take(&mut ebpf, "LB_VIP_STATS", pin_dir)?,
-            real_stats: take(&mut ebpf, "LB_REAL_STATS", pin_dir)?,
-            dp_stats: take(&mut ebpf, "LB_DP_STATS", pin_dir)?,
-            timeouts: take(&mut ebpf, "LB_TIMEOUTS", pin_dir)?,
-            clock: take(&mut ebpf, "LB_CLOCK", pin_dir)?,
-            real_conns: take(&mut ebpf, "LB_REAL_CONNS", pin_dir)?,
-            nat_rev: take(&mut ebpf, "LB_NAT_REV", pin_dir)?,
-            globals: take(&mut ebpf, "LB_GLOBALS", pin_dir)?,
-            vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS", pin_dir)?,
-            vip_prefixes: take(&mut ebpf, "LB_VIP_PREFIXES", pin_dir)?,
+            meta: take(&mut ebpf, "LB_META")?,
+            vips: take(&mut ebpf, "LB_VIPS")?,
+            conns: take(&mut ebpf, "LB_CONNS")?,
+            reals: take(&mut ebpf, "LB_REALS")?,
+            maglev: take(&mut ebpf, "LB_MAGLEV")?,
+            seq: take(&mut ebpf, "LB_SCHED_SEQ")?,
+            vip_reals: take(&mut ebpf, "LB_VIP_REALS")?,
+            hash_table: take(&mut ebpf, "LB_HASH_TABLE")?,
+            ifaces: take(&mut ebpf, "LB_IFACES")?,
+            vip_stats: take(&mut ebpf, "LB_VIP_STATS")?,
+            real_stats: take(&mut ebpf, "LB_REAL_STATS")?,
+            dp_stats: take(&mut ebpf, "LB_DP_STATS")?,
+            timeouts: take(&mut ebpf, "LB_TIMEOUTS")?,
+            clock: take(&mut ebpf, "LB_CLOCK")?,
+            real_conns: take(&mut ebpf, "LB_REAL_CONNS")?,
+            nat_rev: take(&mut ebpf, "LB_NAT_REV")?,
+            globals: take(&mut ebpf, "LB_GLOBALS")?,
+            vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS")?,
+            vip_prefixes: take(&mut ebpf, "LB_VIP_PREFIXES")?,
+            lblc: take(&mut ebpf, "LB_LBLC")?,
         };
         let mut maps = maps;
         for (state, ns) in state_timeouts(timeouts).into_iter().enumerate() {
@@ -246,6 +383,7 @@ impl XdpDataplane {
             ebpf,
             maps,
             conn_table_size,
+            conn_table_entries: 0,
             new_conn_rate_limit: 0,
             pin_dir: pin_dir.map(Path::to_path_buf),
             attached: Vec::new(),
@@ -257,19 +395,190 @@ impl XdpDataplane {
     }
 
     /// Loads, attaches to every interface and pins everything under
-    /// `pin_dir`. Pins left by an earlier run are replaced.
+    /// `pin_dir`. A data plane pinned there by an earlier lbd (stopped or
+    /// killed) is adopted when its layout and table size are the same: its
+    /// maps, flows and XDP links are kept and the new program replaces the
+    /// old one atomically (`bpf_link_update`); `current()` then tells what it
+    /// holds, so the caller applies only the difference. Otherwise old pins
+    /// are replaced.
     pub fn start(opts: &XdpOptions) -> anyhow::Result<Self> {
-        remove_pins(&opts.pin_dir)?;
+        let why_not = not_adoptable(&opts.pin_dir, opts.conn_table_size);
+        let adopt = why_not.is_none();
+        if let Some(why) = &why_not {
+            if opts.pin_dir.join("maps").exists() {
+                info!("not adopting the pinned data plane: {why}; starting afresh");
+            }
+            remove_pins(&opts.pin_dir)?;
+        }
         std::fs::create_dir_all(opts.pin_dir.join("maps"))
             .with_context(|| format!("creating {} (is bpffs mounted?)", opts.pin_dir.display()))?;
         let mut dp = Self::load(opts.conn_table_size, &opts.timeouts, Some(&opts.pin_dir))?;
-        let prog = dp.balancer_mut();
-        prog.pin(opts.pin_dir.join("prog_balancer"))
+        if adopt {
+            dp.adopt_state()?;
+            // Interfaces no longer configured: their links go (detach).
+            for entry in std::fs::read_dir(&opts.pin_dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(ifname) = name.strip_prefix("link_")
+                    && !opts.interfaces.iter().any(|i| i == ifname)
+                {
+                    std::fs::remove_file(entry.path())?;
+                    info!(interface = ifname, "XDP detached (no longer configured)");
+                }
+            }
+        }
+        dp.maps.meta.set(0, MAP_LAYOUT, 0)?;
+        let prog_pin = opts.pin_dir.join("prog_balancer");
+        let _ = std::fs::remove_file(&prog_pin);
+        dp.balancer_mut()
+            .pin(&prog_pin)
             .context("pinning program")?;
         for ifname in &opts.interfaces {
-            dp.attach(ifname, opts.mode, &opts.pin_dir)?;
+            let link_pin = opts.pin_dir.join(format!("link_{ifname}"));
+            if adopt && link_pin.exists() {
+                dp.adopt_link(ifname, &link_pin)?;
+            } else {
+                dp.attach(ifname, opts.mode, &opts.pin_dir)?;
+            }
+        }
+        if adopt {
+            info!(
+                services = dp.services.len(),
+                "adopted the pinned data plane: flows keep their real servers"
+            );
         }
         Ok(dp)
+    }
+
+    /// Puts the new program into an interface's pinned XDP link: one
+    /// atomic switch, no moment without a program.
+    fn adopt_link(&mut self, ifname: &str, pin: &Path) -> anyhow::Result<()> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname)
+            .with_context(|| format!("interface {ifname} not found"))?;
+        let mac = interface_mac(ifname)?;
+        self.maps
+            .ifaces
+            .insert(ifindex, interface_info(ifname, mac)?, 0)?;
+        let link = PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening the pinned XDP link of {ifname}"))?
+            .unpin()
+            .with_context(|| format!("unpinning the XDP link of {ifname}"))?;
+        let link = XdpLink::try_from(link).context("pinned link is not an XDP link")?;
+        let prog = self.balancer_mut();
+        let id = prog
+            .attach_to_link(link)
+            .with_context(|| format!("replacing the XDP program of {ifname}"))?;
+        let link: FdLink = prog
+            .take_link(id)?
+            .try_into()
+            .context("XDP link is not a bpf_link")?;
+        let pinned = link
+            .pin(pin)
+            .with_context(|| format!("pinning the XDP link of {ifname}"))?;
+        info!(interface = ifname, "XDP balancer replaced in its link");
+        self.attached.push(Attached {
+            ifname: ifname.to_string(),
+            _link: pinned,
+        });
+        Ok(())
+    }
+
+    /// Reads back what an earlier lbd left in the maps: services with
+    /// their VIP ids, reals in their slots (with generations), and the
+    /// next hops it had resolved.
+    fn adopt_state(&mut self) -> anyhow::Result<()> {
+        let mut generations = vec![0u32; MAX_REALS as usize];
+        let mut infos: HashMap<u32, RealInfo> = HashMap::new();
+        for slot in 1..MAX_REALS {
+            if let Ok(info) = self.maps.reals.get(&slot, 0) {
+                generations[slot as usize] = info.generation;
+                if info.family != 0 {
+                    infos.insert(slot, info);
+                }
+            }
+        }
+        let mut vips: Vec<(ServiceKey, VipInfo)> = Vec::new();
+        for item in self.maps.vips.iter() {
+            let (k, info) = item?;
+            let Some(addr) = known_addr(&k.addr, k.family) else {
+                continue;
+            };
+            let Ok(vip) = IpNet::new(addr, if addr.is_ipv4() { 32 } else { 128 }) else {
+                continue;
+            };
+            if let Some(protocol) = protocol_of(k.proto) {
+                let port = u16::from_be(k.port);
+                vips.push((
+                    ServiceKey {
+                        vip,
+                        port,
+                        protocol,
+                    },
+                    info,
+                ));
+            }
+        }
+        for item in self.maps.vip_prefixes.iter() {
+            let (k, info) = item?;
+            let data = k.data();
+            let Some(addr) = known_addr(&data.addr, data.family) else {
+                continue;
+            };
+            let len = k.prefix_len().saturating_sub(VIP_PREFIX_HEAD_BITS) as u8;
+            let (Ok(vip), Some(protocol)) = (IpNet::new(addr, len), protocol_of(data.proto)) else {
+                continue;
+            };
+            let port = u16::from_be(data.port);
+            vips.push((
+                ServiceKey {
+                    vip,
+                    port,
+                    protocol,
+                },
+                info,
+            ));
+        }
+        let mut used_slots = Vec::new();
+        let mut used_ids = Vec::new();
+        for (key, info) in vips {
+            let mut reals = Vec::new();
+            for i in 0..info.n_reals.min(MAX_REALS_PER_VIP) {
+                let slot = self
+                    .maps
+                    .vip_reals
+                    .get(&(info.id * MAX_REALS_PER_VIP + i), 0)
+                    .unwrap_or(0);
+                let Some(r) = infos.get(&slot) else { continue };
+                let Some(addr) = known_addr(&r.addr, r.family) else {
+                    continue;
+                };
+                if r.flags & REAL_F_MAC_RESOLVED != 0 {
+                    self.neighbors.insert(addr, (r.mac, r.ifindex));
+                }
+                used_slots.push(slot);
+                reals.push(RealSlot {
+                    real: Real {
+                        addr,
+                        port: u16::from_be(r.port),
+                        weight: r.weight,
+                    },
+                    slot,
+                });
+            }
+            used_ids.push(info.id);
+            let attrs = attrs_of(&key, &info);
+            self.services.insert(
+                key,
+                ServiceSlots {
+                    vip_id: info.id,
+                    attrs,
+                    reals,
+                    maglev: None,
+                },
+            );
+        }
+        self.slots = SlotPool::adopt(MAX_REALS, generations, &used_slots);
+        self.vip_ids = IdPool::adopt(0, MAX_VIPS, &used_ids);
+        Ok(())
     }
 
     fn attach(&mut self, ifname: &str, mode: ConfigXdpMode, pin_dir: &Path) -> anyhow::Result<()> {
@@ -473,11 +782,16 @@ impl XdpDataplane {
         for key in dead {
             let _ = self.maps.conns.remove(&key);
         }
+        self.conn_table_entries = counts
+            .values()
+            .map(|c| (c.active + c.inactive) as u64)
+            .sum();
         for slot in live.keys() {
             self.maps
                 .real_conns
                 .set(*slot, counts.get(slot).copied().unwrap_or_default(), 0)?;
         }
+        self.shrink_lblcr_sets(now, &live, &counts);
         // NAT reverse mappings of reals that are gone. (A mapping whose
         // forward flow expired is harmless and ages out of the LRU.)
         let stale: Vec<FlowKey> = self
@@ -492,6 +806,50 @@ impl XdpDataplane {
             let _ = self.maps.nat_rev.remove(&k);
         }
         Ok(())
+    }
+
+    /// lblcr sets unchanged for `LBLCR_EXPIRATION_NS` lose their most
+    /// loaded member (ip_vs_lblcr.c does it when it next schedules; here the
+    /// sweeper does, within its interval).
+    fn shrink_lblcr_sets(
+        &mut self,
+        now: u64,
+        live: &HashMap<u32, u32>,
+        counts: &HashMap<u32, RealConns>,
+    ) {
+        let lblcr: HashSet<u32> = self
+            .services
+            .values()
+            .filter(|s| s.attrs.scheduler == Scheduler::Lblcr)
+            .map(|s| s.vip_id)
+            .collect();
+        if lblcr.is_empty() {
+            return;
+        }
+        let weights: HashMap<u32, u32> = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter().map(|r| (r.slot, r.real.weight)))
+            .collect();
+        let load = |slot: u32, generation: u32| {
+            if live.get(&slot) != Some(&generation) {
+                return None;
+            }
+            let w = weights.get(&slot).copied().unwrap_or(0);
+            let c = counts.get(&slot).copied().unwrap_or_default();
+            (w > 0).then(|| (((c.active as u64) << 8) + c.inactive as u64, w as u64))
+        };
+        let shrunk: Vec<(LblcKey, LblcEntry)> = self
+            .maps
+            .lblc
+            .iter()
+            .filter_map(|i| i.ok())
+            .filter(|(k, _)| lblcr.contains(&k.vip_id))
+            .filter_map(|(k, mut e)| lblcr_shrink(&mut e, now, load).then_some((k, e)))
+            .collect();
+        for (k, e) in shrunk {
+            let _ = self.maps.lblc.insert(k, e, 0);
+        }
     }
 
     /// Number of entries in the connection table.
@@ -751,6 +1109,22 @@ fn prefix_key(key: &ServiceKey) -> lpm_trie::Key<VipPrefix> {
 }
 
 impl Dataplane for XdpDataplane {
+    fn current(&self) -> DesiredState {
+        let services = self
+            .services
+            .iter()
+            .map(|(key, s)| {
+                let service = Service {
+                    key: key.clone(),
+                    attrs: s.attrs.clone(),
+                    reals: s.reals.iter().map(|r| r.real.clone()).collect(),
+                };
+                (key.clone(), service)
+            })
+            .collect();
+        DesiredState { services }
+    }
+
     fn check(&self, desired: &DesiredState) -> anyhow::Result<()> {
         if desired.services.len() > MAX_VIPS as usize {
             bail!(
@@ -858,7 +1232,14 @@ impl Dataplane for XdpDataplane {
         }
         for slot in freed {
             // The slot holds nobody now: flows pinned to it stop matching.
-            self.maps.reals.set(slot, RealInfo::default(), 0)?;
+            // Its generation stays (one ahead, never matching a flow) so
+            // that a restarted lbd that adopts the maps continues from it.
+            let generation = self.slots.generation(slot).wrapping_add(1);
+            let empty = RealInfo {
+                generation,
+                ..RealInfo::default()
+            };
+            self.maps.reals.set(slot, empty, 0)?;
             self.slots.release(slot);
         }
         let nat = self
@@ -938,6 +1319,7 @@ impl Dataplane for XdpDataplane {
         Ok(DataplaneStatus {
             kind: "xdp".into(),
             conn_table_size: self.conn_table_size,
+            conn_table_entries: self.conn_table_entries,
             services,
             reasons,
         })
@@ -1260,5 +1642,89 @@ impl XdpDataplane {
                 template: true,
             });
         }
+    }
+}
+
+/// Removes the most loaded live member of an lblcr set (overhead / weight,
+/// the first of equals, as ip_vs_dest_set_max) when the set has more than
+/// one and has not changed for `LBLCR_EXPIRATION_NS`. `load` gives a live
+/// member's (overhead, weight), None for a dead one. True if it changed.
+fn lblcr_shrink(
+    entry: &mut LblcEntry,
+    now: u64,
+    load: impl Fn(u32, u32) -> Option<(u64, u64)>,
+) -> bool {
+    if now.wrapping_sub(entry.lastmod) <= LBLCR_EXPIRATION_NS {
+        return false;
+    }
+    let members: Vec<(usize, u64, u64)> = (0..entry.slots.len())
+        .filter(|&i| entry.slots[i] != 0)
+        .filter_map(|i| load(entry.slots[i], entry.generations[i]).map(|(oh, w)| (i, oh, w)))
+        .collect();
+    if members.len() < 2 {
+        return false;
+    }
+    let mut most = members[0];
+    for &m in &members[1..] {
+        if most.1 * m.2 < m.1 * most.2 {
+            most = m;
+        }
+    }
+    entry.slots[most.0] = 0;
+    entry.generations[most.0] = 0;
+    entry.lastmod = now;
+    true
+}
+
+#[cfg(test)]
+mod lblcr_tests {
+    use super::*;
+
+    const DAY: u64 = LBLCR_EXPIRATION_NS;
+
+    fn entry(slots: [u32; 4]) -> LblcEntry {
+        LblcEntry {
+            slots,
+            generations: [1; 4],
+            lastmod: 0,
+        }
+    }
+
+    #[test]
+    fn a_set_changed_within_a_day_is_kept() {
+        let mut e = entry([1, 2, 0, 0]);
+        assert!(!lblcr_shrink(&mut e, DAY, |_, _| Some((0, 1))));
+        assert_eq!(e.slots, [1, 2, 0, 0]);
+    }
+
+    #[test]
+    fn the_most_loaded_member_per_weight_goes() {
+        let mut e = entry([1, 2, 3, 0]);
+        // Overheads 100, 300, 200 at weights 1, 2, 1: 100, 150, 200.
+        let load = |slot: u32, _| {
+            Some((
+                [0, 100, 300, 200][slot as usize],
+                [0, 1, 2, 1][slot as usize],
+            ))
+        };
+        assert!(lblcr_shrink(&mut e, DAY + 1, load));
+        assert_eq!(e.slots, [1, 2, 0, 0]);
+        assert_eq!(e.lastmod, DAY + 1, "the next shrink is a day later");
+        assert!(!lblcr_shrink(&mut e, DAY + 2, load));
+    }
+
+    #[test]
+    fn ties_remove_the_first_and_one_member_stays() {
+        let mut e = entry([4, 5, 0, 0]);
+        assert!(lblcr_shrink(&mut e, DAY + 1, |_, _| Some((0, 1))));
+        assert_eq!(e.slots, [0, 5, 0, 0]);
+        assert!(!lblcr_shrink(&mut e, 3 * DAY, |_, _| Some((0, 1))));
+    }
+
+    #[test]
+    fn dead_members_do_not_count() {
+        let mut e = entry([1, 2, 0, 0]);
+        let only_one_live = |slot: u32, _| (slot == 2).then_some((0, 1));
+        assert!(!lblcr_shrink(&mut e, DAY + 1, only_one_live));
     }
 }
