@@ -191,6 +191,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if config.global.interfaces.is_empty() {
         bail!("no interface to attach to: set global.interfaces or pass --interface");
     }
+    // Before touching anything: a missing capability is named, not met as
+    // an EPERM halfway through.
+    crate::caps::check(&config)?;
     if config.global.dataplane == DataplaneKind::Ipvs {
         bail!("global.dataplane: ipvs is not implemented yet; use xdp");
     }

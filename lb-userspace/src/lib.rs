@@ -3,6 +3,7 @@
 //! `dataplane::Dataplane::apply` (see ARCHITECTURE.md).
 
 pub mod api;
+pub mod caps;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
