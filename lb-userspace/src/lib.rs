@@ -9,3 +9,4 @@ pub mod dataplane;
 pub mod neighbor;
 pub mod runner;
 pub mod state;
+pub mod vrrp;
