@@ -132,12 +132,26 @@ pub struct VrrpInstance {
     pub span: Span,
 }
 
-/// VRRPv2 authentication.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// VRRPv2 authentication. The password never appears in logs or JSON.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Authentication {
     #[serde(rename = "type")]
     pub auth_type: AuthType,
+    #[serde(serialize_with = "hidden")]
     pub password: String,
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authentication")
+            .field("auth_type", &self.auth_type)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+fn hidden<S: serde::Serializer>(_: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("<hidden>")
 }
 
 /// An address VRRP adds on the master and removes elsewhere.

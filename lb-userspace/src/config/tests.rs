@@ -1342,3 +1342,14 @@ vrrp_instances:
         "garp_master_refresh: 500ms is too short (expected at least 1s)",
     );
 }
+
+#[test]
+fn vrrp_password_is_never_shown() {
+    let c = parse(
+        "vrrp_instances:\n  VI_1: { interface: eth0, virtual_router_id: 1, authentication: { password: s3cr3t } }\n",
+    );
+    let auth = c.vrrp_instances["VI_1"].authentication.clone().unwrap();
+    assert_eq!(auth.password, "s3cr3t");
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+    assert!(!serde_json::to_string(&c).unwrap().contains("s3cr3t"));
+}
