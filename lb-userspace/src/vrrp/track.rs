@@ -102,17 +102,16 @@ pub fn spawn_interfaces(names: Vec<String>, tx: mpsc::Sender<TrackEvent>) -> Joi
         loop {
             for name in &names {
                 let up = netlink::link(&handle, name).await.is_ok_and(|l| l.up);
-                if known.insert(name.clone(), up) != Some(up) {
-                    if tx
+                if known.insert(name.clone(), up) != Some(up)
+                    && tx
                         .send(TrackEvent::Interface {
                             name: name.clone(),
                             up,
                         })
                         .await
                         .is_err()
-                    {
-                        return;
-                    }
+                {
+                    return;
                 }
             }
             tokio::time::sleep(INTERFACE_POLL).await;
