@@ -214,7 +214,28 @@ impl LbdNode {
     /// `vrrp_yaml` holds the vrrp_* sections; the global section (XDP in
     /// generic mode on eth0, unique pins and socket) is added here.
     pub fn start(host: &Host, vrrp_yaml: &str) -> Result<LbdNode> {
-        let tag = unique("lbd");
+        Self::start_tagged(host, vrrp_yaml, unique("lbd"))
+    }
+
+    /// Starts lbd again on the same host after [`LbdNode::kill`], with the
+    /// same pins (a crashed lbd leaves its XDP program attached and pinned;
+    /// the new run takes it over).
+    pub fn restart(mut self, host: &Host, vrrp_yaml: &str) -> Result<LbdNode> {
+        self.stop()?;
+        let tag = self
+            .pin_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("pin directory")?;
+        // The new node owns the files now.
+        let pin_dir = std::mem::take(&mut self.pin_dir);
+        drop(self);
+        let node = Self::start_tagged(host, vrrp_yaml, tag)?;
+        debug_assert_eq!(node.pin_dir, pin_dir);
+        Ok(node)
+    }
+
+    fn start_tagged(host: &Host, vrrp_yaml: &str, tag: String) -> Result<LbdNode> {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
         let socket = std::env::temp_dir().join(format!("{tag}.sock"));
         let config_path = std::env::temp_dir().join(format!("{tag}.yaml"));
@@ -281,7 +302,7 @@ script_user: root\n  bpf_pin_dir: {}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
         Ok(serde_json::from_str(&self.lbctl(&["vrrp", "--json"])?)?)
     }
 
-    /// The first (in these labs: only) instance.
+    /// The first (in most labs: only) instance.
     pub fn instance(&self) -> Result<InstanceStatus> {
         self.vrrp()?
             .instances
@@ -290,24 +311,59 @@ script_user: root\n  bpf_pin_dir: {}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
             .context("no VRRP instance")
     }
 
-    /// Waits until the instance is in `state`; returns how long it took.
+    /// The instance called `name`.
+    pub fn instance_named(&self, name: &str) -> Result<InstanceStatus> {
+        self.vrrp()?
+            .instances
+            .into_iter()
+            .find(|i| i.name == name)
+            .with_context(|| format!("no VRRP instance {name}"))
+    }
+
+    /// Waits until the first instance is in `state`; returns how long it took.
     pub fn wait_state(&self, state: &str, timeout: Duration) -> Result<Duration> {
+        self.wait_instance_state(None, state, timeout)
+    }
+
+    /// Waits until instance `name` (None: the first) is in `state`.
+    pub fn wait_instance_state(
+        &self,
+        name: Option<&str>,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        let get = || match name {
+            Some(n) => self.instance_named(n),
+            None => self.instance(),
+        };
         let start = Instant::now();
         loop {
-            if let Ok(i) = self.instance()
+            if let Ok(i) = get()
                 && i.state == state
             {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > timeout {
                 bail!(
-                    "lbd not {state} after {timeout:?}: {:?}\n{}",
-                    self.instance().ok(),
+                    "lbd instance not {state} after {timeout:?}: {:?}\n{}",
+                    get().ok(),
                     self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL: a crash, leaving whatever lbd had set up (its VIPs).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+            c.stop(Duration::from_secs(5))?;
+        }
+        Ok(())
     }
 
     /// SIGTERM and wait for a clean exit.
@@ -325,7 +381,9 @@ script_user: root\n  bpf_pin_dir: {}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
 impl Drop for LbdNode {
     fn drop(&mut self) {
         let _ = self.stop();
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if !self.pin_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.pin_dir);
+        }
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.config_path);
     }

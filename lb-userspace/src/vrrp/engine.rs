@@ -129,6 +129,7 @@ impl Vrrp {
             handle,
             user,
             status: status.clone(),
+            notifying: Vec::new(),
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -247,6 +248,14 @@ impl Instance {
             let vname = format!("vrrp.{}", cfg.virtual_router_id);
             let mac = netlink::virtual_mac(cfg.virtual_router_id, v6);
             let vlink = netlink::ensure_vmac(handle, &vname, link.index, mac).await?;
+            if !v6 {
+                // Only the macvlan, which holds the VIPs, may answer ARP
+                // for them (with the virtual MAC), as keepalived sets it.
+                let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", cfg.interface);
+                if let Err(e) = std::fs::write(&path, "1") {
+                    warn!("{path}: {e}");
+                }
+            }
             let s = VrrpSocket::open(&vname, vlink.index, v6, false)?;
             (vlink, Some(s), Some(vname))
         } else {
@@ -371,6 +380,8 @@ struct Engine {
     handle: Handle,
     user: ScriptUser,
     status: Arc<StdMutex<VrrpStatus>>,
+    /// Notify scripts still running: the stop ones are waited for.
+    notifying: Vec<JoinHandle<()>>,
 }
 
 impl Engine {
@@ -420,6 +431,10 @@ impl Engine {
             }
         }
         self.publish();
+        // lbd exits next, which would kill the scripts still running.
+        for h in self.notifying.drain(..) {
+            let _ = tokio::time::timeout(NOTIFY_TIMEOUT, h).await;
+        }
         info!("VRRP stopped");
     }
 
@@ -599,7 +614,7 @@ impl Engine {
         }
     }
 
-    fn notify(&self, i: usize, state: State) {
+    fn notify(&mut self, i: usize, state: State) {
         let inst = &self.instances[i];
         info!(
             instance = %inst.name,
@@ -609,23 +624,24 @@ impl Engine {
         );
         let n = &inst.cfg.notify;
         let specific = match state {
-            State::Master => n.master.as_ref(),
-            State::Backup => n.backup.as_ref(),
-            State::Fault => n.fault.as_ref(),
+            State::Master => n.master.clone(),
+            State::Backup => n.backup.clone(),
+            State::Fault => n.fault.clone(),
             State::Initialize => None,
         };
-        self.run_notify(i, specific, state.as_str());
+        self.run_notify(i, specific.as_ref(), state.as_str());
     }
 
-    fn notify_stop(&self, i: usize) {
+    fn notify_stop(&mut self, i: usize) {
         let inst = &self.instances[i];
         info!(instance = %inst.name, "VRRP instance stopped");
-        self.run_notify(i, inst.cfg.notify.stop.as_ref(), "STOP");
+        let stop = inst.cfg.notify.stop.clone();
+        self.run_notify(i, stop.as_ref(), "STOP");
     }
 
     /// The state's own script, then `any` with keepalived's arguments
     /// (INSTANCE, name, STATE, priority).
-    fn run_notify(&self, i: usize, specific: Option<&Script>, state: &str) {
+    fn run_notify(&mut self, i: usize, specific: Option<&Script>, state: &str) {
         let inst = &self.instances[i];
         let mut runs: Vec<(Script, Vec<String>)> = Vec::new();
         if let Some(s) = specific {
@@ -642,14 +658,15 @@ impl Engine {
                 ],
             ));
         }
+        self.notifying.retain(|h| !h.is_finished());
         for (script, args) in runs {
             let user = self.user.clone();
-            tokio::spawn(async move {
+            self.notifying.push(tokio::spawn(async move {
                 let outcome = run_script(&script, &args, &user, NOTIFY_TIMEOUT).await;
                 if !outcome.success() {
                     warn!(script = %script, %outcome, "notify script failed");
                 }
-            });
+            }));
         }
     }
 }
