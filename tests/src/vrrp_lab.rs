@@ -190,6 +190,20 @@ pub fn keepalived_conf(
     password: Option<&str>,
     vips: &[&str],
 ) -> String {
+    keepalived_conf_with(version, vrid, priority, advert_int, password, vips, "")
+}
+
+/// [`keepalived_conf`] with `extra` lines in the instance block (e.g.
+/// `unicast_src_ip` and `unicast_peer { ... }`).
+pub fn keepalived_conf_with(
+    version: u8,
+    vrid: u8,
+    priority: u8,
+    advert_int: &str,
+    password: Option<&str>,
+    vips: &[&str],
+    extra: &str,
+) -> String {
     let auth = password.map_or(String::new(), |p| {
         format!("    authentication {{\n        auth_type PASS\n        auth_pass {p}\n    }}\n")
     });
@@ -197,7 +211,7 @@ pub fn keepalived_conf(
     format!(
         "global_defs {{\n    router_id ka_lab\n}}\n\
 vrrp_instance VI_KA {{\n    state BACKUP\n    interface {HOST_IF}\n    virtual_router_id {vrid}\n    \
-priority {priority}\n    advert_int {advert_int}\n    version {version}\n{auth}    \
+priority {priority}\n    advert_int {advert_int}\n    version {version}\n{auth}{extra}    \
 virtual_ipaddress {{\n{vips}    }}\n}}\n"
     )
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use lb_tests::have_root;
-use lb_tests::vrrp_lab::{Keepalived, LbdNode, VrrpLab, keepalived_conf, wait_for};
+use lb_tests::vrrp_lab::{
+    Keepalived, LbdNode, VrrpLab, keepalived_conf, keepalived_conf_with, wait_for,
+};
 use lb_userspace::vrrp::packet::{Advert, MULTICAST_V4, V3Ipv4Checksum, encode, pad_password};
 
 const VIP4: &str = "10.88.0.100";
@@ -69,6 +71,19 @@ fn interop(version: u8, advert_int_ka: &str, advert_int_lbd: &str, v6: bool) -> 
         ka_host.has_addr(vip)
     })
     .map_err(|e| e.context(ka.log()))?;
+    if v6 {
+        // Linux takes unsolicited NAs only for entries it has: make one.
+        let to: SocketAddr = format!("[{vip}]:9").parse()?;
+        client.ns.run(move || -> Result<()> {
+            std::net::UdpSocket::bind("[::]:0")?.send_to(b"resolve", to)?;
+            Ok(())
+        })?;
+        wait_for(
+            "the client to resolve the VIP to keepalived",
+            timeout,
+            || client.neighbour_mac(vip).as_deref() == Some(ka_host.mac_str().as_str()),
+        )?;
+    }
 
     let prefix = if v6 { 64 } else { 24 };
     let lbd = LbdNode::start(
@@ -107,11 +122,12 @@ fn interop(version: u8, advert_int_ka: &str, advert_int_lbd: &str, v6: bool) -> 
     assert!(!ka_host.has_addr(vip));
     let i = lbd.instance()?;
     assert!(i.counters.priority_zero_received >= 1, "{i:?}");
-    if !v6 {
-        wait_for("the client's ARP entry to move to lbd", timeout, || {
-            client.neighbour_mac(vip).as_deref() == Some(lbd_host.mac_str().as_str())
-        })?;
-    }
+    // Gratuitous ARP / the unsolicited NA moved the client's entry.
+    wait_for(
+        "the client's neighbour entry to move to lbd",
+        timeout,
+        || client.neighbour_mac(vip).as_deref() == Some(lbd_host.mac_str().as_str()),
+    )?;
 
     // keepalived comes back with the higher priority and preempts.
     let _ka = Keepalived::start(ka_host, &ka_conf(150))?;
@@ -120,11 +136,9 @@ fn interop(version: u8, advert_int_ka: &str, advert_int_lbd: &str, v6: bool) -> 
     wait_for("keepalived to own the VIP again", timeout, || {
         ka_host.has_addr(vip)
     })?;
-    if !v6 {
-        wait_for("the client's ARP entry to move back", timeout, || {
-            client.neighbour_mac(vip).as_deref() == Some(ka_host.mac_str().as_str())
-        })?;
-    }
+    wait_for("the client's entry to move back", timeout, || {
+        client.neighbour_mac(vip).as_deref() == Some(ka_host.mac_str().as_str())
+    })?;
     let i = lbd.instance()?;
     assert!(i.counters.transitions >= 3, "{i:?}");
     Ok(())
@@ -143,6 +157,59 @@ fn keepalived_interop_v3_ipv4() -> Result<()> {
 #[test]
 fn keepalived_interop_v3_ipv6() -> Result<()> {
     interop(3, "0.5", "500ms", true)
+}
+
+/// Unicast adverts (no multicast on the network): keepalived's
+/// unicast_peer and lbd's unicast_peers, v2 with PASS auth.
+#[test]
+fn keepalived_interop_unicast() -> Result<()> {
+    assert!(have_root(), "VRRP labs need root");
+    let lab = lab()?;
+    let (ka_host, lbd_host) = (&lab.hosts[1], &lab.hosts[2]);
+    let timeout = Duration::from_secs(15);
+    let ka_conf = |priority| {
+        keepalived_conf_with(
+            2,
+            VRID,
+            priority,
+            "1",
+            Some(PASSWORD),
+            &[&format!("{VIP4}/24")],
+            &format!(
+                "    unicast_src_ip {}\n    unicast_peer {{\n        {}\n    }}\n",
+                ka_host.ip, lbd_host.ip
+            ),
+        )
+    };
+    let mut ka = Keepalived::start(ka_host, &ka_conf(150))?;
+    wait_for("keepalived to own the VIP", timeout, || {
+        ka_host.has_addr(VIP4)
+    })
+    .map_err(|e| e.context(ka.log()))?;
+    let yaml = lbd_yaml(2, 100, "1s", Some(PASSWORD), &format!("{VIP4}/24")).replace(
+        "    garp_master_delay: 0\n",
+        &format!(
+            "    garp_master_delay: 0\n    unicast_src_ip: {}\n    unicast_peers: [{}]\n",
+            lbd_host.ip, ka_host.ip
+        ),
+    );
+    let lbd = LbdNode::start(lbd_host, &yaml)?;
+    lbd.wait_state("BACKUP", timeout)?;
+    wait_for("lbd to hear keepalived", timeout, || {
+        lbd.instance()
+            .is_ok_and(|i| i.counters.adverts_received >= 2)
+    })?;
+    assert_eq!(lbd.instance()?.master, Some(IpAddr::V4(ka_host.ip)));
+    ka.stop()?;
+    lbd.wait_state("MASTER", timeout)?;
+    wait_for("the VIP on lbd", timeout, || lbd_host.has_addr(VIP4))?;
+    // keepalived returns and preempts: it hears lbd's unicast adverts.
+    let _ka = Keepalived::start(ka_host, &ka_conf(150))?;
+    lbd.wait_state("BACKUP", timeout)?;
+    wait_for("the VIP to leave lbd", timeout, || !lbd_host.has_addr(VIP4))?;
+    let i = lbd.instance()?;
+    assert!(i.counters.rejected.is_empty(), "{i:?}");
+    Ok(())
 }
 
 /// lbd with the higher priority wins over keepalived, which stays backup;
