@@ -213,38 +213,55 @@ fn keepalived_interop_unicast() -> Result<()> {
 }
 
 /// lbd with the higher priority wins over keepalived, which stays backup;
-/// lbd stops (priority 0) → keepalived takes over.
-#[test]
-fn keepalived_is_backup_of_a_better_lbd() -> Result<()> {
+/// lbd stops (priority 0) → keepalived takes over within its Skew_Time.
+fn lbd_is_master_over_keepalived(version: u8, v6: bool) -> Result<()> {
     assert!(have_root(), "VRRP labs need root");
     let lab = lab()?;
     let (ka_host, lbd_host) = (&lab.hosts[1], &lab.hosts[2]);
     let timeout = Duration::from_secs(15);
-    let mut lbd = LbdNode::start(
-        lbd_host,
-        &lbd_yaml(2, 200, "1s", Some(PASSWORD), &format!("{VIP4}/24")),
-    )?;
+    let vip = if v6 { VIP6 } else { VIP4 };
+    let vip_net = format!("{vip}/{}", if v6 { 64 } else { 24 });
+    let password = (version == 2).then_some(PASSWORD);
+    let mut lbd = LbdNode::start(lbd_host, &lbd_yaml(version, 200, "1s", password, &vip_net))?;
     lbd.wait_state("MASTER", timeout)?;
     let ka = Keepalived::start(
         ka_host,
-        &keepalived_conf(2, VRID, 100, "1", Some(PASSWORD), &[&format!("{VIP4}/24")]),
+        &keepalived_conf(version, VRID, 100, "1", password, &[&vip_net]),
     )?;
     // keepalived hears lbd and stays backup: the VIP stays on lbd.
     std::thread::sleep(Duration::from_secs(5));
-    assert!(lbd_host.has_addr(VIP4));
+    assert!(lbd_host.has_addr(vip));
     assert!(
-        !ka_host.has_addr(VIP4),
+        !ka_host.has_addr(vip),
         "keepalived took the VIP:\n{}",
         ka.log()
     );
     assert_eq!(lbd.instance()?.state, "MASTER");
     lbd.stop()?;
-    wait_for("keepalived to take over", Duration::from_secs(3), || {
-        ka_host.has_addr(VIP4)
-    })
+    // Priority 0: keepalived takes over after Skew_Time, not 3 intervals.
+    wait_for(
+        "keepalived to take over",
+        Duration::from_millis(2500),
+        || ka_host.has_addr(vip),
+    )
     .map_err(|e| e.context(ka.log()))?;
-    assert!(!lbd_host.has_addr(VIP4), "lbd left its VIP behind");
+    assert!(!lbd_host.has_addr(vip), "lbd left its VIP behind");
     Ok(())
+}
+
+#[test]
+fn keepalived_is_backup_of_a_better_lbd_v2() -> Result<()> {
+    lbd_is_master_over_keepalived(2, false)
+}
+
+#[test]
+fn keepalived_is_backup_of_a_better_lbd_v3_ipv4() -> Result<()> {
+    lbd_is_master_over_keepalived(3, false)
+}
+
+#[test]
+fn keepalived_is_backup_of_a_better_lbd_v3_ipv6() -> Result<()> {
+    lbd_is_master_over_keepalived(3, true)
 }
 
 /// Two lbd directors: the master's SIGTERM sends priority 0 and the
