@@ -717,4 +717,61 @@ mod tests {
         let (mut b, _) = started(settings(2), 100);
         assert_eq!(b.shutdown(), vec![Action::RemoveVips, Action::Stopped]);
     }
+
+    #[test]
+    fn a_backup_faults_and_comes_back_as_backup() {
+        let (mut m, t0) = started(settings(2), 100);
+        let out = m.set_fault(t0, true);
+        // Not master: nothing to resign.
+        assert_eq!(out, vec![Action::RemoveVips, Action::Notify(State::Fault)]);
+        let out = m.set_fault(t0 + SEC, false);
+        assert_eq!(out, vec![Action::RemoveVips, Action::Notify(State::Backup)]);
+        assert_eq!(m.next_deadline(), Some(t0 + SEC + m.master_down_interval()));
+        assert_eq!(m.transitions(), 3);
+    }
+
+    #[test]
+    fn an_owner_leaving_fault_is_master_at_once() {
+        let (mut m, t0) = started(settings(3), OWNER_PRIORITY);
+        m.set_fault(t0, true);
+        let out = m.set_fault(t0 + SEC, false);
+        assert!(out.contains(&Action::AddVips));
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn a_backup_whose_priority_rises_above_the_master_preempts() {
+        let (mut m, t0) = started(settings(2), 100);
+        m.on_advert(t0, ip("10.0.0.3"), 150, SEC);
+        // Tracking raises us above the master: its adverts are ignored
+        // from now on, so the down timer makes us master.
+        assert!(m.set_priority(t0, 200).is_empty());
+        let mut t = t0;
+        for _ in 0..4 {
+            t += SEC;
+            m.on_advert(t, ip("10.0.0.3"), 150, SEC);
+            m.on_timer(t);
+        }
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn a_master_with_lower_priority_after_tracking_yields() {
+        let (mut m, t0) = started(settings(2), OWNER_PRIORITY);
+        m.set_priority(t0, 100);
+        m.on_advert(t0, ip("10.0.0.1"), 120, SEC);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master(), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn nothing_happens_before_start() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings(2), 100);
+        assert_eq!(m.state(), State::Initialize);
+        assert!(m.on_advert(t0, ip("10.0.0.3"), 150, SEC).is_empty());
+        assert!(m.on_timer(t0 + SEC * 10).is_empty());
+        assert!(m.follow_group(t0, State::Master).is_empty());
+        assert_eq!(m.next_deadline(), None);
+    }
 }
