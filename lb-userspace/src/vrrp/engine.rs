@@ -24,8 +24,8 @@ use super::priority::{Effective, Tracked, effective};
 use super::socket::{Received, VrrpSocket};
 use super::status::{Counters, InstanceStatus, VrrpStatus};
 use super::track::{self, TrackEvent};
+use crate::config::Script;
 use crate::config::{Config, VrrpInstance};
-use crate::config::{Script, VrrpState};
 use crate::runner::{ScriptUser, run_script};
 
 /// Notify scripts that hang are killed after this long.
@@ -284,7 +284,6 @@ impl Instance {
             advert_int: cfg.advert_int,
             preempt: cfg.preempt,
             preempt_delay: cfg.preempt_delay,
-            start_as_master: cfg.state == VrrpState::Master,
             primary: source,
             garp_master_delay: cfg.garp_master_delay,
             garp_master_refresh: cfg.garp_master_refresh,

@@ -60,9 +60,6 @@ pub struct Settings {
     pub advert_int: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// Configured `state: MASTER`: a backup that takes over after one
-    /// advert interval instead of three when it hears nobody.
-    pub start_as_master: bool,
     /// Our primary address on the interface: breaks priority ties.
     pub primary: IpAddr,
     /// Second announcement this long after becoming master (0: none).
@@ -168,10 +165,9 @@ impl Machine {
         } else if self.priority == OWNER_PRIORITY {
             self.enter_master(now, out);
         } else {
+            // keepalived 2.2 too starts a non-owner in Backup whatever its
+            // configured `state`: the election decides.
             self.enter_backup(now, out);
-            if self.settings.start_as_master {
-                self.master_down_timer = Some(now + self.settings.advert_int + self.skew_time());
-            }
         }
     }
 
@@ -411,7 +407,6 @@ mod tests {
             advert_int: SEC,
             preempt: true,
             preempt_delay: Duration::ZERO,
-            start_as_master: false,
             primary: ip("10.0.0.2"),
             garp_master_delay: Duration::ZERO,
             garp_master_refresh: None,
@@ -625,17 +620,6 @@ mod tests {
         let (mut m, t0) = started(settings(2), 100);
         m.on_advert(t0, ip("10.0.0.3"), 150, SEC * 3);
         assert_eq!(m.master_adver_interval(), SEC);
-    }
-
-    #[test]
-    fn start_as_master_takes_over_after_one_interval() {
-        let mut s = settings(2);
-        s.start_as_master = true;
-        let (mut m, t0) = started(s, 100);
-        let at = t0 + SEC + m.skew_time();
-        assert_eq!(m.next_deadline(), Some(at));
-        m.on_timer(at);
-        assert_eq!(m.state(), State::Master);
     }
 
     #[test]
