@@ -41,6 +41,9 @@ pub struct InstanceStatus {
     pub counters: Counters,
 }
 
+/// Reads one counter (for the Prometheus rendering).
+type CounterOf = fn(&Counters) -> u64;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VrrpStatus {
     pub instances: Vec<InstanceStatus>,
@@ -82,7 +85,7 @@ impl VrrpStatus {
         for i in &self.instances {
             let _ = writeln!(out, "lbd_vrrp_priority{{{}}} {}", label(i), i.priority);
         }
-        let counters: [(&str, &str, fn(&Counters) -> u64); 3] = [
+        let counters: [(&str, &str, CounterOf); 3] = [
             ("lbd_vrrp_adverts_sent_total", "Adverts sent", |c| {
                 c.adverts_sent
             }),
