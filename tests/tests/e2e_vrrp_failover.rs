@@ -279,3 +279,28 @@ fn use_vmac_owns_the_vip_with_the_virtual_mac() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn vips_keep_their_prefix_and_label() -> Result<()> {
+    let lab = lab()?;
+    let a_host = &lab.hosts[1];
+    let yaml = "vrrp_instances:\n  VI_1:\n    interface: eth0\n    virtual_router_id: 51\n    \
+priority: 150\n    version: 3\n    advert_int: 200ms\n    virtual_ipaddresses:\n      \
+- { address: 10.88.0.100/24, label: \"eth0:vip\" }\n      - { address: 10.99.0.1/32, dev: eth0 }\n";
+    let mut a = LbdNode::start(a_host, yaml)?;
+    a.wait_state("MASTER", T)?;
+    let addrs = a_host.ns.ip(&["-o", "-4", "addr", "show", "dev", "eth0"])?;
+    let line = addrs
+        .lines()
+        .find(|l| l.contains(" 10.88.0.100/24 "))
+        .unwrap_or_else(|| panic!("VIP missing:\n{addrs}"));
+    assert!(line.contains("eth0:vip"), "{line}");
+    assert!(addrs.contains(" 10.99.0.1/32 "), "{addrs}");
+    a.stop()?;
+    let addrs = a_host.ns.ip(&["-o", "-4", "addr", "show", "dev", "eth0"])?;
+    assert!(
+        !addrs.contains("10.88.0.100") && !addrs.contains("10.99.0.1"),
+        "{addrs}"
+    );
+    Ok(())
+}
