@@ -5,6 +5,8 @@
 //! - `lb-bench pktgen [OPTIONS]`: forwarded packets per second through
 //!   network namespaces, next to a bare XDP forwarder and nftables DNAT
 //!   (see `pktgen.rs`).
+//! - `lb-bench vrrp-failover`: VRRP failover time between two lbd
+//!   directors (see `vrrp_failover.rs`).
 //!
 //! ns/packet: the `balancer` XDP program through BPF_PROG_TEST_RUN, with
 //! 100 real servers behind a VIP.
@@ -31,6 +33,7 @@ use lb_userspace::dataplane::xdp::XdpDataplane;
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
 mod pktgen;
+mod vrrp_failover;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +55,9 @@ enum Mode {
     /// Forwarded Mpps through network namespaces: bare XDP forwarder, lbd DR
     /// (and NAT), nftables DNAT; writes bench/results/pktgen.{md,svg}.
     Pktgen(pktgen::PktgenArgs),
+    /// VRRP failover time between two lbd directors (v2 at 1 s, v3 at
+    /// 100 ms); writes bench/results/vrrp-failover.md.
+    VrrpFailover(vrrp_failover::FailoverArgs),
 }
 
 #[derive(clap::Args)]
@@ -152,6 +158,7 @@ fn main() -> anyhow::Result<()> {
         None => ns_per_packet(cli.args),
         Some(Mode::NsPerPacket(args)) => ns_per_packet(args),
         Some(Mode::Pktgen(args)) => pktgen::run(args),
+        Some(Mode::VrrpFailover(args)) => vrrp_failover::run(args),
     }
 }
 

@@ -19,7 +19,9 @@ use crate::config::{self, Config, DataplaneKind};
 use crate::dataplane::Dataplane;
 use crate::dataplane::xdp::{XdpDataplane, XdpOptions};
 use crate::neighbor::NeighborResolver;
+use crate::runner::ScriptUser;
 use crate::state::DesiredState;
+use crate::vrrp::Vrrp;
 
 /// How often the connection table is swept (active/inactive recount).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -44,6 +46,8 @@ struct Inner {
 
 pub struct Daemon {
     inner: Mutex<Inner>,
+    /// VRRP runs beside the data plane (XDP or not) and owns the VIPs.
+    vrrp: Vrrp,
 }
 
 impl Daemon {
@@ -54,6 +58,14 @@ impl Daemon {
         let mut config = config::load_file(&inner.config_path).map_err(|e| e.to_string())?;
         // An interface given on the command line outlives reloads.
         config.global.interfaces = inner.config.global.interfaces.clone();
+        if config.vrrp_instances != inner.config.vrrp_instances
+            || config.vrrp_scripts != inner.config.vrrp_scripts
+            || config.vrrp_sync_groups != inner.config.vrrp_sync_groups
+        {
+            warn!(
+                "changes to vrrp_instances, vrrp_scripts and vrrp_sync_groups take effect at the next start"
+            );
+        }
         if config.global.interfaces != inner.config.global.interfaces
             || config.global.bpf_pin_dir != inner.config.global.bpf_pin_dir
         {
@@ -111,6 +123,7 @@ impl Handler for Daemon {
                 Ok(c) => Response::ok(c),
                 Err(e) => Response::err(format!("{e:#}")),
             },
+            Request::Vrrp => Response::ok(self.vrrp.status()),
         }
     }
 }
@@ -137,6 +150,30 @@ fn warn_unowned_vips(config: &Config) {
         });
         if !owned_by_vrrp && !local.iter().any(|a| vs.vip.contains(a)) {
             warn!(vip = %vs.vip, "virtual server {}: its VIP is on no interface and no VRRP instance owns it", vs.name);
+        }
+    }
+}
+
+/// Who VRRP's scripts run as. Without any script to run, a missing
+/// `script_user` does not matter.
+fn vrrp_script_user(config: &Config) -> anyhow::Result<ScriptUser> {
+    match ScriptUser::lookup(&config.global.script_user) {
+        Ok(u) => Ok(u),
+        Err(e) => {
+            let has_scripts = !config.vrrp_scripts.is_empty()
+                || config.vrrp_instances.values().any(|i| {
+                    let n = &i.notify;
+                    n.master.is_some()
+                        || n.backup.is_some()
+                        || n.fault.is_some()
+                        || n.stop.is_some()
+                        || n.any.is_some()
+                });
+            if has_scripts {
+                Err(e)
+            } else {
+                Ok(ScriptUser::current())
+            }
         }
     }
 }
@@ -197,9 +234,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if config.global.dataplane == DataplaneKind::Ipvs {
         bail!("global.dataplane: ipvs is not implemented yet; use xdp");
     }
-    if !config.vrrp_instances.is_empty() {
-        warn!("vrrp_instances are not implemented yet and are ignored");
-    }
     let xdp_opts = XdpOptions {
         interfaces: config.global.interfaces.clone(),
         mode: config.global.xdp_mode,
@@ -218,6 +252,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // and real that did not change, with their flows.
     dataplane.apply(&dataplane.current().diff(&desired))?;
     warn_unowned_vips(&config);
+    let vrrp = Vrrp::start(&config, vrrp_script_user(&config)?).await?;
     let socket_path = config.global.api.socket.clone();
     let daemon = Arc::new(Daemon {
         inner: Mutex::new(Inner {
@@ -227,6 +262,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             dataplane,
             rates: RateEstimator::default(),
         }),
+        vrrp,
     });
     let socket = ControlSocket::bind(&socket_path)?;
     let server = tokio::spawn(socket.serve(daemon.clone()));
@@ -278,6 +314,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     server.abort();
     let _ = server.await;
     let daemon = Arc::try_unwrap(daemon).map_err(|_| anyhow::anyhow!("daemon still in use"))?;
+    // Resign first (priority 0, VIPs removed) so a backup takes over at once.
+    daemon.vrrp.stop().await;
     let inner = daemon.inner.into_inner();
     if opts.cleanup_on_exit {
         resolver.remove_added().await;

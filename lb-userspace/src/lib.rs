@@ -10,3 +10,4 @@ pub mod dataplane;
 pub mod neighbor;
 pub mod runner;
 pub mod state;
+pub mod vrrp;

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod traffic;
+pub mod vrrp_lab;
 
 /// Whether the process runs as root, which every lab needs. Tests assert
 /// it with a clear message: a test that skipped itself could never fail.

@@ -14,6 +14,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
+    ("keepalived", "keepalived"),
+    ("tcpdump", "tcpdump"),
 ];
 
 fn quiet(cmd: &mut Command) -> bool {

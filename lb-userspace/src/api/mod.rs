@@ -24,6 +24,8 @@ pub enum Request {
         #[serde(default = "default_max_conns")]
         max: usize,
     },
+    /// VRRP instances (`lbctl vrrp`): a `vrrp::VrrpStatus`.
+    Vrrp,
 }
 
 /// How many connections `lbctl conns` lists unless told: the table can

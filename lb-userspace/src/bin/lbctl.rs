@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use lb_userspace::api::stats::StatsReport;
 use lb_userspace::api::{DEFAULT_MAX_CONNS, Request, client, ipvsadm};
 use lb_userspace::dataplane::{ConnList, DataplaneStatus};
+use lb_userspace::vrrp::VrrpStatus;
 use serde::de::DeserializeOwned;
 
 #[derive(Parser, Debug)]
@@ -48,6 +49,11 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_MAX_CONNS)]
         max: usize,
     },
+    /// VRRP instances: state, effective priority, master, VIPs, counters.
+    Vrrp {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Decodes lbd's reply data as `T`.
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Command::Reload => (Request::Reload, false),
         Command::Stats { json, .. } => (Request::Stats, *json),
         Command::Conns { json, max } => (Request::Conns { max: *max }, *json),
+        Command::Vrrp { json } => (Request::Vrrp, *json),
     };
     let response = match client::call(&args.socket, &request) {
         Ok(r) => r,
@@ -100,6 +107,7 @@ fn main() -> ExitCode {
             }
             ipvsadm::conns(&c)
         }),
+        Command::Vrrp { .. } => decode::<VrrpStatus>(data).map(|s| s.render()),
         Command::Reload => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
     };
     match text {

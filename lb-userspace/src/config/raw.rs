@@ -97,6 +97,11 @@ pub(crate) struct RawVrrpInstance {
     pub track_scripts: Option<TrackScripts>,
     pub track_interfaces: Option<S<Names>>,
     pub notify: Option<RawNotify>,
+    pub garp_master_delay: Option<S<DurationValue>>,
+    pub garp_master_repeat: Option<S<Int>>,
+    pub garp_master_refresh: Option<S<DurationValue>>,
+    pub use_vmac: Option<bool>,
+    pub v3_checksum_pseudo_header: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -113,15 +113,45 @@ pub struct VrrpInstance {
     pub track_scripts: Vec<TrackScript>,
     pub track_interfaces: Vec<String>,
     pub notify: Notify,
+    /// Second burst of gratuitous ARPs / unsolicited NAs this long after
+    /// becoming master (keepalived's default 5s; 0: none).
+    #[serde(serialize_with = "duration::serialize")]
+    pub garp_master_delay: Duration,
+    /// Gratuitous ARPs / NAs per burst (keepalived's default 5).
+    pub garp_master_repeat: u32,
+    /// Repeat the burst this often while master (None: never, the default).
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub garp_master_refresh: Option<Duration>,
+    /// Send adverts and own the VIPs on a macvlan with the virtual router
+    /// MAC 00-00-5E-00-01-{VRID} (IPv4) / 00-00-5E-00-02-{VRID} (IPv6).
+    pub use_vmac: bool,
+    /// VRRPv3 over IPv4: checksum with the IPv4 pseudo-header (RFC 5798,
+    /// keepalived, FRR: the default) or without (some vendors). Both are
+    /// accepted on receive.
+    pub v3_checksum_pseudo_header: bool,
     pub span: Span,
 }
 
-/// VRRPv2 authentication.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// VRRPv2 authentication. The password never appears in logs or JSON.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Authentication {
     #[serde(rename = "type")]
     pub auth_type: AuthType,
+    #[serde(serialize_with = "hidden")]
     pub password: String,
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authentication")
+            .field("auth_type", &self.auth_type)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+fn hidden<S: serde::Serializer>(_: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("<hidden>")
 }
 
 /// An address VRRP adds on the master and removes elsewhere.

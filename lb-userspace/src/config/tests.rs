@@ -1297,3 +1297,59 @@ fn tunnel_source_takes_one_address_per_family() {
     assert_eq!((errs[0].0, errs[0].1), (3, 29));
     assert!(errs[0].2.contains("one address per family"), "{errs:#?}");
 }
+
+#[test]
+fn vrrp_announcement_vmac_and_checksum_options() {
+    let c = parse(
+        "\
+vrrp_instances:
+  VI_1: { interface: eth0, virtual_router_id: 1, version: 3 }
+  VI_2:
+    interface: eth0
+    virtual_router_id: 2
+    version: 3
+    garp_master_delay: 0
+    garp_master_repeat: 3
+    garp_master_refresh: 60s
+    use_vmac: true
+    v3_checksum_pseudo_header: false
+",
+    );
+    let d = &c.vrrp_instances["VI_1"];
+    // keepalived's defaults.
+    assert_eq!(d.garp_master_delay, Duration::from_secs(5));
+    assert_eq!(d.garp_master_repeat, 5);
+    assert_eq!(d.garp_master_refresh, None);
+    assert!(!d.use_vmac);
+    assert!(d.v3_checksum_pseudo_header);
+    let i = &c.vrrp_instances["VI_2"];
+    assert_eq!(i.garp_master_delay, Duration::ZERO);
+    assert_eq!(i.garp_master_repeat, 3);
+    assert_eq!(i.garp_master_refresh, Some(Duration::from_secs(60)));
+    assert!(i.use_vmac);
+    assert!(!i.v3_checksum_pseudo_header);
+
+    assert_one_error(
+        "vrrp_instances:\n  VI_1: { interface: eth0, virtual_router_id: 1, garp_master_repeat: 0 }\n",
+        2,
+        70,
+        "garp_master_repeat: 0 is out of range (expected 1-255)",
+    );
+    assert_one_error(
+        "vrrp_instances:\n  VI_1: { interface: eth0, virtual_router_id: 1, garp_master_refresh: 500ms }\n",
+        2,
+        71,
+        "garp_master_refresh: 500ms is too short (expected at least 1s)",
+    );
+}
+
+#[test]
+fn vrrp_password_is_never_shown() {
+    let c = parse(
+        "vrrp_instances:\n  VI_1: { interface: eth0, virtual_router_id: 1, authentication: { password: s3cr3t } }\n",
+    );
+    let auth = c.vrrp_instances["VI_1"].authentication.clone().unwrap();
+    assert_eq!(auth.password, "s3cr3t");
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+    assert!(!serde_json::to_string(&c).unwrap().contains("s3cr3t"));
+}

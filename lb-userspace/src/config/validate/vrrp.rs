@@ -293,6 +293,31 @@ fn instance(
         any: n.any,
     });
 
+    let garp_master_delay = duration_at_least(
+        errors,
+        "garp_master_delay",
+        &r.garp_master_delay,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    let garp_master_repeat = int_or(
+        errors,
+        "garp_master_repeat",
+        &r.garp_master_repeat,
+        1,
+        255,
+        5u32,
+    );
+    let garp_master_refresh = r.garp_master_refresh.as_ref().map(|_| {
+        duration_at_least(
+            errors,
+            "garp_master_refresh",
+            &r.garp_master_refresh,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+    });
+
     Some(Built {
         instance: VrrpInstance {
             state: r.state.unwrap_or_default(),
@@ -310,6 +335,11 @@ fn instance(
             track_scripts,
             track_interfaces,
             notify,
+            garp_master_delay,
+            garp_master_repeat,
+            garp_master_refresh,
+            use_vmac: r.use_vmac.unwrap_or(false),
+            v3_checksum_pseudo_header: r.v3_checksum_pseudo_header.unwrap_or(true),
             span,
         },
         name,
