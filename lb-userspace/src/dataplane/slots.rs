@@ -116,9 +116,11 @@ mod tests {
         gens[2] = 7;
         gens[4] = 3;
         let mut p = SlotPool::adopt(6, gens, &[1, 3]);
-        assert_eq!(p.alloc(), Some((2, 8)), "the gap first, a generation on");
+        // Never-used slots first (as always), then the gap, each a
+        // generation on from where it was.
         assert_eq!(p.alloc(), Some((4, 4)));
         assert_eq!(p.alloc(), Some((5, 1)));
+        assert_eq!(p.alloc(), Some((2, 8)));
         assert_eq!(p.alloc(), None);
         let mut ids = IdPool::adopt(0, 4, &[]);
         assert_eq!(ids.alloc(), Some(0));
