@@ -98,7 +98,9 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const Rea
         // The slot holds another real now; its counts are not ours.
         return None;
     }
-    if now.wrapping_sub(conn.last_seen) > conn.timeout as u64 * 1_000_000_000 {
+    // saturating: another CPU may have stamped the entry after `now` was
+    // read; it is fresh, not 2^64 ns old.
+    if now.saturating_sub(conn.last_seen) > conn.timeout as u64 * 1_000_000_000 {
         count_out(conn.real, conn.state);
         return None;
     }

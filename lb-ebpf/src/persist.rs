@@ -37,7 +37,7 @@ pub fn lookup(vip: &VipInfo, key: &PersistKey, now: u64) -> u32 {
     };
     // SAFETY: the map returned a valid pointer.
     let t = unsafe { &mut *t };
-    if now.wrapping_sub(t.last_used) > timeout_ns(vip) {
+    if now.saturating_sub(t.last_used) > timeout_ns(vip) {
         return 0;
     }
     let live = REALS

@@ -768,7 +768,10 @@ impl XdpDataplane {
         for item in self.maps.conns.iter() {
             let Ok((key, c)) = item else { continue };
             let timeout = conn_timeout_ns(&c);
-            if live.get(&c.real) != Some(&c.generation) || now.wrapping_sub(c.last_seen) > timeout {
+            // saturating: a packet on another CPU may have stamped the entry
+            // after `now` was read; it is fresh, not 2^64 ns old.
+            if live.get(&c.real) != Some(&c.generation) || now.saturating_sub(c.last_seen) > timeout
+            {
                 dead.push(key);
                 continue;
             }
@@ -1654,7 +1657,7 @@ fn lblcr_shrink(
     now: u64,
     load: impl Fn(u32, u32) -> Option<(u64, u64)>,
 ) -> bool {
-    if now.wrapping_sub(entry.lastmod) <= LBLCR_EXPIRATION_NS {
+    if now.saturating_sub(entry.lastmod) <= LBLCR_EXPIRATION_NS {
         return false;
     }
     let members: Vec<(usize, u64, u64)> = (0..entry.slots.len())
