@@ -101,6 +101,22 @@ impl Daemon {
     }
 }
 
+impl crate::api::metrics::Source for Daemon {
+    async fn snapshot(&self) -> crate::api::metrics::Snapshot {
+        let dataplane = match self.inner.lock().await.dataplane.status() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!("metrics: data-plane status: {e:#}");
+                None
+            }
+        };
+        crate::api::metrics::Snapshot {
+            dataplane,
+            vrrp: self.vrrp.status(),
+        }
+    }
+}
+
 impl Handler for Daemon {
     async fn handle(&self, request: Request) -> Response {
         match request {
@@ -266,6 +282,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     });
     let socket = ControlSocket::bind(&socket_path)?;
     let server = tokio::spawn(socket.serve(daemon.clone()));
+    let metrics_addr = daemon.inner.lock().await.config.global.api.metrics;
+    let metrics = tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            // Not vital: without metrics lbd still balances.
+            if let Err(e) = crate::api::metrics::serve(metrics_addr, daemon).await {
+                error!("metrics not served: {e:#}");
+            }
+        }
+    });
+    info!(address = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
     let mut resolver = NeighborResolver::new(&xdp_opts.interfaces)?;
     info!(config = %opts.config.display(), "lbd running");
 
@@ -311,6 +338,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     info!("stopping");
+    metrics.abort();
+    let _ = metrics.await;
     server.abort();
     let _ = server.await;
     let daemon = Arc::try_unwrap(daemon).map_err(|_| anyhow::anyhow!("daemon still in use"))?;

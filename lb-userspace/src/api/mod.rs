@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod ipvsadm;
+pub mod metrics;
 pub mod server;
 pub mod stats;
 

@@ -41,85 +41,12 @@ pub struct InstanceStatus {
     pub counters: Counters,
 }
 
-/// Reads one counter (for the Prometheus rendering).
-type CounterOf = fn(&Counters) -> u64;
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VrrpStatus {
     pub instances: Vec<InstanceStatus>,
 }
 
 impl VrrpStatus {
-    /// The counters in Prometheus' text format, for the metrics endpoint:
-    /// state (one gauge per state, 1 for the current one), effective
-    /// priority, adverts sent and received, rejections by reason,
-    /// transitions.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::new();
-        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
-            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
-        };
-        let label = |i: &InstanceStatus| format!("instance=\"{}\"", i.name);
-        help(
-            &mut out,
-            "lbd_vrrp_state",
-            "gauge",
-            "1 for the instance's current state",
-        );
-        for i in &self.instances {
-            for state in ["INIT", "BACKUP", "MASTER", "FAULT"] {
-                let _ = writeln!(
-                    out,
-                    "lbd_vrrp_state{{{},state=\"{state}\"}} {}",
-                    label(i),
-                    u8::from(i.state == state)
-                );
-            }
-        }
-        help(
-            &mut out,
-            "lbd_vrrp_priority",
-            "gauge",
-            "Effective priority after tracking",
-        );
-        for i in &self.instances {
-            let _ = writeln!(out, "lbd_vrrp_priority{{{}}} {}", label(i), i.priority);
-        }
-        let counters: [(&str, &str, CounterOf); 3] = [
-            ("lbd_vrrp_adverts_sent_total", "Adverts sent", |c| {
-                c.adverts_sent
-            }),
-            ("lbd_vrrp_adverts_received_total", "Adverts accepted", |c| {
-                c.adverts_received
-            }),
-            ("lbd_vrrp_transitions_total", "State changes", |c| {
-                c.transitions
-            }),
-        ];
-        for (name, text, get) in counters {
-            help(&mut out, name, "counter", text);
-            for i in &self.instances {
-                let _ = writeln!(out, "{name}{{{}}} {}", label(i), get(&i.counters));
-            }
-        }
-        help(
-            &mut out,
-            "lbd_vrrp_rejected_total",
-            "counter",
-            "Packets rejected, by reason",
-        );
-        for i in &self.instances {
-            for (reason, n) in &i.counters.rejected {
-                let _ = writeln!(
-                    out,
-                    "lbd_vrrp_rejected_total{{{},reason=\"{reason}\"}} {n}",
-                    label(i)
-                );
-            }
-        }
-        out
-    }
-
     /// The human-readable table of `lbctl vrrp`.
     pub fn render(&self) -> String {
         if self.instances.is_empty() {
@@ -186,22 +113,6 @@ mod tests {
                     priority_zero_received: 0,
                 },
             }],
-        }
-    }
-
-    #[test]
-    fn prometheus_has_state_priority_and_counters() {
-        let text = sample().prometheus();
-        for line in [
-            "lbd_vrrp_state{instance=\"VI_1\",state=\"MASTER\"} 1",
-            "lbd_vrrp_state{instance=\"VI_1\",state=\"BACKUP\"} 0",
-            "lbd_vrrp_priority{instance=\"VI_1\"} 120",
-            "lbd_vrrp_adverts_sent_total{instance=\"VI_1\"} 7",
-            "lbd_vrrp_adverts_received_total{instance=\"VI_1\"} 2",
-            "lbd_vrrp_transitions_total{instance=\"VI_1\"} 2",
-            "lbd_vrrp_rejected_total{instance=\"VI_1\",reason=\"bad_ttl\"} 3",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
     }
 
