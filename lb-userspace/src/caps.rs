@@ -41,6 +41,17 @@ pub const CAP_BPF: Cap = Cap {
     name: "CAP_BPF",
 };
 
+/// Every capability any config can need: what `contrib/lbd.service`
+/// grants, and nothing more.
+pub const ALL: [Cap; 6] = [
+    CAP_BPF,
+    CAP_NET_ADMIN,
+    CAP_NET_RAW,
+    CAP_SETUID,
+    CAP_SETGID,
+    CAP_KILL,
+];
+
 /// One capability lbd needs for this config, and what for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Need {
@@ -165,6 +176,21 @@ mod tests {
     const BASE: &str = "global: { interfaces: [eth0] }\n\
         virtual_servers:\n  - vip: 10.0.0.1\n    port: 80\n    scheduler: rr\n    method: DR\n\
         \x20   real_servers: [{ address: 10.0.0.2 }]\n";
+
+    #[test]
+    fn the_systemd_unit_grants_exactly_what_lbd_can_need() {
+        let unit = include_str!("../../contrib/lbd.service");
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+            .expect("a CapabilityBoundingSet line");
+        let mut granted: Vec<&str> = line.split_whitespace().collect();
+        let mut all: Vec<&str> = ALL.iter().map(|c| c.name).collect();
+        granted.sort();
+        all.sort();
+        assert_eq!(granted, all);
+        assert!(unit.contains("\nNoNewPrivileges=yes"));
+    }
 
     #[test]
     fn cap_eff_is_read_from_proc_status() {

@@ -333,6 +333,49 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_uses_only_metrics_lbd_serves() {
+        let mut s = snapshot();
+        let mut counters = crate::vrrp::status::Counters::default();
+        counters.rejected.insert("bad_ttl".into(), 1);
+        s.vrrp.instances.push(crate::vrrp::status::InstanceStatus {
+            name: "VI_1".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: 3,
+            state: "MASTER".into(),
+            priority: 100,
+            base_priority: 100,
+            master: None,
+            source: None,
+            vips: vec![],
+            sync_group: None,
+            failing: vec![],
+            counters,
+        });
+        let served = render(&s);
+        let dashboard = include_str!("../../../contrib/grafana-dashboard.json");
+        let json: serde_json::Value = serde_json::from_str(dashboard).expect("valid JSON");
+        let mut used = 0;
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("lbd_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    used += 1;
+                    assert!(
+                        served.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+                        "the dashboard uses {name}, which lbd does not serve"
+                    );
+                }
+            }
+        }
+        assert!(used >= 10);
+    }
+
+    #[test]
     fn an_empty_snapshot_is_a_valid_exposition() {
         assert_eq!(render(&Snapshot::default()), "# EOF\n");
     }
