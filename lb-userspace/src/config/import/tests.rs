@@ -1,0 +1,1 @@
+//! Grammar and mapping tests of the importer.
