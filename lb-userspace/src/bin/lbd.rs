@@ -71,7 +71,9 @@ fn import_keepalived(file: &std::path::Path) -> ExitCode {
     match config::parse_str(&imported.yaml, "<imported YAML>") {
         Ok(_) => ExitCode::SUCCESS,
         Err(errors) => {
-            eprintln!("the imported YAML does not pass `lbd --check` yet; fix these before using it:");
+            eprintln!(
+                "the imported YAML does not pass `lbd --check` yet; fix these before using it:"
+            );
             eprintln!("{errors}");
             ExitCode::from(1)
         }

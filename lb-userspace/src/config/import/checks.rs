@@ -64,13 +64,18 @@ fn check_type(kw: &str) -> Option<CheckType> {
 }
 
 /// One `url` block of HTTP_GET / SSL_GET.
-#[derive(Default)]
 struct Url {
+    pos: super::lexer::Pos,
     fields: Map,
 }
 
 /// Maps one checker block into `checks`; true if it runs a script.
-pub(crate) fn checker(node: &Node, defaults: &CheckDefaults, checks: &mut List, ctx: &mut Ctx) -> bool {
+pub(crate) fn checker(
+    node: &Node,
+    defaults: &CheckDefaults,
+    checks: &mut List,
+    ctx: &mut Ctx,
+) -> bool {
     let kind = check_type(node.keyword()).expect("is_checker said so");
     let http = matches!(kind, CheckType::Http | CheckType::Https);
     let mut common = Map::default();
@@ -144,7 +149,7 @@ pub(crate) fn checker(node: &Node, defaults: &CheckDefaults, checks: &mut List, 
             }
             "host" if kind == CheckType::Smtp => hosts.push(smtp_host(child, ctx)),
             "misc_path" if kind == CheckType::Script => match script(child.args()) {
-                Some(s) => common.set("script", Value::Scalar(s)),
+                Some(s) => common.set("script", s),
                 None => {
                     let c = ctx.drop(child, "no command given");
                     common.comment(&c);
@@ -178,10 +183,18 @@ pub(crate) fn checker(node: &Node, defaults: &CheckDefaults, checks: &mut List, 
     }
     inherit(&mut common, kind, defaults);
     if kind == CheckType::Dns && !common.contains("record_type") {
-        common.entry_with_comment("record_type", Value::Scalar("SOA".into()), "keepalived's default");
+        common.entry_with_comment(
+            "record_type",
+            Value::Scalar("SOA".into()),
+            "keepalived's default",
+        );
     }
     if kind == CheckType::Smtp && !common.contains("connect_port") && hosts.is_empty() {
-        common.entry_with_comment("connect_port", Value::Scalar(raw(25)), "keepalived's SMTP_CHECK default");
+        common.entry_with_comment(
+            "connect_port",
+            Value::Scalar(raw(25)),
+            "keepalived's SMTP_CHECK default",
+        );
     }
     if kind == CheckType::Script && !common.contains("script") {
         let c = ctx.drop(node, "MISC_CHECK without misc_path checks nothing");
@@ -191,7 +204,10 @@ pub(crate) fn checker(node: &Node, defaults: &CheckDefaults, checks: &mut List, 
 
     if http {
         if urls.is_empty() {
-            ctx.warn(node, "HTTP check without a url block: lbd checks GET / for a 2xx status");
+            ctx.warn(
+                node,
+                "HTTP check without a url block: lbd checks GET / for a 2xx status",
+            );
             checks.item(Value::Map(common.clone()));
         }
         let n = urls.len();
@@ -201,7 +217,7 @@ pub(crate) fn checker(node: &Node, defaults: &CheckDefaults, checks: &mut List, 
                 check.comment(&format!(
                     "url {} of {n} ({}): each url is a check of its own",
                     i + 1,
-                    node.pos
+                    u.pos
                 ));
             }
             check.extend(u.fields);
@@ -212,7 +228,11 @@ pub(crate) fn checker(node: &Node, defaults: &CheckDefaults, checks: &mut List, 
             let mut check = common.clone();
             check.extend(host);
             if !check.contains("connect_port") {
-                check.entry_with_comment("connect_port", Value::Scalar(raw(25)), "keepalived's SMTP_CHECK default");
+                check.entry_with_comment(
+                    "connect_port",
+                    Value::Scalar(raw(25)),
+                    "keepalived's SMTP_CHECK default",
+                );
             }
             checks.item(Value::Map(check));
         }
@@ -248,18 +268,28 @@ fn inherit(check: &mut Map, kind: CheckType, d: &CheckDefaults) {
 }
 
 fn url(node: &Node, ctx: &mut Ctx) -> Url {
-    let mut u = Url::default();
+    let mut u = Url {
+        pos: node.pos.clone(),
+        fields: Map::default(),
+    };
     for child in node.children() {
         match child.keyword() {
-            "path" => value(child, "path", &mut u.fields, ctx, "a path", |s| Some(str(s))),
-            "digest" => value(child, "digest", &mut u.fields, ctx, "an MD5 digest", |s| Some(str(s))),
-            "virtualhost" => value(child, "virtualhost", &mut u.fields, ctx, "a host name", |s| Some(str(s))),
+            "path" => value(child, "path", &mut u.fields, ctx, "a path", |s| {
+                Some(str(s))
+            }),
+            "digest" => value(child, "digest", &mut u.fields, ctx, "an MD5 digest", |s| {
+                Some(str(s))
+            }),
+            "virtualhost" => value(
+                child,
+                "virtualhost",
+                &mut u.fields,
+                ctx,
+                "a host name",
+                |s| Some(str(s)),
+            ),
             "status_code" => {
-                let codes: Vec<String> = child
-                    .args()
-                    .iter()
-                    .map(|w| w.text.clone())
-                    .collect();
+                let codes: Vec<String> = child.args().iter().map(|w| w.text.clone()).collect();
                 let valid = !codes.is_empty()
                     && codes.iter().all(|c| {
                         let (a, b) = c.split_once('-').unwrap_or((c, c));
@@ -303,10 +333,19 @@ fn smtp_host(node: &Node, ctx: &mut Ctx) -> Map {
     m.comment(&format!("from the SMTP_CHECK host block at {}", node.pos));
     for child in node.children() {
         match child.keyword() {
-            "connect_ip" | "bindto" => value(child, child.keyword(), &mut m, ctx, "an address", |s| {
-                s.parse::<std::net::IpAddr>().ok().map(|_| str(s))
-            }),
-            "connect_port" => value(child, "connect_port", &mut m, ctx, "1-65535", integer(1, 65_535)),
+            "connect_ip" | "bindto" => {
+                value(child, child.keyword(), &mut m, ctx, "an address", |s| {
+                    s.parse::<std::net::IpAddr>().ok().map(|_| str(s))
+                })
+            }
+            "connect_port" => value(
+                child,
+                "connect_port",
+                &mut m,
+                ctx,
+                "1-65535",
+                integer(1, 65_535),
+            ),
             "connect_timeout" => value(child, "connect_timeout", &mut m, ctx, "seconds", duration),
             kw => {
                 let c = match checker_why(kw) {
@@ -328,7 +367,9 @@ fn checker_why(kw: &str) -> Option<&'static str> {
         "tls_compliant" | "fast_recovery" => "an HTTP client detail lbd does not expose",
         "user" => "lbd runs every script as global.script_user",
         "min_reply_length" | "max_reply_length" => "lbd accepts a reply of any length",
-        "url" | "virtualhost" | "http_protocol" | "enable_sni" => "only HTTP_GET and SSL_GET take it",
+        "url" | "virtualhost" | "http_protocol" | "enable_sni" => {
+            "only HTTP_GET and SSL_GET take it"
+        }
         "type" | "name" => "only DNS_CHECK takes it",
         "helo_name" | "host" => "only SMTP_CHECK takes it",
         "misc_path" | "misc_timeout" | "misc_dynamic" => "only MISC_CHECK takes it",

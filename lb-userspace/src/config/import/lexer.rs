@@ -41,7 +41,10 @@ impl std::fmt::Display for Pos {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tok {
     /// A word; `quoted` if it was written in double quotes.
-    Word { text: String, quoted: bool },
+    Word {
+        text: String,
+        quoted: bool,
+    },
     Open,
     Close,
 }
@@ -280,9 +283,8 @@ impl Lexer {
             }
         }
         if matched.is_empty() {
-            self.warnings.push(pos.diagnostic(format!(
-                "include {pattern}: no file matches {full_text}"
-            )));
+            self.warnings
+                .push(pos.diagnostic(format!("include {pattern}: no file matches {full_text}")));
             return Ok(());
         }
         matched.sort();
@@ -434,9 +436,15 @@ mod tests {
 
     #[test]
     fn comments_start_anywhere_outside_quotes() {
-        assert_eq!(decomment("  state MASTER   #状态").unwrap().0, "state MASTER");
+        assert_eq!(
+            decomment("  state MASTER   #状态").unwrap().0,
+            "state MASTER"
+        );
         assert_eq!(decomment("a ! b").unwrap().0, "a");
-        assert_eq!(decomment(r#"script "a # b" # c"#).unwrap().0, r#"script "a # b""#);
+        assert_eq!(
+            decomment(r#"script "a # b" # c"#).unwrap().0,
+            r#"script "a # b""#
+        );
         assert_eq!(decomment(r"auth_pass 12\#4").unwrap().0, "auth_pass 12#4");
         assert!(decomment(r#"script "open"#).is_err());
         assert_eq!(decomment(r"$X=a \").unwrap(), ("$X=a".into(), true));
@@ -459,7 +467,10 @@ mod tests {
         assert_eq!(reference("{VIP}x"), Some(("VIP", 5)));
         assert_eq!(reference("{VIP"), None);
         assert_eq!(reference("1x"), None);
-        assert_eq!(definition("$VIP = 10.0.0.1 "), Some(("VIP".into(), "10.0.0.1".into())));
+        assert_eq!(
+            definition("$VIP = 10.0.0.1 "),
+            Some(("VIP".into(), "10.0.0.1".into()))
+        );
         assert_eq!(definition("$VIP 10.0.0.1"), None);
     }
 }

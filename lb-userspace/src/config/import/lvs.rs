@@ -44,7 +44,12 @@ impl Groups {
 
 /// Maps one virtual_server into `servers` (one item per VIP or prefix);
 /// true if it runs scripts.
-pub(crate) fn virtual_server(node: &Node, groups: &Groups, servers: &mut List, ctx: &mut Ctx) -> bool {
+pub(crate) fn virtual_server(
+    node: &Node,
+    groups: &Groups,
+    servers: &mut List,
+    ctx: &mut Ctx,
+) -> bool {
     let targets = match (node.arg(0), node.arg(1)) {
         (Some("fwmark"), _) => {
             let c = ctx.drop(
@@ -61,7 +66,10 @@ pub(crate) fn virtual_server(node: &Node, groups: &Groups, servers: &mut List, c
                     servers.comment(&c);
                 }
                 if targets.is_empty() {
-                    let c = ctx.drop(node, &format!("virtual_server_group {name} has no address lbd can serve"));
+                    let c = ctx.drop(
+                        node,
+                        &format!("virtual_server_group {name} has no address lbd can serve"),
+                    );
                     servers.comment(&c);
                     return false;
                 }
@@ -81,7 +89,10 @@ pub(crate) fn virtual_server(node: &Node, groups: &Groups, servers: &mut List, c
             vec![(ip.to_owned(), port.to_owned())]
         }
         _ => {
-            let c = ctx.drop(node, "expected `virtual_server IP PORT`, `fwmark N` or `group NAME`");
+            let c = ctx.drop(
+                node,
+                "expected `virtual_server IP PORT`, `fwmark N` or `group NAME`",
+            );
             servers.comment(&c);
             return false;
         }
@@ -173,11 +184,19 @@ impl VirtualServer {
             }
         }
         if scheduler.is_none() {
-            head.entry_with_comment("scheduler", Value::Scalar("wlc".into()), "keepalived's default");
+            head.entry_with_comment(
+                "scheduler",
+                Value::Scalar("wlc".into()),
+                "keepalived's default",
+            );
             scheduler = Some(Scheduler::Wlc);
         }
         if method.is_none() {
-            head.entry_with_comment("method", Value::Scalar("NAT".into()), "keepalived's default");
+            head.entry_with_comment(
+                "method",
+                Value::Scalar("NAT".into()),
+                "keepalived's default",
+            );
             method = Some(Method::Nat);
         }
         VirtualServer {
@@ -238,10 +257,22 @@ impl VirtualServer {
                     body.comment(&c);
                 }
             },
-            "quorum" => value(child, "quorum", body, ctx, "a weight sum", integer(0, i64::from(u32::MAX))),
-            "hysteresis" => {
-                value(child, "hysteresis", body, ctx, "a weight", integer(0, i64::from(u32::MAX)))
-            }
+            "quorum" => value(
+                child,
+                "quorum",
+                body,
+                ctx,
+                "a weight sum",
+                integer(0, i64::from(u32::MAX)),
+            ),
+            "hysteresis" => value(
+                child,
+                "hysteresis",
+                body,
+                ctx,
+                "a weight",
+                integer(0, i64::from(u32::MAX)),
+            ),
             "inhibit_on_failure" => {
                 self.inhibit = true;
                 body.set("inhibit_on_failure", Value::Scalar(raw(true)));
@@ -270,7 +301,10 @@ impl VirtualServer {
                     let c = ctx.drop(child, "a scheduler flag of sh or mh only");
                     self.body.comment(&c);
                 } else {
-                    let flag = format!("{family}-{}", if kw == "flag-1" { "fallback" } else { "port" });
+                    let flag = format!(
+                        "{family}-{}",
+                        if kw == "flag-1" { "fallback" } else { "port" }
+                    );
                     self.flag(child, &flag, ctx);
                 }
             }
@@ -324,7 +358,8 @@ impl VirtualServer {
         if self.inhibit || self.inhibit_reals.is_empty() {
             return;
         }
-        self.body.set("inhibit_on_failure", Value::Scalar(raw(true)));
+        self.body
+            .set("inhibit_on_failure", Value::Scalar(raw(true)));
         if self.inhibit_reals.len() < self.reals {
             let lines: Vec<String> = self.inhibit_reals.iter().map(|p| p.to_string()).collect();
             let message = format!(
@@ -332,7 +367,8 @@ impl VirtualServer {
                 lines.join(", ")
             );
             ctx.warn(node, &message);
-            self.body.comment(&format!("NOT CARRIED OVER exactly: {message}"));
+            self.body
+                .comment(&format!("NOT CARRIED OVER exactly: {message}"));
         }
     }
 
@@ -368,7 +404,7 @@ impl VirtualServer {
                 ctx.warn(node, &message);
                 rs.entry_with_comment("port", Value::Scalar(raw(vport)), &message);
             }
-            Some(p) if !(forwards_port && !same_ports) => rs.entry("port", Value::Scalar(raw(p))),
+            Some(p) if !forwards_port || same_ports => rs.entry("port", Value::Scalar(raw(p))),
             // A group with several ports: each real takes the virtual port.
             _ => {}
         }
@@ -395,7 +431,7 @@ impl VirtualServer {
                 }
                 "notify_up" | "notify_down" => match script(child.args()) {
                     Some(s) => {
-                        rs.set(kw, Value::Scalar(s));
+                        rs.set(kw, s);
                         uses_scripts = true;
                     }
                     None => {
@@ -564,7 +600,13 @@ mod tests {
         assert_eq!(blocks("10.0.0.0-255").unwrap(), ["10.0.0.0/24"]);
         assert_eq!(
             blocks("192.168.201.1-10").unwrap(),
-            ["192.168.201.1", "192.168.201.2/31", "192.168.201.4/30", "192.168.201.8/31", "192.168.201.10"]
+            [
+                "192.168.201.1",
+                "192.168.201.2/31",
+                "192.168.201.4/30",
+                "192.168.201.8/31",
+                "192.168.201.10"
+            ]
         );
         assert_eq!(blocks("2001:db8::10-13").unwrap(), ["2001:db8::10/126"]);
         assert_eq!(blocks("10.0.0.9-3"), None);

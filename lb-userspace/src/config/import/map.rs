@@ -8,7 +8,7 @@ use super::Diagnostic;
 use super::lvs;
 use super::tree::{Node, Word};
 use super::vrrp;
-use super::yaml::{Map, Value, raw, str};
+use super::yaml::{Map, Value, quote, raw, str};
 use crate::config::format_duration;
 use crate::config::parse_duration;
 
@@ -32,10 +32,10 @@ impl Ctx {
     /// Part of `node` (one option of a line, e.g. `brd` of a VIP) is not
     /// carried over.
     pub(crate) fn drop_part(&mut self, node: &Node, part: &str, why: &str) -> String {
-        self.warnings.push(
-            node.pos
-                .diagnostic(format!("{part} (in `{}`): not carried over: {why}", node.text())),
-        );
+        self.warnings.push(node.pos.diagnostic(format!(
+            "{part} (in `{}`): not carried over: {why}",
+            node.text()
+        )));
         format!("NOT CARRIED OVER ({}): {part} -- {why}", node.pos)
     }
 
@@ -133,8 +133,13 @@ pub(crate) fn document(nodes: &[Node], source: &str, ctx: &mut Ctx) -> Map {
                     }
                     "garp_group" => "lbd has no gratuitous ARP groups",
                     "bfd_instance" => "lbd has no BFD",
-                    "net_namespace" | "net_namespace_ipvs" | "instance" | "use_pid_dir"
-                    | "linkbeat_use_polling" | "namespace_with_ipsets" | "child_wait_time" => {
+                    "net_namespace"
+                    | "net_namespace_ipvs"
+                    | "instance"
+                    | "use_pid_dir"
+                    | "linkbeat_use_polling"
+                    | "namespace_with_ipsets"
+                    | "child_wait_time" => {
                         "a keepalived process setting without an lbd counterpart"
                     }
                     "SSL" => "lbd's HTTPS checks use no client certificate",
@@ -169,9 +174,10 @@ pub(crate) fn document(nodes: &[Node], source: &str, ctx: &mut Ctx) -> Map {
         ctx.warnings.push(Diagnostic {
             file: source.to_owned(),
             line: 0,
-            message: "global.interfaces: keepalived.conf names no interface (it has no vrrp_instance); \
+            message:
+                "global.interfaces: keepalived.conf names no interface (it has no vrrp_instance); \
                       set the one(s) the VIPs' traffic arrives on"
-                .to_owned(),
+                    .to_owned(),
         });
         global.comment(
             "interfaces: [eth0]  # keepalived.conf names no interface: set the one(s) the VIPs' traffic arrives on",
@@ -255,13 +261,25 @@ fn global_defs(node: &Node, global: &mut Map, defaults: &mut vrrp::Defaults, ctx
 /// Why a known global_defs keyword is not carried over.
 fn global_why(kw: &str) -> Option<&'static str> {
     Some(match kw {
-        "notification_email" | "notification_email_from" | "smtp_server" | "smtp_connect_timeout"
-        | "smtp_helo_name" | "smtp_alert" | "smtp_alert_vrrp" | "smtp_alert_checker"
+        "notification_email"
+        | "notification_email_from"
+        | "smtp_server"
+        | "smtp_connect_timeout"
+        | "smtp_helo_name"
+        | "smtp_alert"
+        | "smtp_alert_vrrp"
+        | "smtp_alert_checker"
         | "email_faults" => "lbd sends no mail: use notify scripts",
-        "vrrp_garp_master_delay" | "vrrp_garp_master_repeat" | "vrrp_garp_master_refresh"
-        | "vrrp_garp_master_refresh_repeat" | "vrrp_garp_lower_prio_delay"
-        | "vrrp_garp_lower_prio_repeat" | "vrrp_garp_interval" | "vrrp_gna_interval"
-        | "vrrp_lower_prio_no_advert" | "vrrp_higher_prio_send_advert" => {
+        "vrrp_garp_master_delay"
+        | "vrrp_garp_master_repeat"
+        | "vrrp_garp_master_refresh"
+        | "vrrp_garp_master_refresh_repeat"
+        | "vrrp_garp_lower_prio_delay"
+        | "vrrp_garp_lower_prio_repeat"
+        | "vrrp_garp_interval"
+        | "vrrp_gna_interval"
+        | "vrrp_lower_prio_no_advert"
+        | "vrrp_higher_prio_send_advert" => {
             "lbd sends its gratuitous ARPs / neighbour advertisements on its own schedule"
         }
         "vrrp_strict" => "lbd has no strict RFC mode (it adds no firewall rules either)",
@@ -271,32 +289,73 @@ fn global_why(kw: &str) -> Option<&'static str> {
         "vrrp_skip_check_adv_addr" | "vrrp_check_unicast_src" => {
             "lbd's advert checks are not configurable"
         }
-        "vrrp_mcast_group4" | "vrrp_mcast_group6" => {
-            "lbd always uses 224.0.0.18 / ff02::12"
-        }
-        "vrrp_priority" | "checker_priority" | "bfd_priority" | "vrrp_no_swap"
-        | "checker_no_swap" | "bfd_no_swap" | "vrrp_rt_priority" | "checker_rt_priority"
-        | "vrrp_cpu_affinity" | "checker_cpu_affinity" | "max_auto_priority"
-        | "min_auto_priority_delay" | "vrrp_rlimit_rttime" | "checker_rlimit_rttime"
-        | "process_names" | "process_name" | "vrrp_process_name" | "checker_process_name"
-        | "vrrp_netlink_cmd_rcv_bufs" | "vrrp_netlink_monitor_rcv_bufs" | "vrrp_rx_bufs_policy"
-        | "vrrp_rx_bufs_multiplier" | "lvs_netlink_cmd_rcv_bufs"
-        | "lvs_netlink_monitor_rcv_bufs" | "vrrp_startup_delay" | "dynamic_interfaces"
-        | "no_email_faults" | "random_seed" | "reload_check_config" | "reload_file"
-        | "config_save_dir" | "tmp_config_directory" | "umask" | "instance"
-        | "vrrp_notify_fifo" | "vrrp_notify_fifo_script" | "lvs_notify_fifo"
-        | "lvs_notify_fifo_script" | "notify_fifo" | "notify_fifo_script" | "snmp_socket"
-        | "enable_snmp_vrrp" | "enable_snmp_checker" | "enable_snmp_rfc"
-        | "enable_snmp_rfcv2" | "enable_snmp_rfcv3" | "enable_traps" | "enable_dbus"
-        | "dbus_service_name" | "script_timeout" | "vrrp_version_check" | "data_use_instance"
-        | "vrrp_own_all_ipaddresses" | "checker_log_all_failures" | "default_interface"
-        | "vrrp_min_garp" | "local_address_v4" | "local_address_v6" => {
+        "vrrp_mcast_group4" | "vrrp_mcast_group6" => "lbd always uses 224.0.0.18 / ff02::12",
+        "vrrp_priority"
+        | "checker_priority"
+        | "bfd_priority"
+        | "vrrp_no_swap"
+        | "checker_no_swap"
+        | "bfd_no_swap"
+        | "vrrp_rt_priority"
+        | "checker_rt_priority"
+        | "vrrp_cpu_affinity"
+        | "checker_cpu_affinity"
+        | "max_auto_priority"
+        | "min_auto_priority_delay"
+        | "vrrp_rlimit_rttime"
+        | "checker_rlimit_rttime"
+        | "process_names"
+        | "process_name"
+        | "vrrp_process_name"
+        | "checker_process_name"
+        | "vrrp_netlink_cmd_rcv_bufs"
+        | "vrrp_netlink_monitor_rcv_bufs"
+        | "vrrp_rx_bufs_policy"
+        | "vrrp_rx_bufs_multiplier"
+        | "lvs_netlink_cmd_rcv_bufs"
+        | "lvs_netlink_monitor_rcv_bufs"
+        | "vrrp_startup_delay"
+        | "dynamic_interfaces"
+        | "no_email_faults"
+        | "random_seed"
+        | "reload_check_config"
+        | "reload_file"
+        | "config_save_dir"
+        | "tmp_config_directory"
+        | "umask"
+        | "instance"
+        | "vrrp_notify_fifo"
+        | "vrrp_notify_fifo_script"
+        | "lvs_notify_fifo"
+        | "lvs_notify_fifo_script"
+        | "notify_fifo"
+        | "notify_fifo_script"
+        | "snmp_socket"
+        | "enable_snmp_vrrp"
+        | "enable_snmp_checker"
+        | "enable_snmp_rfc"
+        | "enable_snmp_rfcv2"
+        | "enable_snmp_rfcv3"
+        | "enable_traps"
+        | "enable_dbus"
+        | "dbus_service_name"
+        | "script_timeout"
+        | "vrrp_version_check"
+        | "data_use_instance"
+        | "vrrp_own_all_ipaddresses"
+        | "checker_log_all_failures"
+        | "default_interface"
+        | "vrrp_min_garp"
+        | "local_address_v4"
+        | "local_address_v6" => {
             "a keepalived process or SNMP/D-Bus setting without an lbd counterpart"
         }
         "lvs_sync_daemon" | "lvs_sync_daemon_interface" => {
             "lbd does not sync connections between directors (DR flows keep their real through the shared Maglev table)"
         }
-        "lvs_flush" | "lvs_flush_onstop" => "lbd replaces the whole service table on start and stop",
+        "lvs_flush" | "lvs_flush_onstop" => {
+            "lbd replaces the whole service table on start and stop"
+        }
         _ => return None,
     })
 }
@@ -390,14 +449,15 @@ pub(crate) fn string(s: &str) -> Option<String> {
 }
 
 /// A keepalived script line (`notify_master "/x.sh arg"`, `misc_path`,
-/// `script`): quoted words are split into arguments like a shell would
-/// (keepalived does the same), bare words are one argument each. Written
-/// back as one string lbd splits the same way.
-pub(crate) fn script(args: &[Word]) -> Option<String> {
+/// `script`): quoted words are split into arguments at blanks, honouring
+/// quotes and backslashes but with no comments (as keepalived splits
+/// them), bare words are one argument each. Written back as one string
+/// that lbd splits into the same arguments.
+pub(crate) fn script(args: &[Word]) -> Option<Value> {
     let mut argv: Vec<String> = Vec::new();
     for w in args {
         if w.quoted {
-            argv.extend(shlex::split(&w.text).unwrap_or_else(|| vec![w.text.clone()]));
+            argv.extend(split_command(&w.text)?);
         } else {
             argv.push(w.text.clone());
         }
@@ -405,6 +465,52 @@ pub(crate) fn script(args: &[Word]) -> Option<String> {
     if argv.first().is_none_or(|p| p.is_empty()) {
         return None;
     }
-    let joined = shlex::try_join(argv.iter().map(String::as_str)).ok()?;
-    Some(str(&joined))
+    // One string when lbd splits it back into the same arguments, else
+    // the list of arguments.
+    match shlex::try_join(argv.iter().map(String::as_str)) {
+        Ok(joined) if shlex::split(&joined).as_ref() == Some(&argv) => {
+            Some(Value::Scalar(str(&joined)))
+        }
+        _ => Some(Value::FlowList(argv.iter().map(|a| quote(a)).collect())),
+    }
+}
+
+/// Splits a command line at blanks; '…' is literal, "…" and bare text take
+/// backslash escapes. None for an unclosed quote.
+fn split_command(text: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    out.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        ch => w.push(ch),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => w.push(chars.next()?),
+                        ch => w.push(ch),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            ch => word.get_or_insert_with(String::new).push(ch),
+        }
+    }
+    out.extend(word);
+    Some(out)
 }

@@ -1,1 +1,442 @@
-//! Grammar and mapping tests of the importer.
+//! The keepalived grammar end to end: files on disk in, YAML that lbd's
+//! own parser accepts out.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{Imported, import_file};
+use crate::config::{self, Config};
+
+/// A directory of keepalived files, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(files: &[(&str, &str)]) -> Dir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lbd-import-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        Dir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Imports `name`; the YAML must pass lbd's validation.
+    fn import(&self, name: &str) -> (Config, Imported) {
+        let imported = import_file(&self.path(name)).unwrap_or_else(|e| panic!("{e}"));
+        let config = config::parse_str(&imported.yaml, "imported")
+            .unwrap_or_else(|e| panic!("{e}\n{}", imported.yaml));
+        (config, imported)
+    }
+
+    /// The warnings with the directory taken out of the file names.
+    fn warnings(&self, imported: &Imported) -> Vec<String> {
+        imported
+            .warnings
+            .iter()
+            .map(|w| self.relative(&w.to_string()))
+            .collect()
+    }
+
+    fn relative(&self, text: &str) -> String {
+        text.replace(&format!("{}/", self.0.display()), "")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn has(warnings: &[String], text: &str) -> bool {
+    warnings.iter().any(|w| w.contains(text))
+}
+
+const INSTANCE: &str = "vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        10.0.0.100
+    }
+}
+";
+
+#[test]
+fn includes_follow_globs_relative_to_the_including_file() {
+    let dir = Dir::new(&[
+        (
+            "etc/keepalived.conf",
+            "global_defs {\n  router_id main\n}\ninclude conf.d/*.conf\ninclude \"extra dir/vs.conf\"\n",
+        ),
+        ("etc/conf.d/10-vrrp.conf", INSTANCE),
+        (
+            "etc/conf.d/20-scripts.conf",
+            "vrrp_script chk {\n  script \"/bin/true\"\n}\n",
+        ),
+        (
+            "etc/conf.d/not-included.txt",
+            "this is no keepalived syntax {{{",
+        ),
+        (
+            "etc/extra dir/vs.conf",
+            "virtual_server 10.0.0.100 80 {\n  lb_algo rr\n  lb_kind DR\n  include reals/*.inc\n}\n",
+        ),
+        (
+            "etc/extra dir/reals/a.inc",
+            "real_server 10.0.0.11 80 {\n  frobnicate\n}\n",
+        ),
+        ("etc/extra dir/reals/b.inc", "real_server 10.0.0.12 80\n"),
+    ]);
+    let (config, imported) = dir.import("etc/keepalived.conf");
+    assert_eq!(config.global.router_id.as_deref(), Some("main"));
+    assert!(config.vrrp_instances.contains_key("VI_1"));
+    assert!(config.vrrp_scripts.contains_key("chk"));
+    let reals: Vec<String> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(
+        reals,
+        ["10.0.0.11", "10.0.0.12"],
+        "included in sorted order"
+    );
+    // Positions name the included file and its own line.
+    let warnings = dir.warnings(&imported);
+    assert!(
+        has(
+            &warnings,
+            "etc/extra dir/reals/a.inc:2: frobnicate: not carried over: unknown keyword in real_server"
+        ),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn an_include_that_matches_nothing_is_reported() {
+    let dir = Dir::new(&[("k.conf", "include missing/*.conf\n")]);
+    let (_, imported) = dir.import("k.conf");
+    assert!(has(
+        &dir.warnings(&imported),
+        "k.conf:1: include missing/*.conf: no file matches"
+    ));
+}
+
+#[test]
+fn an_include_cycle_is_a_clear_error() {
+    let dir = Dir::new(&[
+        ("a.conf", "global_defs {\n}\ninclude b.conf\n"),
+        ("b.conf", "! b\ninclude sub/*.conf\n"),
+        ("sub/c.conf", "include ../a.conf\n"),
+    ]);
+    let e = import_file(&dir.path("a.conf")).unwrap_err();
+    let message = dir.relative(&e.to_string());
+    assert!(
+        message.starts_with("sub/c.conf:1: include cycle: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("a.conf includes ")
+            && message.contains("b.conf includes ")
+            && message.ends_with("(a file may not include itself, directly or through others)"),
+        "{message}"
+    );
+    let dir = Dir::new(&[("self.conf", "include self.conf\n")]);
+    let e = import_file(&dir.path("self.conf")).unwrap_err();
+    assert!(
+        dir.relative(&e.to_string())
+            .starts_with("self.conf:1: include cycle: ")
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_an_error() {
+    let dir = Dir::new(&[]);
+    let e = import_file(&dir.path("nope.conf")).unwrap_err();
+    assert_eq!(e.line, 0);
+    assert!(e.message.starts_with("cannot read"), "{e}");
+}
+
+#[test]
+fn definitions_are_substituted() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "$VIP=10.0.0.100
+$PORT = 8080
+$REAL=real_server ${RIP} ${PORT} { \\
+    weight 3 \\
+  }
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        $VIP/32
+    }
+    notify_master \"/bin/echo $UNDEFINED\"
+}
+virtual_server $VIP ${PORT} {
+    lb_algo wrr
+    lb_kind DR
+    $RIP=10.0.0.11
+    $REAL
+    $RIP=10.0.0.12
+    $REAL
+}
+",
+    )]);
+    let (config, imported) = dir.import("k.conf");
+    assert_eq!(
+        config.vrrp_instances["VI_1"].virtual_ipaddresses[0]
+            .address
+            .to_string(),
+        "10.0.0.100/32"
+    );
+    let vs = &config.virtual_servers[0];
+    assert_eq!(
+        (vs.vip.addr().to_string(), vs.port),
+        ("10.0.0.100".to_owned(), 8080)
+    );
+    let reals: Vec<(String, u16, u32)> = vs
+        .real_servers
+        .iter()
+        .map(|r| (r.address.to_string(), r.port, r.weight))
+        .collect();
+    assert_eq!(
+        reals,
+        [
+            ("10.0.0.11".to_owned(), 8080, 3),
+            ("10.0.0.12".to_owned(), 8080, 3)
+        ]
+    );
+    // An undefined name stays as written, and is reported.
+    assert_eq!(
+        config.vrrp_instances["VI_1"]
+            .notify
+            .master
+            .as_ref()
+            .unwrap()
+            .argv,
+        ["/bin/echo", "$UNDEFINED"]
+    );
+    assert!(has(
+        &dir.warnings(&imported),
+        "k.conf:12: $UNDEFINED is not defined"
+    ));
+}
+
+#[test]
+fn a_definition_that_uses_itself_is_an_error() {
+    let dir = Dir::new(&[("k.conf", "$A=x $A\nglobal_defs {\n router_id $A\n}\n")]);
+    let e = import_file(&dir.path("k.conf")).unwrap_err();
+    assert!(
+        dir.relative(&e.to_string())
+            .starts_with("k.conf:3: definitions expand without end"),
+        "{e}"
+    );
+}
+
+#[test]
+fn comments_in_odd_places() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "! a keepalived comment
+# a shell comment
+global_defs { # comment after a brace
+   router_id lvs#1   ! two comments on one line
+   script_user nobody#
+}# comment right after a brace
+vrrp_script chk {
+    script \"/bin/echo #not-a-comment !nor-this\"   # but this is
+}
+vrrp_instance VI_1 {   ! comment
+    interface eth0 #comment without a space
+    virtual_router_id 51
+    authentication {
+        auth_type PASS
+        auth_pass ab\\#1   # an escaped # is part of the value
+    }
+        # indented comment
+    virtual_ipaddress { # comment
+        10.0.0.100 # comment after an address
+    } ! comment
+}
+",
+    )]);
+    let (config, imported) = dir.import("k.conf");
+    assert_eq!(config.global.router_id.as_deref(), Some("lvs"));
+    assert_eq!(
+        config.vrrp_scripts["chk"].script.argv,
+        ["/bin/echo", "#not-a-comment", "!nor-this"]
+    );
+    let vi = &config.vrrp_instances["VI_1"];
+    assert_eq!(vi.authentication.as_ref().unwrap().password, "ab#1");
+    assert_eq!(vi.virtual_ipaddresses.len(), 1);
+    assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+}
+
+#[test]
+fn braces_on_their_own_lines_and_mid_line() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "vrrp_instance VI_1
+{
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress { 10.0.0.100 }
+    track_interface
+    {
+        eth1
+    }
+}
+virtual_server 10.0.0.100 80 { lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.11 80 { weight 2 }
+    real_server 10.0.0.12 80 {
+        TCP_CHECK { connect_timeout 3 } }
+    real_server 10.0.0.13 80
+    {
+    }
+}virtual_server 10.0.0.100 443{
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.11 443 { }
+}
+",
+    )]);
+    let (config, imported) = dir.import("k.conf");
+    let vi = &config.vrrp_instances["VI_1"];
+    assert_eq!(
+        vi.virtual_ipaddresses[0].address.to_string(),
+        "10.0.0.100/32"
+    );
+    assert_eq!(vi.track_interfaces, ["eth1"]);
+    let [web, tls] = config.virtual_servers.as_slice() else {
+        panic!("two virtual servers")
+    };
+    assert_eq!(web.scheduler, crate::config::Scheduler::Rr);
+    let weights: Vec<u32> = web.real_servers.iter().map(|r| r.weight).collect();
+    assert_eq!(weights, [2, 1, 1]);
+    assert_eq!(web.real_servers[1].checks[0].connect_timeout.as_secs(), 3);
+    assert_eq!(tls.port, 443);
+    assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+}
+
+#[test]
+fn unbalanced_braces_and_quotes_are_errors_with_positions() {
+    for (text, expected) in [
+        (
+            "global_defs {\n}\n}\n",
+            "k.conf:3: `}` without an open block to close",
+        ),
+        (
+            "global_defs\n\n{\n{\n",
+            "k.conf:4: `{` without a keyword before it to open",
+        ),
+        (
+            "vrrp_script x {\n  script \"/bin/true\n}\n",
+            "k.conf:2: unterminated quote: script \"/bin/true",
+        ),
+    ] {
+        let dir = Dir::new(&[("k.conf", text)]);
+        let e = import_file(&dir.path("k.conf")).unwrap_err();
+        assert_eq!(dir.relative(&e.to_string()), expected);
+    }
+}
+
+#[test]
+fn unknown_keywords_are_reported_and_commented_at_their_place() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "frobnicate_everything {
+    deeply { nested }
+}
+global_defs {
+    router_id r1
+    bogus_global yes
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    priorty 120
+}
+virtual_server 10.0.0.1 80 {
+    lb_algo rr
+    lb_kind NAT
+    wibble 3
+    real_server 10.0.0.11 8080 {
+        HTTP_GET {
+            url { path /health
+                  status_codes 200
+            }
+            wobble
+        }
+    }
+}
+",
+    )]);
+    let (_, imported) = dir.import("k.conf");
+    let warnings = dir.warnings(&imported);
+    for expected in [
+        "k.conf:1: frobnicate_everything { … }: not carried over: unknown keyword in the top level",
+        "k.conf:6: bogus_global yes: not carried over: unknown keyword in global_defs",
+        "k.conf:11: priorty 120: not carried over: unknown keyword in vrrp_instance",
+        "k.conf:16: wibble 3: not carried over: unknown keyword in virtual_server",
+        "k.conf:20: status_codes 200: not carried over: unknown keyword in url",
+        "k.conf:22: wobble: not carried over: unknown keyword in HTTP_GET",
+    ] {
+        assert!(has(&warnings, expected), "{expected}\nnot in {warnings:#?}");
+    }
+    for (line, text) in [
+        (1, "frobnicate_everything"),
+        (6, "bogus_global yes"),
+        (11, "priorty 120"),
+        (16, "wibble 3"),
+        (20, "status_codes 200"),
+        (22, "wobble"),
+    ] {
+        let comment = format!("# NOT CARRIED OVER (k.conf:{line}): {text}");
+        assert!(
+            dir.relative(&imported.yaml).contains(&comment),
+            "{comment} not in\n{}",
+            imported.yaml
+        );
+    }
+}
+
+#[test]
+fn conditional_lines_follow_keepalived_without_a_config_id() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "global_defs {\n@lvs01 router_id one\n@^lvs01 router_id other\n}\n",
+    )]);
+    let (config, imported) = dir.import("k.conf");
+    assert_eq!(config.global.router_id.as_deref(), Some("other"));
+    let warnings = dir.warnings(&imported);
+    assert!(has(&warnings, "k.conf:2: `@lvs01` line skipped"));
+    assert!(has(&warnings, "k.conf:3: `@^lvs01` line kept"));
+}
+
+fn path_of(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn the_header_names_the_source() {
+    let dir = Dir::new(&[("k.conf", INSTANCE)]);
+    let (_, imported) = dir.import("k.conf");
+    assert!(imported.yaml.starts_with(&format!(
+        "# lbd configuration imported from {} by `lbd import-keepalived`.",
+        path_of(&dir.path("k.conf"))
+    )));
+}

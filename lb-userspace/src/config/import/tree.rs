@@ -178,7 +178,12 @@ mod tests {
             .iter()
             .map(|n| match &n.block {
                 None => n.text(),
-                Some(b) => format!("{}@{}[{}]", n.text().replace(" { … }", ""), n.pos.line, shape(b)),
+                Some(b) => format!(
+                    "{}@{}[{}]",
+                    n.text().replace(" { … }", ""),
+                    n.pos.line,
+                    shape(b)
+                ),
             })
             .collect::<Vec<_>>()
             .join("; ")
@@ -186,10 +191,8 @@ mod tests {
 
     #[test]
     fn braces_on_own_lines_and_mid_line() {
-        let (nodes, warnings) = build(lines(
-            "a 1\nb\n{\nc 2 { d }\ne {\n}\n}\nf { g 3 } h 4",
-        ))
-        .unwrap();
+        let (nodes, warnings) =
+            build(lines("a 1\nb\n{\nc 2 { d }\ne {\n}\n}\nf { g 3 } h 4")).unwrap();
         assert!(warnings.is_empty());
         assert_eq!(shape(&nodes), "a 1; b@2[c 2@4[d]; e@5[]]; f@8[g 3]; h 4");
     }
@@ -197,12 +200,22 @@ mod tests {
     #[test]
     fn unbalanced_braces() {
         let e = build(lines("a {\n}\n}")).unwrap_err();
-        assert_eq!(e.to_string(), "t.conf:3: `}` without an open block to close");
+        assert_eq!(
+            e.to_string(),
+            "t.conf:3: `}` without an open block to close"
+        );
         let e = build(lines("{")).unwrap_err();
-        assert_eq!(e.to_string(), "t.conf:1: `{` without a keyword before it to open");
+        assert_eq!(
+            e.to_string(),
+            "t.conf:1: `{` without a keyword before it to open"
+        );
         let (nodes, warnings) = build(lines("a {\nb {\nc 1")).unwrap();
         assert_eq!(shape(&nodes), "a@1[b@2[c 1]]");
         assert_eq!(warnings.len(), 2);
-        assert!(warnings[0].to_string().starts_with("t.conf:2: block `b` is never closed"));
+        assert!(
+            warnings[0]
+                .to_string()
+                .starts_with("t.conf:2: block `b` is never closed")
+        );
     }
 }

@@ -28,7 +28,7 @@ fn script_block(node: &Node, ctx: &mut Ctx) -> Map {
     for child in node.children() {
         match child.keyword() {
             "script" => match script(child.args()) {
-                Some(s) => m.set("script", Value::Scalar(s)),
+                Some(s) => m.set("script", s),
                 None => {
                     let c = ctx.drop(child, "no command given");
                     m.comment(&c);
@@ -37,7 +37,14 @@ fn script_block(node: &Node, ctx: &mut Ctx) -> Map {
             "interval" => value(child, "interval", &mut m, ctx, "seconds", duration),
             "timeout" => value(child, "timeout", &mut m, ctx, "seconds", duration),
             "weight" => {
-                value(child, "weight", &mut m, ctx, "-253..253", integer(-253, 253));
+                value(
+                    child,
+                    "weight",
+                    &mut m,
+                    ctx,
+                    "-253..253",
+                    integer(-253, 253),
+                );
                 if child.arg(1) == Some("reverse") {
                     let c = ctx.drop_part(
                         child,
@@ -47,13 +54,24 @@ fn script_block(node: &Node, ctx: &mut Ctx) -> Map {
                     m.comment(&c);
                 }
             }
-            "rise" => value(child, "rise", &mut m, ctx, "a count", integer(1, i64::from(u32::MAX))),
-            "fall" => value(child, "fall", &mut m, ctx, "a count", integer(1, i64::from(u32::MAX))),
+            "rise" => value(
+                child,
+                "rise",
+                &mut m,
+                ctx,
+                "a count",
+                integer(1, i64::from(u32::MAX)),
+            ),
+            "fall" => value(
+                child,
+                "fall",
+                &mut m,
+                ctx,
+                "a count",
+                integer(1, i64::from(u32::MAX)),
+            ),
             "user" => {
-                let c = ctx.drop(
-                    child,
-                    "lbd runs every script as global.script_user",
-                );
+                let c = ctx.drop(child, "lbd runs every script as global.script_user");
                 m.comment(&c);
             }
             "init_fail" => {
@@ -76,7 +94,10 @@ pub(crate) fn vrrp_script(node: &Node, scripts: &mut Map, ctx: &mut Ctx) {
         return;
     };
     if scripts.contains(name) {
-        let c = ctx.drop(node, "a vrrp_script of this name came before (keepalived keeps one)");
+        let c = ctx.drop(
+            node,
+            "a vrrp_script of this name came before (keepalived keeps one)",
+        );
         scripts.comment(&c);
         return;
     }
@@ -135,9 +156,14 @@ pub(crate) fn instance(
                     used.interface = Some(i);
                 }
             }
-            "virtual_router_id" => {
-                value(child, "virtual_router_id", &mut m, ctx, "1-255", integer(1, 255))
-            }
+            "virtual_router_id" => value(
+                child,
+                "virtual_router_id",
+                &mut m,
+                ctx,
+                "1-255",
+                integer(1, 255),
+            ),
             "priority" => value(child, "priority", &mut m, ctx, "1-255", integer(1, 255)),
             "advert_int" => value(child, "advert_int", &mut m, ctx, "seconds", duration),
             "version" => value(child, "version", &mut m, ctx, "2 or 3", integer(2, 3)),
@@ -160,7 +186,7 @@ pub(crate) fn instance(
                 };
                 match script(child.args()) {
                     Some(s) => {
-                        notify.set(key, Value::Scalar(s));
+                        notify.set(key, s);
                         used.scripts = true;
                     }
                     None => {
@@ -184,7 +210,11 @@ pub(crate) fn instance(
     if !m.contains("version")
         && let Some(v) = defaults.version
     {
-        m.entry_with_comment("version", Value::Scalar(raw(v)), "global_defs' vrrp_version");
+        m.entry_with_comment(
+            "version",
+            Value::Scalar(raw(v)),
+            "global_defs' vrrp_version",
+        );
     }
     instances.entry(name, Value::Map(m));
     used
@@ -192,27 +222,41 @@ pub(crate) fn instance(
 
 fn instance_why(kw: &str) -> Option<&'static str> {
     Some(match kw {
-        "garp_master_delay" | "garp_master_repeat" | "garp_master_refresh"
-        | "garp_master_refresh_repeat" | "garp_lower_prio_delay" | "garp_lower_prio_repeat"
-        | "garp_interval" | "gna_interval" | "lower_prio_no_advert" | "higher_prio_send_advert" => {
+        "garp_master_delay"
+        | "garp_master_repeat"
+        | "garp_master_refresh"
+        | "garp_master_refresh_repeat"
+        | "garp_lower_prio_delay"
+        | "garp_lower_prio_repeat"
+        | "garp_interval"
+        | "gna_interval"
+        | "lower_prio_no_advert"
+        | "higher_prio_send_advert" => {
             "lbd sends its gratuitous ARPs / neighbour advertisements on its own schedule"
         }
         "use_vmac" | "vmac_xmit_base" => "lbd has no VRRP virtual MAC interfaces",
         "mcast_src_ip" => "lbd sends adverts from the interface's primary address",
-        "dont_track_primary" | "track_primary" => {
-            "lbd always tracks the instance's own interface"
-        }
+        "dont_track_primary" | "track_primary" => "lbd always tracks the instance's own interface",
         "virtual_routes" | "virtual_rules" => "lbd adds no routes or rules on state changes",
         "track_file" | "track_process" | "track_bfd" => {
             "lbd tracks scripts and interfaces only: use a vrrp_script"
         }
         "smtp_alert" => "lbd sends no mail: use notify scripts",
-        "strict_mode" | "accept" | "no_accept" | "skip_check_adv_addr" | "check_unicast_src"
-        | "unicast_ttl" | "unicast_fault_no_peer" | "old_unicast_checksum" | "native_ipv6"
-        | "debug" | "kernel_rx_buf_size" | "notify_master_rx_lower_pri" | "notify_deleted"
-        | "notify_priority_changes" | "version_check" => {
-            "a keepalived VRRP option without an lbd counterpart"
-        }
+        "strict_mode"
+        | "accept"
+        | "no_accept"
+        | "skip_check_adv_addr"
+        | "check_unicast_src"
+        | "unicast_ttl"
+        | "unicast_fault_no_peer"
+        | "old_unicast_checksum"
+        | "native_ipv6"
+        | "debug"
+        | "kernel_rx_buf_size"
+        | "notify_master_rx_lower_pri"
+        | "notify_deleted"
+        | "notify_priority_changes"
+        | "version_check" => "a keepalived VRRP option without an lbd counterpart",
         "lvs_sync_daemon_interface" => "lbd does not sync connections between directors",
         _ => return None,
     })
@@ -300,7 +344,10 @@ fn vips(node: &Node, m: &mut Map, ctx: &mut Ctx) {
                 ("dev", Some(d)) => fields.push(("dev".to_owned(), str(d))),
                 ("label", Some(l)) => fields.push(("label".to_owned(), quote(l))),
                 ("scope", Some("global")) => {}
-                ("brd" | "broadcast" | "scope" | "peer" | "preferred_lft" | "track_group", Some(v)) => {
+                (
+                    "brd" | "broadcast" | "scope" | "peer" | "preferred_lft" | "track_group",
+                    Some(v),
+                ) => {
                     let c = ctx.drop_part(
                         entry,
                         &format!("{opt} {v}"),
@@ -347,7 +394,12 @@ fn unicast_peers(node: &Node, m: &mut Map, ctx: &mut Ctx) {
         if entry.arg(0).is_some() {
             let c = ctx.drop_part(
                 entry,
-                &entry.args().iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
+                &entry
+                    .args()
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 "lbd checks the TTL of every advert (255) and has no per-peer limits",
             );
             m.comment(&c);
@@ -372,7 +424,9 @@ fn track_scripts(node: &Node, script_names: &BTreeSet<String>, m: &mut Map, ctx:
         let args: Vec<&str> = entry.args().iter().map(|w| w.text.as_str()).collect();
         match args.as_slice() {
             [] => {}
-            ["weight", w, rest @ ..] if w.parse::<i64>().is_ok_and(|w| (-253..=253).contains(&w)) => {
+            ["weight", w, rest @ ..]
+                if w.parse::<i64>().is_ok_and(|w| (-253..=253).contains(&w)) =>
+            {
                 weight = Some((*w).to_owned());
                 if !rest.is_empty() {
                     let c = ctx.drop_part(
@@ -417,7 +471,12 @@ fn track_interfaces(node: &Node, m: &mut Map, ctx: &mut Ctx) {
         if entry.arg(0).is_some() {
             let c = ctx.drop_part(
                 entry,
-                &entry.args().iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
+                &entry
+                    .args()
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 "lbd puts the instance in FAULT while a tracked interface is down (no weights)",
             );
             m.comment(&c);
@@ -447,11 +506,8 @@ pub(crate) fn sync_group(
                         if instance_names.contains(&word.text) {
                             members.push(str(&word.text));
                         } else {
-                            let c = ctx.drop_part(
-                                entry,
-                                &word.text,
-                                "no vrrp_instance of this name",
-                            );
+                            let c =
+                                ctx.drop_part(entry, &word.text, "no vrrp_instance of this name");
                             m.comment(&c);
                         }
                     }
@@ -460,13 +516,13 @@ pub(crate) fn sync_group(
             kw => {
                 let why = match kw {
                     "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
-                    | "notify" => "lbd runs notify scripts per instance: put it in the member instances",
+                    | "notify" => {
+                        "lbd runs notify scripts per instance: put it in the member instances"
+                    }
                     "smtp_alert" => "lbd sends no mail",
                     "track_script" | "track_interface" | "track_file" | "track_process"
                     | "track_bfd" => "lbd tracks per instance: put it in the member instances",
-                    "global_tracking" | "sync_group_tracking_weight" => {
-                        "lbd tracks per instance"
-                    }
+                    "global_tracking" | "sync_group_tracking_weight" => "lbd tracks per instance",
                     _ => "",
                 };
                 let c = if why.is_empty() {

@@ -78,7 +78,9 @@ impl Map {
     /// Replaces or adds `key`.
     pub(crate) fn set(&mut self, key: &str, value: Value) {
         for line in &mut self.lines {
-            if let MapLine::Entry { key: k, value: v, .. } = line
+            if let MapLine::Entry {
+                key: k, value: v, ..
+            } = line
                 && k == key
             {
                 *v = value;
