@@ -7,5 +7,6 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod neighbor;
+pub mod realserver;
 pub mod runner;
 pub mod state;
