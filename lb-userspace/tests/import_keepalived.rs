@@ -177,6 +177,22 @@ fn seed001_load_balancing_pair() {
     }
 }
 
+/// seed 001, section 2.2.5's template: `...` in place of real server
+/// settings is reported as unknown, the rest carries over.
+#[test]
+fn seed001_template() {
+    let (c, stderr) = import("seed001-template");
+    let vs = &c.virtual_servers[0];
+    assert_eq!(
+        (vs.port, vs.scheduler, vs.method, vs.delay_loop),
+        (1358, Scheduler::Rr, Method::Nat, secs(6))
+    );
+    assert_eq!(vs.real_servers.len(), 2);
+    assert!(stderr.contains(
+        "seed001-template.conf:8: ...: not carried over: unknown keyword in real_server"
+    ));
+}
+
 /// seed 001, section 2.3.3: global_defs with mail settings (not carried
 /// over), a vrrp_script tracked by the instance.
 #[test]
@@ -303,7 +319,7 @@ fn every_fixture_is_covered() {
         .filter(|n| n.starts_with("seed") && n.ends_with(".conf"))
         .collect();
     names.sort();
-    assert_eq!(names.len(), 14, "{names:?}: add a test for new fixtures");
+    assert_eq!(names.len(), 15, "{names:?}: add a test for new fixtures");
 }
 
 #[test]

@@ -150,6 +150,12 @@ impl Lexer {
         let Some(text) = self.conditional(text, pos) else {
             return Ok(());
         };
+        if text.starts_with("~SEQ") {
+            self.warnings.push(pos.diagnostic(format!(
+                "keepalived's ~SEQ line generator is not supported: line skipped, write its lines out: {text}"
+            )));
+            return Ok(());
+        }
         if let Some((name, value)) = definition(&text) {
             self.definitions.insert(name.clone(), value);
             if continued {

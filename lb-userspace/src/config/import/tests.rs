@@ -440,3 +440,16 @@ fn the_header_names_the_source() {
         path_of(&dir.path("k.conf"))
     )));
 }
+
+#[test]
+fn seq_generators_are_reported_not_expanded() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "~SEQ(i, 1, 3) real_server 10.0.0.$i 80\nglobal_defs {\n}\n",
+    )]);
+    let (_, imported) = dir.import("k.conf");
+    assert!(has(
+        &dir.warnings(&imported),
+        "k.conf:1: keepalived's ~SEQ line generator is not supported"
+    ));
+}

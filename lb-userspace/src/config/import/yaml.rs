@@ -263,6 +263,8 @@ fn inline(value: &Value) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
+        // Only comments: `key:` (null) with the comments below it.
+        Value::Map(m) if !m.has_entries() && !m.is_empty() => Some(String::new()),
         Value::Map(m) if !m.has_entries() => Some("{}".to_owned()),
         Value::List(l) if l.items() == 0 => Some("[]".to_owned()),
         _ => None,
@@ -282,8 +284,13 @@ fn render_map(map: &Map, indent: usize, out: &mut Vec<String>) {
                 match inline(value) {
                     Some(v) => {
                         // An empty block that only holds comments still
-                        // shows them, below its `{}` / `[]`.
-                        out.push(format!("{}{key}: {v}{}", pad(indent), trailing(comment)));
+                        // shows them, below its `key:` / `[]`.
+                        let sep = if v.is_empty() { "" } else { " " };
+                        out.push(format!(
+                            "{}{key}:{sep}{v}{}",
+                            pad(indent),
+                            trailing(comment)
+                        ));
                         match value {
                             Value::Map(m) if !m.is_empty() => render_map(m, indent + 2, out),
                             Value::List(l) if !l.is_empty() => render_list(l, indent + 2, out),
