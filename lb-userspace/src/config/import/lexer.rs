@@ -58,6 +58,9 @@ pub(crate) struct Line {
 
 /// How deep `$NAME` expansions may nest before we call it a loop.
 const MAX_EXPANSIONS: usize = 64;
+/// keepalived reads lines into a fixed buffer; this bound keeps definitions
+/// that double at every level from filling the memory.
+const MAX_LINE: usize = 64 * 1024;
 
 /// Reads `path` and everything it includes.
 pub(crate) fn read(path: &Path) -> Result<(Vec<Line>, Vec<Diagnostic>), Diagnostic> {
@@ -220,6 +223,12 @@ impl Lexer {
         let mut current = text.to_owned();
         for _ in 0..MAX_EXPANSIONS {
             match self.expand_once(&current) {
+                Some(next) if next.len() > MAX_LINE => {
+                    return Err(pos.diagnostic(format!(
+                        "line longer than {} KiB once definitions are substituted",
+                        MAX_LINE / 1024
+                    )));
+                }
                 Some(next) => current = next,
                 None => return Ok(current),
             }

@@ -453,3 +453,94 @@ fn seq_generators_are_reported_not_expanded() {
         "k.conf:1: keepalived's ~SEQ line generator is not supported"
     ));
 }
+
+#[test]
+fn runaway_input_is_an_error_not_a_crash() {
+    let deep = "a {\n".repeat(100_000);
+    let dir = Dir::new(&[
+        ("deep.conf", deep.as_str()),
+        (
+            "double.conf",
+            "$A=xx\n$B=$A$A\n$C=$B$B\n$D=$C$C\n$E=$D$D\n$F=$E$E\n$G=$F$F\n$H=$G$G\n$I=$H$H\n\
+             $J=$I$I\n$K=$J$J\n$L=$K$K\n$M=$L$L\n$N=$M$M\n$O=$N$N\n$P=$O$O\nrouter_id $P\n",
+        ),
+    ]);
+    let e = import_file(&dir.path("deep.conf")).unwrap_err();
+    assert!(e.message.contains("nested more than 64 deep"), "{e}");
+    let e = import_file(&dir.path("double.conf")).unwrap_err();
+    assert!(e.message.contains("line longer than 64 KiB"), "{e}");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::Dir;
+    use crate::config::import::import_file;
+
+    /// Text made of keepalived's own pieces, so that the parser gets far.
+    fn keepalivedish() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "{",
+            "}",
+            "\n",
+            " ",
+            "\"",
+            "!",
+            "#",
+            "\\",
+            "$X",
+            "${X}",
+            "$X=1",
+            "@a ",
+            "include ",
+            "*.conf",
+            "global_defs",
+            "vrrp_instance",
+            "virtual_server",
+            "real_server",
+            "TCP_CHECK",
+            "HTTP_GET",
+            "url",
+            "path",
+            "status_code",
+            "virtual_server_group",
+            "10.0.0.1",
+            "80",
+            "10.0.0.1-9",
+            "fwmark",
+            "group",
+            "lb_kind",
+            "DR",
+            "weight",
+            "virtual_ipaddress",
+            "track_script",
+            "interface",
+            "eth0",
+            "~SEQ",
+            "é",
+            "\t",
+        ]);
+        prop::collection::vec(piece, 0..200).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever the input, the importer returns a result: YAML that
+        /// lbd's parser reads (valid or with errors it reports), or a
+        /// syntax error with a position; it never panics.
+        #[test]
+        fn never_panics_and_its_yaml_parses(text in keepalivedish()) {
+            let dir = Dir::new(&[("k.conf", text.as_str())]);
+            match import_file(&dir.path("k.conf")) {
+                Ok(imported) => {
+                    // Validation may fail (missing fields), but the text
+                    // is always YAML.
+                    let generic = serde_saphyr::from_str::<serde_json::Value>(&imported.yaml);
+                    prop_assert!(generic.is_ok(), "{generic:?}\n{}", imported.yaml);
+                }
+                Err(e) => prop_assert!(e.line > 0 || e.message.starts_with("cannot read"), "{e}"),
+            }
+        }
+    }
+}

@@ -60,6 +60,11 @@ impl Node {
     }
 }
 
+/// keepalived nests four levels deep at most (virtual_server, real_server,
+/// checker, url); far deeper input is a mistake, and a bound keeps the
+/// recursive walks over the tree safe.
+const MAX_DEPTH: usize = 64;
+
 /// Builds the statement tree. An unmatched `}` or a `{` with nothing to
 /// open is an error; blocks still open at the end of the input are closed
 /// there with a warning (keepalived accepts such a file too).
@@ -101,6 +106,11 @@ pub(crate) fn build(lines: Vec<Line>) -> Result<(Vec<Node>, Vec<Diagnostic>), Di
                             }
                         }
                     };
+                    if stack.len() > MAX_DEPTH {
+                        return Err(line
+                            .pos
+                            .diagnostic(format!("blocks nested more than {MAX_DEPTH} deep")));
+                    }
                     stack.push((Some(owner), Vec::new()));
                 }
                 Tok::Close => {
