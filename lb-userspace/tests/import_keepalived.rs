@@ -306,6 +306,11 @@ fn seed002_nginx_and_excerpt() {
         "192.168.1.250/32"
     );
     assert!(stderr.contains("seed002-nginx.conf:11: block `vrrp_instance VI_1` is never closed"));
+    // The article's text has non-breaking spaces for indentation.
+    assert!(
+        stderr.contains("seed002-nginx.conf:4: non-breaking spaces (U+00A0) on 15 line(s)"),
+        "{stderr}"
+    );
     let (_, stderr) = import("seed002-excerpt");
     assert!(stderr.contains("block `global_defs` is never closed"));
 }
@@ -538,18 +543,19 @@ fn every_mapped_option() {
     assert!(v6.real_servers[0].checks[0].alpha);
     let defaults = &c.virtual_servers[6];
     assert_eq!(
-        (defaults.scheduler, defaults.method),
-        (Scheduler::Wlc, Method::Nat),
+        (defaults.scheduler, defaults.method, defaults.protocol),
+        (Scheduler::Wlc, Method::Nat, Protocol::Udp),
         "keepalived's defaults"
     );
+    assert!(stderr.contains("virtual_server without `protocol`: keepalived defaults it to UDP"));
 
     for dropped in [
         "options.conf:9: vrrp_garp_master_delay 5: not carried over",
         "options.conf:56: use_vmac: not carried over",
         "options.conf:95: fwmark 7: not carried over",
         "options.conf:124: regex \"^ok\": not carried over",
-        "options.conf:209: virtual_server fwmark 1 { … }: not carried over",
-        "options.conf:216: FILE_CHECK { … }: not carried over",
+        "options.conf:211: virtual_server fwmark 1 { … }: not carried over",
+        "options.conf:218: FILE_CHECK { … }: not carried over",
     ] {
         assert!(
             stderr.contains(dropped),

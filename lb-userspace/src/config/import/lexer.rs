@@ -120,12 +120,26 @@ impl Lexer {
         self.stack.push((canonical, display.to_owned()));
         let file: Rc<str> = Rc::from(display);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut nbsp_lines: Vec<usize> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let pos = Pos {
                 file: file.clone(),
                 line: i + 1,
             };
+            if raw.contains('\u{a0}') {
+                nbsp_lines.push(pos.line);
+            }
             self.physical_line(raw, &pos, &dir)?;
+        }
+        // Text copied from a web page: read as blanks (the evident intent),
+        // but keepalived itself would take them for part of a word.
+        if let Some(&first) = nbsp_lines.first() {
+            let pos = Pos { file, line: first };
+            self.warnings.push(pos.diagnostic(format!(
+                "non-breaking spaces (U+00A0) on {} line(s), the first here: read as blanks, \
+                 but keepalived reads them as part of a word and rejects those lines (copied from a web page?)",
+                nbsp_lines.len()
+            )));
         }
         self.stack.pop();
         Ok(())

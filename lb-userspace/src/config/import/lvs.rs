@@ -183,6 +183,19 @@ impl VirtualServer {
                 _ => {}
             }
         }
+        if !head.contains("protocol") && !sctp {
+            // The kernel's default for a service without one; keepalived
+            // says so and sets it.
+            head.entry_with_comment(
+                "protocol",
+                Value::Scalar("UDP".into()),
+                "keepalived's default when none is set (the kernel's)",
+            );
+            ctx.warn(
+                node,
+                "virtual_server without `protocol`: keepalived defaults it to UDP, so does the import (write `protocol TCP` if TCP was meant)",
+            );
+        }
         if scheduler.is_none() {
             head.entry_with_comment(
                 "scheduler",
