@@ -14,6 +14,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
+    ("keepalived", "keepalived"),
 ];
 
 fn quiet(cmd: &mut Command) -> bool {

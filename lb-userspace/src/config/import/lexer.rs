@@ -187,10 +187,22 @@ impl Lexer {
             if toks.is_empty() {
                 continue;
             }
-            if let [Tok::Word { text: kw, .. }, Tok::Word { text: pattern, .. }] = toks.as_slice()
+            if let [
+                Tok::Word { text: kw, .. },
+                Tok::Word {
+                    text: pattern,
+                    quoted,
+                },
+            ] = toks.as_slice()
                 && kw == "include"
             {
-                self.include(pattern, pos, dir)?;
+                if *quoted {
+                    // keepalived keeps the quotes as part of the name
+                    // (and then finds no such file); so does the import.
+                    self.include(&format!("\"{pattern}\""), pos, dir)?;
+                } else {
+                    self.include(pattern, pos, dir)?;
+                }
                 continue;
             }
             self.warn_undefined(&toks, pos);
@@ -260,8 +272,12 @@ impl Lexer {
         while let Some(i) = rest.find('$') {
             out.push_str(&rest[..i]);
             let after = &rest[i + 1..];
-            if let Some((name, len)) = reference(after)
+            if let Some((name, len, braced)) = reference(after)
+                && substitutable(&after[len..], braced)
                 && let Some(value) = self.definitions.get(name)
+                // A multi-line value only where its lines can follow: at
+                // the end of the line.
+                && (!value.contains('\n') || after[len..].trim().is_empty())
             {
                 out.push_str(value);
                 rest = &after[len..];
@@ -275,6 +291,8 @@ impl Lexer {
         changed.then_some(out)
     }
 
+    /// Reports the `$NAME`s left in a line: undefined, or where keepalived
+    /// does not substitute them.
     fn warn_undefined(&mut self, toks: &[Tok], pos: &Pos) {
         for tok in toks {
             let Tok::Word { text, .. } = tok else {
@@ -283,14 +301,22 @@ impl Lexer {
             let mut rest = text.as_str();
             while let Some(i) = rest.find('$') {
                 let after = &rest[i + 1..];
-                if let Some((name, len)) = reference(after) {
-                    self.warnings.push(pos.diagnostic(format!(
-                        "${name} is not defined (no `${name}=...` line before it); kept as written"
-                    )));
-                    rest = &after[len..];
-                } else {
+                let Some((name, len, _)) = reference(after) else {
                     rest = after;
-                }
+                    continue;
+                };
+                let message = if self.definitions.contains_key(name) {
+                    format!(
+                        "${name} is not substituted here: keepalived substitutes `$NAME` only before a blank, \
+                         `,`, `)` or the end of the line (a multi-line one only at the end): write `${{{name}}}`"
+                    )
+                } else {
+                    format!(
+                        "${name} is not defined (no `${name}=...` line before it); kept as written"
+                    )
+                };
+                self.warnings.push(pos.diagnostic(message));
+                rest = &after[len..];
             }
         }
     }
@@ -325,9 +351,9 @@ impl Lexer {
     }
 }
 
-/// `NAME` or `{NAME}` at the start of `s` (just after a `$`): the name and
-/// how many bytes the reference takes.
-fn reference(s: &str) -> Option<(&str, usize)> {
+/// `NAME` or `{NAME}` at the start of `s` (just after a `$`): the name,
+/// how many bytes the reference takes, and whether it is braced.
+fn reference(s: &str) -> Option<(&str, usize, bool)> {
     let (braced, body) = match s.strip_prefix('{') {
         Some(b) => (true, b),
         None => (false, s),
@@ -341,13 +367,22 @@ fn reference(s: &str) -> Option<(&str, usize)> {
         .unwrap_or(body.len());
     let name = &body[..len];
     if braced {
-        body[len..].starts_with('}').then_some((name, len + 2))
+        body[len..]
+            .starts_with('}')
+            .then_some((name, len + 2, true))
     } else {
-        Some((name, len))
+        Some((name, len, false))
     }
 }
 
-/// `$NAME=value` (spaces allowed before `=`).
+/// keepalived substitutes `${NAME}` anywhere, `$NAME` only before a blank,
+/// `,`, `)` or the end of the line (parser.c, find_definition).
+fn substitutable(after: &str, braced: bool) -> bool {
+    braced || after.is_empty() || after.starts_with([' ', '\t', ',', ')'])
+}
+
+/// `$NAME=value`: nothing between the name and `=` (keepalived reads
+/// `$NAME = value` as an ordinary line).
 fn definition(text: &str) -> Option<(String, String)> {
     let rest = text.strip_prefix('$')?;
     let first = rest.chars().next()?;
@@ -357,7 +392,7 @@ fn definition(text: &str) -> Option<(String, String)> {
     let len = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(rest.len());
-    let value = rest[len..].trim_start().strip_prefix('=')?;
+    let value = rest[len..].strip_prefix('=')?;
     Some((rest[..len].to_owned(), value.trim().to_owned()))
 }
 
@@ -492,13 +527,25 @@ mod tests {
 
     #[test]
     fn references() {
-        assert_eq!(reference("VIP rest"), Some(("VIP", 3)));
-        assert_eq!(reference("{VIP}x"), Some(("VIP", 5)));
+        assert_eq!(reference("VIP rest"), Some(("VIP", 3, false)));
+        assert_eq!(reference("{VIP}x"), Some(("VIP", 5, true)));
         assert_eq!(reference("{VIP"), None);
         assert_eq!(reference("1x"), None);
+        assert!(substitutable(" rest", false) && substitutable("", false));
+        assert!(substitutable(",", false) && substitutable(")", false));
+        assert!(!substitutable("/32", false) && substitutable("/32", true));
         assert_eq!(
-            definition("$VIP = 10.0.0.1 "),
+            definition("$VIP=10.0.0.1 "),
             Some(("VIP".into(), "10.0.0.1".into()))
+        );
+        assert_eq!(
+            definition("$VIP= 10.0.0.1"),
+            Some(("VIP".into(), "10.0.0.1".into()))
+        );
+        assert_eq!(
+            definition("$VIP = 10.0.0.1"),
+            None,
+            "keepalived allows no blank before ="
         );
         assert_eq!(definition("$VIP 10.0.0.1"), None);
     }

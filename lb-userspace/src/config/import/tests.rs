@@ -72,33 +72,20 @@ const INSTANCE: &str = "vrrp_instance VI_1 {
 }
 ";
 
+/// tests/data/keepalived/grammar/NAME.
+fn grammar(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/keepalived/grammar")
+        .join(name)
+}
+
 #[test]
 fn includes_follow_globs_relative_to_the_including_file() {
-    let dir = Dir::new(&[
-        (
-            "etc/keepalived.conf",
-            "global_defs {\n  router_id main\n}\ninclude conf.d/*.conf\ninclude \"extra dir/vs.conf\"\n",
-        ),
-        ("etc/conf.d/10-vrrp.conf", INSTANCE),
-        (
-            "etc/conf.d/20-scripts.conf",
-            "vrrp_script chk {\n  script \"/bin/true\"\n}\n",
-        ),
-        (
-            "etc/conf.d/not-included.txt",
-            "this is no keepalived syntax {{{",
-        ),
-        (
-            "etc/extra dir/vs.conf",
-            "virtual_server 10.0.0.100 80 {\n  lb_algo rr\n  lb_kind DR\n  include reals/*.inc\n}\n",
-        ),
-        (
-            "etc/extra dir/reals/a.inc",
-            "real_server 10.0.0.11 80 {\n  frobnicate\n}\n",
-        ),
-        ("etc/extra dir/reals/b.inc", "real_server 10.0.0.12 80\n"),
-    ]);
-    let (config, imported) = dir.import("etc/keepalived.conf");
+    // includes/keepalived.conf: `include conf.d/*.conf` and `include
+    // extra?dir/vs.conf` (`?` matches the blank), which includes
+    // `reals/*.inc` from its own directory inside its virtual_server block.
+    let imported = import_file(&grammar("includes/keepalived.conf")).unwrap();
+    let config = config::parse_str(&imported.yaml, "imported").unwrap();
     assert_eq!(config.global.router_id.as_deref(), Some("main"));
     assert!(config.vrrp_instances.contains_key("VI_1"));
     assert!(config.vrrp_scripts.contains_key("chk"));
@@ -113,11 +100,16 @@ fn includes_follow_globs_relative_to_the_including_file() {
         "included in sorted order"
     );
     // Positions name the included file and its own line.
-    let warnings = dir.warnings(&imported);
+    let base = format!("{}/", grammar("includes").display());
+    let warnings: Vec<String> = imported
+        .warnings
+        .iter()
+        .map(|w| w.to_string().replace(&base, ""))
+        .collect();
     assert!(
         has(
             &warnings,
-            "etc/extra dir/reals/a.inc:2: frobnicate: not carried over: unknown keyword in real_server"
+            "extra dir/reals/a.inc:2: frobnicate: not carried over: unknown keyword in real_server"
         ),
         "{warnings:#?}"
     );
@@ -125,12 +117,22 @@ fn includes_follow_globs_relative_to_the_including_file() {
 
 #[test]
 fn an_include_that_matches_nothing_is_reported() {
-    let dir = Dir::new(&[("k.conf", "include missing/*.conf\n")]);
-    let (_, imported) = dir.import("k.conf");
+    let dir = Dir::new(&[
+        ("k.conf", "include missing/*.conf\ninclude \"a b.conf\"\n"),
+        ("a b.conf", "global_defs {\n router_id quoted\n}\n"),
+    ]);
+    let (config, imported) = dir.import("k.conf");
+    let warnings = dir.warnings(&imported);
     assert!(has(
-        &dir.warnings(&imported),
+        &warnings,
         "k.conf:1: include missing/*.conf: no file matches"
     ));
+    // keepalived keeps the quotes as part of the path, and finds nothing.
+    assert!(
+        has(&warnings, "k.conf:2: include \"a b.conf\": no file matches"),
+        "{warnings:#?}"
+    );
+    assert_eq!(config.global.router_id, None);
 }
 
 #[test]
@@ -172,28 +174,7 @@ fn an_unreadable_file_is_an_error() {
 fn definitions_are_substituted() {
     let dir = Dir::new(&[(
         "k.conf",
-        "$VIP=10.0.0.100
-$PORT = 8080
-$REAL=real_server ${RIP} ${PORT} { \\
-    weight 3 \\
-  }
-vrrp_instance VI_1 {
-    interface eth0
-    virtual_router_id 51
-    virtual_ipaddress {
-        $VIP/32
-    }
-    notify_master \"/bin/echo $UNDEFINED\"
-}
-virtual_server $VIP ${PORT} {
-    lb_algo wrr
-    lb_kind DR
-    $RIP=10.0.0.11
-    $REAL
-    $RIP=10.0.0.12
-    $REAL
-}
-",
+        include_str!("../../../tests/data/keepalived/grammar/definitions.conf"),
     )]);
     let (config, imported) = dir.import("k.conf");
     assert_eq!(
@@ -250,28 +231,7 @@ fn a_definition_that_uses_itself_is_an_error() {
 fn comments_in_odd_places() {
     let dir = Dir::new(&[(
         "k.conf",
-        "! a keepalived comment
-# a shell comment
-global_defs { # comment after a brace
-   router_id lvs#1   ! two comments on one line
-   script_user nobody#
-}# comment right after a brace
-vrrp_script chk {
-    script \"/bin/echo #not-a-comment !nor-this\"   # but this is
-}
-vrrp_instance VI_1 {   ! comment
-    interface eth0 #comment without a space
-    virtual_router_id 51
-    authentication {
-        auth_type PASS
-        auth_pass ab\\#1   # an escaped # is part of the value
-    }
-        # indented comment
-    virtual_ipaddress { # comment
-        10.0.0.100 # comment after an address
-    } ! comment
-}
-",
+        include_str!("../../../tests/data/keepalived/grammar/comments.conf"),
     )]);
     let (config, imported) = dir.import("k.conf");
     assert_eq!(config.global.router_id.as_deref(), Some("lvs"));
@@ -289,30 +249,7 @@ vrrp_instance VI_1 {   ! comment
 fn braces_on_their_own_lines_and_mid_line() {
     let dir = Dir::new(&[(
         "k.conf",
-        "vrrp_instance VI_1
-{
-    interface eth0
-    virtual_router_id 51
-    virtual_ipaddress { 10.0.0.100 }
-    track_interface
-    {
-        eth1
-    }
-}
-virtual_server 10.0.0.100 80 { lb_algo rr
-    lb_kind DR
-    real_server 10.0.0.11 80 { weight 2 }
-    real_server 10.0.0.12 80 {
-        TCP_CHECK { connect_timeout 3 } }
-    real_server 10.0.0.13 80
-    {
-    }
-}virtual_server 10.0.0.100 443{
-    lb_algo rr
-    lb_kind DR
-    real_server 10.0.0.11 443 { }
-}
-",
+        include_str!("../../../tests/data/keepalived/grammar/braces.conf"),
     )]);
     let (config, imported) = dir.import("k.conf");
     let vi = &config.vrrp_instances["VI_1"];
@@ -461,8 +398,8 @@ fn runaway_input_is_an_error_not_a_crash() {
         ("deep.conf", deep.as_str()),
         (
             "double.conf",
-            "$A=xx\n$B=$A$A\n$C=$B$B\n$D=$C$C\n$E=$D$D\n$F=$E$E\n$G=$F$F\n$H=$G$G\n$I=$H$H\n\
-             $J=$I$I\n$K=$J$J\n$L=$K$K\n$M=$L$L\n$N=$M$M\n$O=$N$N\n$P=$O$O\nrouter_id $P\n",
+            "$A=xx\n$B=${A}${A}\n$C=${B}${B}\n$D=${C}${C}\n$E=${D}${D}\n$F=${E}${E}\n$G=${F}${F}\n$H=${G}${G}\n$I=${H}${H}\n\
+             $J=${I}${I}\n$K=${J}${J}\n$L=${K}${K}\n$M=${L}${L}\n$N=${M}${M}\n$O=${N}${N}\n$P=${O}${O}\nrouter_id $P\n",
         ),
     ]);
     let e = import_file(&dir.path("deep.conf")).unwrap_err();
@@ -543,4 +480,34 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn definitions_follow_keepalived_where_it_is_strict() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "$VIP=10.0.0.100\n$PORT = 80\n$M=a \\\n  b\nglobal_defs {\n    router_id $VIP/32\n    x $M y\n}\n",
+    )]);
+    let (config, imported) = dir.import("k.conf");
+    // `$VIP/32`: keepalived substitutes `$NAME` only before a blank, `,`,
+    // `)` or the end of the line.
+    assert_eq!(config.global.router_id.as_deref(), Some("$VIP/32"));
+    let warnings = dir.warnings(&imported);
+    assert!(
+        has(&warnings, "k.conf:6: $VIP is not substituted here"),
+        "{warnings:#?}"
+    );
+    // `$PORT = 80` is no definition for keepalived: an unknown keyword.
+    assert!(
+        has(
+            &warnings,
+            "k.conf:2: $PORT = 80: not carried over: unknown keyword"
+        ),
+        "{warnings:#?}"
+    );
+    // A multi-line value in mid-line is not substituted either.
+    assert!(
+        has(&warnings, "k.conf:7: $M is not substituted here"),
+        "{warnings:#?}"
+    );
 }
