@@ -53,6 +53,15 @@ pub enum Method {
     Tun,
 }
 
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Dr => "DR",
+            Method::Tun => "TUN",
+        })
+    }
+}
+
 /// Where the state file and decap pins live (tests use their own).
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -136,7 +145,7 @@ pub fn setup(
         && state.vips[i].method != method
     {
         bail!(
-            "{vip} is set up for {:?} already: `lbctl realserver teardown --vip {vip}` first",
+            "{vip} is set up for {} already: `lbctl realserver teardown --vip {vip}` first",
             state.vips[i].method
         );
     }

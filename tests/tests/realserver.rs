@@ -273,3 +273,65 @@ fn tun_reals_set_up_by_the_command_serve_traffic() {
         assert_eq!(xdp_prog_on(&real.ns, "eth0"), None);
     }
 }
+
+/// Runs `lbctl realserver ARGS` in `ns`, expecting it to fail; its stderr.
+fn realserver_fails(ns: &Netns, dirs: &Dirs, args: &[&str]) -> String {
+    let lbctl = workspace_bin("lbctl").expect("lbctl built");
+    let mut cmd: Vec<String> = vec![lbctl.display().to_string(), "realserver".into()];
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    cmd.extend(dirs.args());
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = ns.command(&cmd).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{cmd:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn conflicting_setups_are_refused_and_change_nothing() {
+    assert!(lb_tests::have_root(), "needs root (namespaces, sysctls)");
+    let ns = Netns::new("rs-conflict").unwrap();
+    let dirs = Dirs::new(&ns);
+    let err = realserver_fails(
+        &ns,
+        &dirs,
+        &["setup", "--vip", "10.77.0.100", "--interface", "lo"],
+    );
+    assert!(err.contains("--interface is for TUN only"), "{err}");
+    assert!(
+        !lo_addrs(&ns).contains(&"10.77.0.100/32".to_owned()),
+        "refused before any change"
+    );
+
+    realserver(&ns, &dirs, &["setup", "--vip", "10.77.0.100"]);
+    let err = realserver_fails(
+        &ns,
+        &dirs,
+        &["setup", "--vip", "10.77.0.100", "--method", "TUN"],
+    );
+    assert!(err.contains("set up for DR already"), "{err}");
+    realserver(&ns, &dirs, &["teardown", "--vip", "10.77.0.100"]);
+    assert_eq!(arp(&ns), ["0", "0", "0", "0"]);
+}
+
+#[test]
+fn tun_without_interface_uses_the_default_route_interface() {
+    assert!(lb_tests::have_root(), "needs root (namespaces, XDP)");
+    let ns = Netns::new("rs-route").unwrap();
+    let dirs = Dirs::new(&ns);
+    ns.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"])
+        .unwrap();
+    ns.link_up("up0").unwrap();
+    ns.link_up("up1").unwrap();
+    ns.add_addr("up0", "10.99.0.2/24").unwrap();
+    ns.ip(&["route", "add", "default", "via", "10.99.0.1"])
+        .unwrap();
+    let out = realserver(
+        &ns,
+        &dirs,
+        &["setup", "--vip", "10.77.0.100", "--method", "tun"],
+    );
+    assert!(out.contains("decap on up0 now takes 10.77.0.100"), "{out}");
+    assert!(xdp_prog_on(&ns, "up0").is_some());
+    realserver(&ns, &dirs, &["teardown", "--vip", "10.77.0.100"]);
+    assert_eq!(xdp_prog_on(&ns, "up0"), None);
+}
