@@ -104,10 +104,10 @@ pub(crate) fn document(nodes: &[Node], source: &str, ctx: &mut Ctx) -> Map {
                 if used.scripts {
                     uses_scripts.get_or_insert(node.pos.clone());
                 }
-                if let Some(ifname) = used.interface
-                    && !interfaces.contains(&ifname)
-                {
-                    interfaces.push(ifname);
+                for ifname in used.interfaces {
+                    if !interfaces.contains(&ifname) {
+                        interfaces.push(ifname);
+                    }
                 }
             }
             "vrrp_sync_group" => vrrp::sync_group(node, &instance_names, &mut sync_groups, ctx),
@@ -186,7 +186,7 @@ pub(crate) fn document(nodes: &[Node], source: &str, ctx: &mut Ctx) -> Map {
         global.entry_with_comment(
             "interfaces",
             Value::FlowList(interfaces.iter().map(|i| str(i)).collect()),
-            "where the XDP program attaches: the vrrp_instances' interfaces",
+            "where the XDP program attaches: the vrrp_instances' interfaces and their VIPs' devices",
         );
     }
     doc.entry("global", Value::Map(global));

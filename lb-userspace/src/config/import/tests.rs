@@ -511,3 +511,14 @@ fn definitions_follow_keepalived_where_it_is_strict() {
         "{warnings:#?}"
     );
 }
+
+#[test]
+fn xdp_interfaces_come_from_the_instances_and_their_vips() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "vrrp_instance A {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n  10.0.0.1 dev eth1\n  10.0.0.2\n }\n}\n\
+         vrrp_instance B {\n interface eth2\n virtual_router_id 2\n virtual_ipaddress {\n  10.0.1.1 dev eth0\n }\n}\n",
+    )]);
+    let (config, _) = dir.import("k.conf");
+    assert_eq!(config.global.interfaces, ["eth0", "eth1", "eth2"]);
+}

@@ -16,7 +16,8 @@ pub(crate) struct Defaults {
 /// What an instance refers to, for the rest of the document.
 #[derive(Debug, Default)]
 pub(crate) struct Used {
-    pub interface: Option<String>,
+    /// The instance's interface, then the other `dev`s of its addresses.
+    pub interfaces: Vec<String>,
     pub scripts: bool,
 }
 
@@ -153,7 +154,7 @@ pub(crate) fn instance(
             "interface" => {
                 if let Some(i) = one_arg(child, ctx, &mut m) {
                     m.set("interface", Value::Scalar(str(&i)));
-                    used.interface = Some(i);
+                    used.interfaces.insert(0, i);
                 }
             }
             "virtual_router_id" => value(
@@ -173,7 +174,9 @@ pub(crate) fn instance(
             "authentication" => authentication(child, version, &mut m, ctx),
             "unicast_src_ip" => value(child, "unicast_src_ip", &mut m, ctx, "an address", string),
             "unicast_peer" => unicast_peers(child, &mut m, ctx),
-            "virtual_ipaddress" | "virtual_ipaddress_excluded" => vips(child, &mut m, ctx),
+            "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
+                used.interfaces.extend(vips(child, &mut m, ctx))
+            }
             "track_script" => {
                 track_scripts(child, script_names, &mut m, ctx);
                 used.scripts = true;
@@ -320,7 +323,9 @@ fn authentication(node: &Node, version: u8, m: &mut Map, ctx: &mut Ctx) {
     }
 }
 
-fn vips(node: &Node, m: &mut Map, ctx: &mut Ctx) {
+/// Maps the addresses; returns the devices they name.
+fn vips(node: &Node, m: &mut Map, ctx: &mut Ctx) -> Vec<String> {
+    let mut devs = Vec::new();
     let list = m.list_mut("virtual_ipaddresses");
     if node.keyword() == "virtual_ipaddress_excluded" {
         list.comment(&format!(
@@ -341,7 +346,10 @@ fn vips(node: &Node, m: &mut Map, ctx: &mut Ctx) {
             let opt = args[i];
             let val = args.get(i + 1).copied();
             match (opt, val) {
-                ("dev", Some(d)) => fields.push(("dev".to_owned(), str(d))),
+                ("dev", Some(d)) => {
+                    fields.push(("dev".to_owned(), str(d)));
+                    devs.push(d.to_owned());
+                }
                 ("label", Some(l)) => fields.push(("label".to_owned(), quote(l))),
                 ("scope", Some("global")) => {}
                 (
@@ -385,6 +393,7 @@ fn vips(node: &Node, m: &mut Map, ctx: &mut Ctx) {
             list.item(Value::FlowMap(fields));
         }
     }
+    devs
 }
 
 fn unicast_peers(node: &Node, m: &mut Map, ctx: &mut Ctx) {
