@@ -4,7 +4,7 @@
 //! url (keepalived needs every url to pass, as lbd needs every check);
 //! SMTP_CHECK `host` blocks likewise.
 
-use super::map::{Ctx, duration, integer, script, seconds, value};
+use super::map::{Ctx, duration, integer, script, seconds, switch, value};
 use super::tree::Node;
 use super::yaml::{List, Map, Value, quote, raw, str};
 use crate::config::{CheckType, DnsRecordType};
@@ -117,7 +117,11 @@ pub(crate) fn checker(
             "delay_before_retry" | "warmup" | "delay_loop" => {
                 value(child, kw, &mut common, ctx, "seconds", duration)
             }
-            "alpha" => common.set("alpha", Value::Scalar(raw(true))),
+            "alpha" => {
+                if let Some(on) = switch(child, ctx, &mut common) {
+                    common.set("alpha", Value::Scalar(raw(on)));
+                }
+            }
             "url" if http => urls.push(url(child, ctx)),
             "virtualhost" if http => value(child, kw, &mut common, ctx, "a host name", |s| Some(str(s))),
             "http_protocol" if http => match child.arg(0) {
@@ -159,7 +163,9 @@ pub(crate) fn checker(
                 value(child, "timeout", &mut common, ctx, "seconds", duration)
             }
             "misc_dynamic" if kind == CheckType::Script => {
-                common.set("dynamic", Value::Scalar(raw(true)))
+                if let Some(on) = switch(child, ctx, &mut common) {
+                    common.set("dynamic", Value::Scalar(raw(on)));
+                }
             }
             "payload" if kind == CheckType::Udp => {
                 common.comment("payload: keepalived writes it in hex");

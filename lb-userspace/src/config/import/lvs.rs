@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use super::checks::{self, CheckDefaults};
 use super::lexer::Pos;
-use super::map::{Ctx, duration, integer, script, value};
+use super::map::{Ctx, duration, integer, script, switch, value};
 use super::tree::Node;
 use super::yaml::{List, Map, Value, raw, str};
 use crate::config::{Method, Scheduler};
@@ -287,8 +287,10 @@ impl VirtualServer {
                 integer(0, i64::from(u32::MAX)),
             ),
             "inhibit_on_failure" => {
-                self.inhibit = true;
-                body.set("inhibit_on_failure", Value::Scalar(raw(true)));
+                if let Some(on) = switch(child, ctx, body) {
+                    self.inhibit = on;
+                    body.set("inhibit_on_failure", Value::Scalar(raw(on)));
+                }
             }
             "weight" => match child.arg(0).and_then(integer(0, 65_535)) {
                 Some(w) => {
@@ -322,11 +324,13 @@ impl VirtualServer {
                 }
             }
             "alpha" => {
-                self.defaults.alpha = true;
-                body.comment(&format!(
-                    "alpha ({}): written as `alpha: true` into every check",
-                    child.pos
-                ));
+                if let Some(on) = switch(child, ctx, body) {
+                    self.defaults.alpha = on;
+                    body.comment(&format!(
+                        "alpha ({}): written as `alpha: {on}` into every check",
+                        child.pos
+                    ));
+                }
             }
             "connect_timeout" | "retry" | "nb_get_retry" | "delay_before_retry" | "warmup"
             | "virtualhost" => {
@@ -436,11 +440,13 @@ impl VirtualServer {
                     }
                 },
                 "inhibit_on_failure" => {
-                    self.inhibit_reals.push(child.pos.clone());
-                    rs.comment(&format!(
-                        "inhibit_on_failure ({}): lbd sets it on the virtual server",
-                        child.pos
-                    ));
+                    if switch(child, ctx, &mut rs) == Some(true) {
+                        self.inhibit_reals.push(child.pos.clone());
+                        rs.comment(&format!(
+                            "inhibit_on_failure ({}): lbd sets it on the virtual server",
+                            child.pos
+                        ));
+                    }
                 }
                 "notify_up" | "notify_down" => match script(child.args()) {
                     Some(s) => {
@@ -452,7 +458,11 @@ impl VirtualServer {
                         rs.comment(&c);
                     }
                 },
-                "alpha" => defaults.alpha = true,
+                "alpha" => {
+                    if let Some(on) = switch(child, ctx, &mut rs) {
+                        defaults.alpha = on;
+                    }
+                }
                 "connect_timeout" | "retry" | "nb_get_retry" | "delay_before_retry" | "warmup"
                 | "delay_loop" | "virtualhost" => {
                     if let Some(c) = defaults.set(child, ctx) {

@@ -423,10 +423,36 @@ pub(crate) fn value(
     read: impl Fn(&str) -> Option<String>,
 ) {
     match node.arg(0).and_then(read) {
-        Some(v) => map.set(key, Value::Scalar(v)),
+        Some(v) => {
+            map.set(key, Value::Scalar(v));
+            let extra: Vec<&str> = node.args()[1..].iter().map(|w| w.text.as_str()).collect();
+            if !extra.is_empty() {
+                let c = ctx.drop_part(
+                    node,
+                    &extra.join(" "),
+                    "one value expected, the rest is ignored",
+                );
+                map.comment(&c);
+            }
+        }
         None => {
             let c = ctx.drop(node, &format!("expected {expected}"));
             map.comment(&c);
+        }
+    }
+}
+
+/// A keepalived switch: alone it means on; keepalived 2 also takes an
+/// explicit `on|off`, `true|false`, `yes|no`. None (reported, with a
+/// comment in `map`) for anything else.
+pub(crate) fn switch(node: &Node, ctx: &mut Ctx, map: &mut Map) -> Option<bool> {
+    match node.arg(0).map(str::to_ascii_lowercase).as_deref() {
+        None | Some("on" | "true" | "yes" | "1") => Some(true),
+        Some("off" | "false" | "no" | "0") => Some(false),
+        Some(_) => {
+            let c = ctx.drop(node, "expected nothing, on or off");
+            map.comment(&c);
+            None
         }
     }
 }

@@ -522,3 +522,47 @@ fn xdp_interfaces_come_from_the_instances_and_their_vips() {
     let (config, _) = dir.import("k.conf");
     assert_eq!(config.global.interfaces, ["eth0", "eth1", "eth2"]);
 }
+
+#[test]
+fn switches_take_an_optional_on_or_off_and_extra_words_are_reported() {
+    let dir = Dir::new(&[(
+        "k.conf",
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n lb_algo rr\n lb_kind NAT\n inhibit_on_failure off\n alpha yes\n\
+         delay_loop 5 10\n real_server 10.0.0.2 80 {\n  MISC_CHECK {\n   misc_path /bin/true\n   misc_dynamic false\n   alpha no\n  }\n\
+         TCP_CHECK {\n   alpha maybe\n  }\n }\n}\n",
+    )]);
+    let (config, imported) = dir.import("k.conf");
+    let vs = &config.virtual_servers[0];
+    assert!(!vs.inhibit_on_failure);
+    assert_eq!(vs.delay_loop.as_secs(), 5);
+    let [misc, tcp] = vs.real_servers[0].checks.as_slice() else {
+        panic!("two checks")
+    };
+    let crate::config::CheckKind::Script(s) = &misc.kind else {
+        panic!("MISC_CHECK")
+    };
+    assert!(!s.dynamic);
+    assert!(
+        !misc.alpha,
+        "the check's own `alpha no` beats the virtual server's"
+    );
+    assert!(
+        tcp.alpha,
+        "virtual server's alpha; `alpha maybe` is reported"
+    );
+    let warnings = dir.warnings(&imported);
+    assert!(
+        has(
+            &warnings,
+            "k.conf:7: 10 (in `delay_loop 5 10`): not carried over: one value expected"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        has(
+            &warnings,
+            "k.conf:15: alpha maybe: not carried over: expected nothing, on or off"
+        ),
+        "{warnings:#?}"
+    );
+}
