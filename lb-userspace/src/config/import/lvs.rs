@@ -114,6 +114,7 @@ pub(crate) fn virtual_server(
         }
     }
     vs.finish_inhibit(node, ctx);
+    vs.finish_persistence(ctx);
 
     for (vip, port) in &targets {
         let mut item = Map::default();
@@ -137,6 +138,8 @@ struct VirtualServer {
     defaults: CheckDefaults,
     default_weight: Option<String>,
     inhibit: bool,
+    persistence_timeout: Option<(String, Node)>,
+    persistence_mask: Option<(String, Node)>,
     /// Reals that set inhibit_on_failure themselves, and how many reals.
     inhibit_reals: Vec<Pos>,
     reals: usize,
@@ -221,6 +224,8 @@ impl VirtualServer {
             defaults: CheckDefaults::default(),
             default_weight: None,
             inhibit: false,
+            persistence_timeout: None,
+            persistence_mask: None,
             inhibit_reals: Vec::new(),
             reals: 0,
         }
@@ -233,13 +238,14 @@ impl VirtualServer {
             "protocol" | "lb_algo" | "lvs_sched" | "lb_kind" | "lvs_method" => {}
             "delay_loop" => value(child, "delay_loop", body, ctx, "seconds", duration),
             "persistence_timeout" => {
-                // Without a value keepalived uses 6 minutes.
+                // Without a value keepalived uses 6 minutes; 0 is its way
+                // of saying "not persistent".
                 let timeout = match child.arg(0) {
                     None => Some("6m".to_owned()),
                     Some(v) => duration(v),
                 };
                 match timeout {
-                    Some(t) => persistence(body).push(("timeout".into(), t)),
+                    Some(t) => self.persistence_timeout = Some((t, child.clone())),
                     None => {
                         let c = ctx.drop(child, "expected seconds");
                         body.comment(&c);
@@ -248,10 +254,10 @@ impl VirtualServer {
             }
             "persistence_granularity" => match child.arg(0) {
                 Some(mask) if mask.parse::<std::net::Ipv4Addr>().is_ok() => {
-                    persistence(body).push(("netmask".into(), str(mask)));
+                    self.persistence_mask = Some((str(mask), child.clone()));
                 }
                 Some(prefix) if prefix.parse::<u8>().is_ok_and(|p| p <= 128) => {
-                    persistence(body).push(("netmask".into(), prefix.to_owned()));
+                    self.persistence_mask = Some((prefix.to_owned(), child.clone()));
                 }
                 _ => {
                     let c = ctx.drop(child, "expected a netmask or a prefix length");
@@ -366,6 +372,34 @@ impl VirtualServer {
                 .item(Value::Scalar(flag.to_owned()));
         } else {
             let c = ctx.drop(child, "the flag does not apply to this scheduler");
+            self.body.comment(&c);
+        }
+    }
+
+    /// persistence_timeout (not 0) makes the service persistent, and only
+    /// then does persistence_granularity matter (as in keepalived).
+    fn finish_persistence(&mut self, ctx: &mut Ctx) {
+        let mask = self.persistence_mask.take();
+        match self.persistence_timeout.take() {
+            Some((t, node)) if t == "0s" => {
+                self.body.comment(&format!(
+                    "persistence_timeout 0 ({}): not persistent, as in keepalived",
+                    node.pos
+                ));
+            }
+            Some((t, _)) => {
+                let mut fields = vec![("timeout".to_owned(), t)];
+                fields.extend(mask.map(|(m, _)| ("netmask".to_owned(), m)));
+                self.body.set("persistence", Value::FlowMap(fields));
+                return;
+            }
+            None => {}
+        }
+        if let Some((_, node)) = mask {
+            let c = ctx.drop(
+                &node,
+                "the service is not persistent (no persistence_timeout, or 0), so keepalived ignores it too",
+            );
             self.body.comment(&c);
         }
     }
@@ -512,11 +546,6 @@ impl VirtualServer {
         reals.item(Value::Map(rs));
         uses_scripts
     }
-}
-
-/// The persistence flow map of `body`, created if absent.
-fn persistence(body: &mut Map) -> &mut Vec<(String, String)> {
-    body.flow_map_mut("persistence")
 }
 
 fn vs_why(kw: &str) -> Option<&'static str> {

@@ -566,3 +566,45 @@ fn switches_take_an_optional_on_or_off_and_extra_words_are_reported() {
         "{warnings:#?}"
     );
 }
+
+#[test]
+fn persistence_follows_keepalived() {
+    let vs = |name: &str, persistence: &str| {
+        format!(
+            "virtual_server 10.0.0.{name} 80 {{\n protocol TCP\n lb_algo rr\n lb_kind DR\n{persistence}\n real_server 10.0.0.9 80\n}}\n"
+        )
+    };
+    let text = [
+        vs("1", " persistence_timeout 0\n persistence_granularity 24"),
+        vs("2", " persistence_granularity 255.255.255.0"),
+        vs(
+            "3",
+            " persistence_timeout\n persistence_granularity 255.255.0.0",
+        ),
+        vs("4", " persistence_timeout 50"),
+    ]
+    .concat();
+    let dir = Dir::new(&[("k.conf", text.as_str())]);
+    let (config, imported) = dir.import("k.conf");
+    let p: Vec<Option<(u64, u8)>> = config
+        .virtual_servers
+        .iter()
+        .map(|v| v.persistence.map(|p| (p.timeout.as_secs(), p.netmask)))
+        .collect();
+    assert_eq!(p, [None, None, Some((360, 16)), Some((50, 32))]);
+    let warnings = dir.warnings(&imported);
+    assert!(
+        has(
+            &warnings,
+            "k.conf:6: persistence_granularity 24: not carried over: the service is not persistent"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        has(
+            &warnings,
+            "k.conf:13: persistence_granularity 255.255.255.0: not carried over"
+        ),
+        "{warnings:#?}"
+    );
+}

@@ -108,24 +108,6 @@ impl Map {
         }
     }
 
-    /// The flow map under `key`, created (empty) at the end if absent.
-    pub(crate) fn flow_map_mut(&mut self, key: &str) -> &mut Vec<(String, String)> {
-        let index = self.lines.iter().position(
-            |l| matches!(l, MapLine::Entry { key: k, value: Value::FlowMap(_), .. } if k == key),
-        );
-        let index = index.unwrap_or_else(|| {
-            self.entry(key, Value::FlowMap(Vec::new()));
-            self.lines.len() - 1
-        });
-        match &mut self.lines[index] {
-            MapLine::Entry {
-                value: Value::FlowMap(m),
-                ..
-            } => m,
-            _ => unreachable!("found or added above"),
-        }
-    }
-
     /// Adds every line of `other` after the ones here.
     pub(crate) fn extend(&mut self, other: Map) {
         self.lines.extend(other.lines);
