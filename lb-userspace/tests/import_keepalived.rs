@@ -447,6 +447,19 @@ fn every_mapped_option() {
         ],
         "the group's range and prefix, then the others; fwmark 1 is not carried over"
     );
+    // The group's three virtual servers share the reals (a YAML alias).
+    let shape = |vs: &lb_userspace::config::VirtualServer| -> Vec<(IpAddr, u16, u32, usize)> {
+        vs.real_servers
+            .iter()
+            .map(|r| (r.address, r.port, r.weight, r.checks.len()))
+            .collect()
+    };
+    for vs in &c.virtual_servers[..3] {
+        assert_eq!(
+            shape(vs),
+            [(ip("10.9.0.11"), 80, 2, 2), (ip("10.9.0.12"), 80, 1, 2)]
+        );
+    }
     let web = &c.virtual_servers[0];
     assert_eq!((web.scheduler, web.method), (Scheduler::Sh, Method::Dr));
     assert_eq!(web.scheduler_flags, [SchedulerFlag::ShPort]);

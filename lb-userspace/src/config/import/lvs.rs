@@ -116,13 +116,34 @@ pub(crate) fn virtual_server(
     vs.finish_inhibit(node, ctx);
     vs.finish_persistence(ctx);
 
-    for (vip, port) in &targets {
+    // A group's virtual servers share one list of reals: written once,
+    // repeated by a YAML alias.
+    let anchor = match node.arg(1) {
+        Some(group) if targets.len() > 1 => Some(format!(
+            "reals_{}",
+            group
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                })
+                .collect::<String>()
+        )),
+        _ => None,
+    };
+    for (i, (vip, port)) in targets.iter().enumerate() {
         let mut item = Map::default();
         item.entry("vip", Value::Scalar(str(vip)));
         item.entry("port", Value::Scalar(raw(port)));
         item.extend(vs.head.clone());
         item.extend(vs.body.clone());
-        item.entry("real_servers", Value::List(reals.clone()));
+        let reals = match &anchor {
+            Some(a) if i == 0 => Value::Anchored(a.clone(), Box::new(Value::List(reals.clone()))),
+            Some(a) => Value::Scalar(format!("*{a}")),
+            None => Value::List(reals.clone()),
+        };
+        item.entry("real_servers", reals);
         servers.item(Value::Map(item));
     }
     uses_scripts

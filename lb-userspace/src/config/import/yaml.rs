@@ -13,6 +13,9 @@ pub(crate) enum Value {
     FlowList(Vec<String>),
     /// `{ a: 1, b: x }`: scalars only.
     FlowMap(Vec<(String, String)>),
+    /// `&NAME value`, for a value later entries repeat as `*NAME`
+    /// (a [`Value::Scalar`] of that text). Map entries only.
+    Anchored(String, Box<Value>),
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +266,28 @@ fn render_map(map: &Map, indent: usize, out: &mut Vec<String>) {
                 comment,
             } => {
                 let key = str(key);
+                if let Value::Anchored(name, inner) = value {
+                    match inline(inner) {
+                        Some(v) => out.push(format!(
+                            "{}{key}: &{name} {v}{}",
+                            pad(indent),
+                            trailing(comment)
+                        )),
+                        None => {
+                            out.push(format!(
+                                "{}{key}: &{name}{}",
+                                pad(indent),
+                                trailing(comment)
+                            ));
+                            match inner.as_ref() {
+                                Value::Map(m) => render_map(m, indent + 2, out),
+                                Value::List(l) => render_list(l, indent + 2, out),
+                                _ => unreachable!("inline covers the rest"),
+                            }
+                        }
+                    }
+                    continue;
+                }
                 match inline(value) {
                     Some(v) => {
                         // An empty block that only holds comments still
