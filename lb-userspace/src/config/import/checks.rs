@@ -4,8 +4,9 @@
 //! url (keepalived needs every url to pass, as lbd needs every check);
 //! SMTP_CHECK `host` blocks likewise.
 
-use super::map::{Ctx, duration, integer, script, seconds, switch, value};
+use super::map::Ctx;
 use super::tree::Node;
+use super::values::{duration, integer, script, seconds, switch, value};
 use super::yaml::{List, Map, Value, quote, raw, str};
 use crate::config::{CheckType, DnsRecordType};
 

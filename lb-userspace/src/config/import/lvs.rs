@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use super::checks::{self, CheckDefaults};
 use super::lexer::Pos;
-use super::map::{Ctx, duration, integer, script, switch, value};
+use super::map::Ctx;
 use super::tree::Node;
+use super::values::{duration, integer, script, switch, value};
 use super::yaml::{List, Map, Value, raw, str};
 use crate::config::{Method, Scheduler};
 

@@ -3,8 +3,8 @@
 //! Three steps: [`lexer`] reads the file(s) the way keepalived does
 //! (comments, quotes, `include`, `$NAME` definitions, braces anywhere),
 //! [`tree`] nests the statements, and the mappers ([`map`], [`vrrp`],
-//! [`lvs`], [`checks`]) turn them into a commented YAML document written
-//! by [`yaml`]. Whatever lbd cannot carry over becomes a comment at its
+//! [`lvs`], [`checks`], reading values with [`values`]) turn them into a
+//! commented YAML document written by [`yaml`]. Whatever lbd cannot carry over becomes a comment at its
 //! place in the YAML and a warning; nothing is dropped silently.
 
 mod checks;
@@ -12,6 +12,7 @@ mod lexer;
 mod lvs;
 mod map;
 mod tree;
+mod values;
 mod vrrp;
 mod yaml;
 

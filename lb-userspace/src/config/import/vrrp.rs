@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use super::map::{Ctx, duration, integer, one_arg, script, string, value};
+use super::map::Ctx;
 use super::tree::Node;
+use super::values::{duration, integer, one_arg, script, string, value};
 use super::yaml::{Map, Value, quote, raw, str};
 
 /// VRRP settings global_defs gives every instance.
