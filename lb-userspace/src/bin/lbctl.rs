@@ -57,6 +57,69 @@ enum Command {
     },
 }
 
+/// Decodes lbd's reply data as `T`.
+fn decode<T: DeserializeOwned>(data: serde_json::Value) -> Result<T, ExitCode> {
+    serde_json::from_value(data).map_err(|e| {
+        eprintln!("lbctl: unexpected reply from lbd: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (request, json) = match &args.command {
+        Command::Realserver { action } => return realserver_command(action),
+        Command::Status { json } => (Request::Status, *json),
+        Command::Reload => (Request::Reload, false),
+        Command::Stats { json, .. } => (Request::Stats, *json),
+        Command::Conns { json, max } => (Request::Conns { max: *max }, *json),
+    };
+    let response = match client::call(&args.socket, &request) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lbctl: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if !response.ok {
+        eprintln!("{}", response.error.unwrap_or_default().trim_end());
+        return ExitCode::from(1);
+    }
+    let data = response.data.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&data).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let text = match args.command {
+        Command::Status { .. } => decode::<DataplaneStatus>(data).map(|s| ipvsadm::list(&s)),
+        Command::Stats { rate, exact, .. } => decode::<StatsReport>(data).map(|r| {
+            if rate {
+                ipvsadm::rate(&r, exact)
+            } else {
+                ipvsadm::stats(&r, exact)
+            }
+        }),
+        Command::Conns { max, .. } => decode::<ConnList>(data).map(|c| {
+            if c.truncated {
+                eprintln!("lbctl: only the first {max} entries are listed (--max N for more)");
+            }
+            ipvsadm::conns(&c)
+        }),
+        Command::Reload => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
+        Command::Realserver { .. } => unreachable!("handled without lbd"),
+    };
+    match text {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 #[value(rename_all = "UPPER")]
 enum RsMethod {
@@ -133,68 +196,5 @@ fn realserver_command(action: &RealserverAction) -> ExitCode {
             eprintln!("lbctl: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Decodes lbd's reply data as `T`.
-fn decode<T: DeserializeOwned>(data: serde_json::Value) -> Result<T, ExitCode> {
-    serde_json::from_value(data).map_err(|e| {
-        eprintln!("lbctl: unexpected reply from lbd: {e}");
-        ExitCode::from(1)
-    })
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let (request, json) = match &args.command {
-        Command::Realserver { action } => return realserver_command(action),
-        Command::Status { json } => (Request::Status, *json),
-        Command::Reload => (Request::Reload, false),
-        Command::Stats { json, .. } => (Request::Stats, *json),
-        Command::Conns { json, max } => (Request::Conns { max: *max }, *json),
-    };
-    let response = match client::call(&args.socket, &request) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("lbctl: {e:#}");
-            return ExitCode::from(1);
-        }
-    };
-    if !response.ok {
-        eprintln!("{}", response.error.unwrap_or_default().trim_end());
-        return ExitCode::from(1);
-    }
-    let data = response.data.unwrap_or_default();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&data).unwrap_or_default()
-        );
-        return ExitCode::SUCCESS;
-    }
-    let text = match args.command {
-        Command::Status { .. } => decode::<DataplaneStatus>(data).map(|s| ipvsadm::list(&s)),
-        Command::Stats { rate, exact, .. } => decode::<StatsReport>(data).map(|r| {
-            if rate {
-                ipvsadm::rate(&r, exact)
-            } else {
-                ipvsadm::stats(&r, exact)
-            }
-        }),
-        Command::Conns { max, .. } => decode::<ConnList>(data).map(|c| {
-            if c.truncated {
-                eprintln!("lbctl: only the first {max} entries are listed (--max N for more)");
-            }
-            ipvsadm::conns(&c)
-        }),
-        Command::Reload => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
-        Command::Realserver { .. } => unreachable!("handled without lbd"),
-    };
-    match text {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
     }
 }
