@@ -203,11 +203,14 @@ fn tun_attaches_decap_once_and_detaches_it_with_the_last_vip() {
 
     assert!(tun("10.77.0.100").contains("nothing changed"));
     tun("10.77.0.200");
+    let out = tun("fd77::100");
+    assert!(out.contains("decap on veth0 now takes fd77::100"), "{out}");
     assert_eq!(
         xdp_prog_on(&ns, "veth0"),
         Some(prog),
-        "one program for both VIPs"
+        "one program for every VIP"
     );
+    realserver(&ns, &dirs, &["teardown", "--vip", "fd77::100"]);
 
     let out = realserver(&ns, &dirs, &["teardown", "--vip", "10.77.0.100"]);
     assert!(!out.contains("detached"), "{out}");
