@@ -44,8 +44,9 @@ impl std::error::Error for Diagnostic {}
 pub struct Imported {
     /// lbd YAML, with comments where keepalived options were not carried over.
     pub yaml: String,
-    /// One per option not carried over (and per oddity of the input), in
-    /// file order: what `lbd import-keepalived` prints on stderr.
+    /// One per option not carried over (and per oddity of the input):
+    /// first those of reading the files, then those of mapping, each in
+    /// file order. What `lbd import-keepalived` prints on stderr.
     pub warnings: Vec<Diagnostic>,
 }
 
