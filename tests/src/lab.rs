@@ -356,10 +356,9 @@ impl DrLab {
                     ])?;
                 }
             } else {
-                configure_dr_real(&real.ns)?;
+                configure_dr_real(&real.ns, VIP.into())?;
                 if let Some(vip6) = vip6 {
-                    real.ns
-                        .ip(&["-6", "addr", "add", &format!("{vip6}/128"), "dev", "lo"])?;
+                    configure_dr_real(&real.ns, vip6.into())?;
                 }
             }
             reals.push(real);
@@ -515,6 +514,10 @@ impl Drop for DrLab {
     fn drop(&mut self) {
         // Processes first, then the namespaces (field drops) with their links.
         self.servers.clear();
+        // What `lbctl realserver` recorded dies with the namespaces.
+        for real in &self.reals {
+            let _ = std::fs::remove_dir_all(realserver_state_dir(&real.ns));
+        }
     }
 }
 
@@ -600,18 +603,27 @@ fn add_addr6(ns: &Netns, ifname: &str, cidr: &str) -> Result<()> {
 
 /// A DR real server: VIP on `lo` so it accepts the director's forwarded
 /// packets, and ARP settings so it never answers or announces the VIP
-/// (seed `lvs_client.sh`).
-fn configure_dr_real(ns: &Netns) -> Result<()> {
-    ns.add_addr("lo", &format!("{VIP}/32"))?;
-    for (key, value) in [
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-        ("net.ipv4.conf.all.arp_announce", "2"),
-        ("net.ipv4.conf.lo.arp_ignore", "1"),
-        ("net.ipv4.conf.lo.arp_announce", "2"),
-    ] {
-        ns.set_sysctl(key, value)?;
-    }
+/// (seed `lvs_client.sh`), both by `lbctl realserver setup`.
+fn configure_dr_real(ns: &Netns, vip: std::net::IpAddr) -> Result<()> {
+    let lbctl = crate::director::workspace_bin("lbctl")?;
+    let state_dir = realserver_state_dir(ns);
+    ns.exec(&[
+        lbctl.to_str().context("lbctl path")?,
+        "realserver",
+        "setup",
+        "--vip",
+        &vip.to_string(),
+        "--state-dir",
+        state_dir.to_str().context("state dir")?,
+    ])
+    .with_context(|| format!("lbctl realserver setup --vip {vip} in {}", ns.name()))?;
     Ok(())
+}
+
+/// Where `lbctl realserver` keeps the state of a lab real (per namespace:
+/// /run/lbd is per host).
+fn realserver_state_dir(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-lab-realserver", ns.name()))
 }
 
 /// Finds the `lab-server` binary: `$LAB_SERVER_BIN` if set, else next to

@@ -314,7 +314,8 @@ impl Drop for NsChild {
 
 /// Removes `lbt*` namespaces whose creating process no longer exists
 /// (killed by SIGKILL, so its guards never ran), with any processes still
-/// inside them, and the [`NsChild`] log files of such processes. Returns
+/// inside them, and the [`NsChild`] log files, `lbctl realserver` state
+/// directories and bpffs pin directories of such processes. Returns
 /// the namespace names removed. Namespaces of live processes, including
 /// other concurrent test runs, are left alone. Pids are those of this pid
 /// namespace: do not share `/run/netns` with containers running labs.
@@ -332,6 +333,19 @@ pub fn remove_stale() -> Result<Vec<String>> {
             let file = entry.file_name().to_string_lossy().into_owned();
             if file.ends_with(".log") && dead(&file) {
                 let _ = std::fs::remove_file(entry.path());
+            }
+            // `lbctl realserver` state of a dead lab.
+            if file.ends_with("-realserver") && dead(&file) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    // bpffs pin directories (lbd's, decap's) of dead test processes.
+    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::api::stats::StatsReport;
 use lb_userspace::api::{DEFAULT_MAX_CONNS, Request, client, ipvsadm};
 use lb_userspace::dataplane::{ConnList, DataplaneStatus};
 use lb_userspace::vrrp::VrrpStatus;
+use lb_userspace::realserver;
 use serde::de::DeserializeOwned;
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare or restore a real server of a DR or TUN service (what the
+    /// LVS guides' lvs_client.sh does); runs on the real server, needs no lbd.
+    Realserver {
+        #[command(subcommand)]
+        action: RealserverAction,
+    },
 }
 
 /// Decodes lbd's reply data as `T`.
@@ -67,6 +74,7 @@ fn decode<T: DeserializeOwned>(data: serde_json::Value) -> Result<T, ExitCode> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let (request, json) = match &args.command {
+        Command::Realserver { action } => return realserver_command(action),
         Command::Status { json } => (Request::Status, *json),
         Command::Reload => (Request::Reload, false),
         Command::Stats { json, .. } => (Request::Stats, *json),
@@ -109,6 +117,7 @@ fn main() -> ExitCode {
         }),
         Command::Vrrp { .. } => decode::<VrrpStatus>(data).map(|s| s.render()),
         Command::Reload => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
+        Command::Realserver { .. } => unreachable!("handled without lbd"),
     };
     match text {
         Ok(text) => {
@@ -116,5 +125,84 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "UPPER")]
+enum RsMethod {
+    Dr,
+    Tun,
+}
+
+#[derive(clap::Args, Debug)]
+struct RealserverPaths {
+    /// Where setup records what it changed, for teardown.
+    #[arg(long, default_value = realserver::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// bpffs directory for the pinned decap program (TUN).
+    #[arg(long, default_value = realserver::DEFAULT_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum RealserverAction {
+    /// VIP on lo (/32 or /128), arp_ignore=1 and arp_announce=2 on all and
+    /// lo (IPv4), and for TUN the decap XDP program; running it again
+    /// changes nothing.
+    Setup {
+        /// The virtual IP the director forwards to this server.
+        #[arg(long)]
+        vip: std::net::IpAddr,
+        #[arg(long, value_enum, ignore_case = true, default_value = "DR")]
+        method: RsMethod,
+        /// TUN: interface the tunnelled packets arrive on (default: that of
+        /// the default route).
+        #[arg(long)]
+        interface: Option<String>,
+        #[command(flatten)]
+        paths: RealserverPaths,
+    },
+    /// Undo exactly what setup did for the VIP: remove the address if
+    /// setup added it, restore the sysctls' earlier values once no VIP
+    /// needs them, detach decap once no VIP uses it.
+    Teardown {
+        #[arg(long)]
+        vip: std::net::IpAddr,
+        #[command(flatten)]
+        paths: RealserverPaths,
+    },
+}
+
+/// `lbctl realserver ...`: local work, no lbd involved.
+fn realserver_command(action: &RealserverAction) -> ExitCode {
+    let paths = |p: &RealserverPaths| realserver::Paths {
+        state_dir: p.state_dir.clone(),
+        pin_dir: p.bpf_pin_dir.clone(),
+    };
+    let result = match action {
+        RealserverAction::Setup {
+            vip,
+            method,
+            interface,
+            paths: p,
+        } => {
+            let method = match method {
+                RsMethod::Dr => realserver::Method::Dr,
+                RsMethod::Tun => realserver::Method::Tun,
+            };
+            realserver::setup(*vip, method, interface.as_deref(), &paths(p))
+        }
+        RealserverAction::Teardown { vip, paths: p } => realserver::teardown(*vip, &paths(p)),
+    };
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lbctl: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::{config, daemon};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -16,12 +16,14 @@ enum LogFormat {
 #[command(
     name = "lbd",
     version,
-    about = "XDP L4 load balancer with VRRP and health checks"
+    about = "XDP L4 load balancer with VRRP and health checks",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
     /// The YAML config file.
-    #[arg(long, short = 'c')]
-    config: PathBuf,
+    #[arg(long, short = 'c', required = true)]
+    config: Option<PathBuf>,
     /// Validate the config and exit: 0 if valid, 1 with FILE:LINE:COLUMN errors.
     #[arg(long)]
     check: bool,
@@ -34,6 +36,48 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert a keepalived.conf to lbd YAML on stdout.
+    ///
+    /// Every keepalived setting lbd does not carry over is a comment in the
+    /// YAML and a line on stderr. Exit 1 on a syntax error (FILE:LINE:
+    /// message), or when the result does not pass `lbd --check` (the YAML
+    /// is printed anyway).
+    ImportKeepalived {
+        /// The keepalived.conf to read (its includes are followed).
+        file: PathBuf,
+    },
+}
+
+/// `lbd import-keepalived FILE`.
+fn import_keepalived(file: &std::path::Path) -> ExitCode {
+    let imported = match config::import::import_file(file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", imported.yaml);
+    for w in &imported.warnings {
+        eprintln!("{w}");
+    }
+    // The result must be a config lbd runs: say so now, not at start.
+    match config::parse_str(&imported.yaml, "<imported YAML>") {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(errors) => {
+            eprintln!(
+                "the imported YAML does not pass `lbd --check` yet; fix these before using it:"
+            );
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -50,10 +94,17 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::ImportKeepalived { file }) = &args.command {
+        return import_keepalived(file);
+    }
+    let Some(config_path) = args.config else {
+        eprintln!("lbd: --config FILE is required");
+        return ExitCode::from(2);
+    };
     if args.check {
-        return match config::load_file(&args.config) {
+        return match config::load_file(&config_path) {
             Ok(_) => {
-                println!("{}: OK", args.config.display());
+                println!("{}: OK", config_path.display());
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -77,7 +128,7 @@ fn main() -> ExitCode {
         }
     };
     let opts = daemon::Options {
-        config: args.config,
+        config: config_path,
         cleanup_on_exit: args.cleanup_on_exit,
         interfaces: args.interfaces,
     };

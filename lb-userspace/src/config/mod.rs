@@ -9,6 +9,7 @@
 
 mod duration;
 mod error;
+pub mod import;
 mod keyword;
 mod raw;
 mod schema;

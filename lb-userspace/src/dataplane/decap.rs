@@ -3,12 +3,13 @@
 //! this server serves, and attached to the server's interface.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::HashMap as BpfHashMap,
-    programs::{Xdp, XdpMode},
+    maps::{HashMap as BpfHashMap, Map, MapData},
+    programs::{Xdp, XdpMode, links::FdLink},
 };
 use lb_common::DecapKey;
 
@@ -38,16 +39,7 @@ impl Decap {
                 .ok_or_else(|| anyhow!("DECAP_VIPS missing"))?,
         )?;
         for vip in vips {
-            let (addr, family) = addr_words(*vip);
-            set.insert(
-                DecapKey {
-                    addr,
-                    family,
-                    _pad: [0; 3],
-                },
-                1,
-                0,
-            )?;
+            set.insert(decap_key(*vip), 1, 0)?;
         }
         Ok(Decap { ebpf })
     }
@@ -77,4 +69,98 @@ impl Decap {
             .and_then(|p| p.try_into().ok())
             .expect("decap is loaded")
     }
+}
+
+fn decap_key(vip: IpAddr) -> DecapKey {
+    let (addr, family) = addr_words(vip);
+    DecapKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    }
+}
+
+// Pinned decap, for `lbctl realserver`: the program stays attached after
+// the process exits because its bpf_link is pinned, and its VIP set is a
+// pinned map that later calls add to and remove from. Pins are per host
+// (bpffs), so the file names carry the interface name and callers give
+// each network namespace its own directory.
+
+fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
+    dir.join(format!("decap_link_{ifname}"))
+}
+
+fn vips_pin(dir: &Path, ifname: &str) -> PathBuf {
+    dir.join(format!("decap_vips_{ifname}"))
+}
+
+fn pinned_vips(path: &Path) -> anyhow::Result<BpfHashMap<MapData, DecapKey, u8>> {
+    let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(BpfHashMap::try_from(Map::HashMap(data))?)
+}
+
+/// Makes the decap program on `ifname` take `vip`: attaches it (pinned
+/// under `dir`) if it is not attached yet. False if it took `vip` already.
+pub fn add_pinned_vip(dir: &Path, ifname: &str, vip: IpAddr) -> anyhow::Result<bool> {
+    let (link, vips) = (link_pin(dir, ifname), vips_pin(dir, ifname));
+    if link.exists() && vips.exists() {
+        let mut set = pinned_vips(&vips)?;
+        if set.get(&decap_key(vip), 0).is_ok() {
+            return Ok(false);
+        }
+        set.insert(decap_key(vip), 1, 0)?;
+        return Ok(true);
+    }
+    // Half a pair is left from an interrupted run: start over.
+    let _ = std::fs::remove_file(&link);
+    let _ = std::fs::remove_file(&vips);
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating {} (is bpffs mounted?)", dir.display()))?;
+    let mut d = Decap::load(&[vip])?;
+    let map = d
+        .ebpf
+        .take_map("DECAP_VIPS")
+        .ok_or_else(|| anyhow!("DECAP_VIPS missing"))?;
+    map.pin(&vips)
+        .with_context(|| format!("pinning {}", vips.display()))?;
+    let prog = d.program_mut();
+    let id = match prog.attach(ifname, XdpMode::Driver) {
+        Ok(id) => id,
+        Err(_) => prog
+            .attach(ifname, XdpMode::Skb)
+            .with_context(|| format!("attaching decap to {ifname}"))?,
+    };
+    let fd_link: FdLink = prog
+        .take_link(id)?
+        .try_into()
+        .context("the XDP link is not a bpf_link")?;
+    if let Err(e) = fd_link.pin(&link) {
+        let _ = std::fs::remove_file(&vips);
+        return Err(e).with_context(|| format!("pinning {}", link.display()));
+    }
+    Ok(true)
+}
+
+/// Makes the decap program on `ifname` stop taking `vip`; detaches it
+/// (removes its pins) when no VIP is left. True if it was detached.
+pub fn remove_pinned_vip(dir: &Path, ifname: &str, vip: IpAddr) -> anyhow::Result<bool> {
+    let (link, vips) = (link_pin(dir, ifname), vips_pin(dir, ifname));
+    if vips.exists() {
+        let mut set = pinned_vips(&vips)?;
+        let _ = set.remove(&decap_key(vip));
+        if set.keys().next().is_some() {
+            return Ok(false);
+        }
+    }
+    // Unpinning the link drops its last reference: the program detaches.
+    for pin in [&link, &vips] {
+        match std::fs::remove_file(pin) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", pin.display()));
+            }
+            _ => {}
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(true)
 }
