@@ -51,12 +51,16 @@ enum Command {
     ImportKeepalived {
         /// The keepalived.conf to read (its includes are followed).
         file: PathBuf,
+        /// Read the `@ID` lines of this director, as `keepalived -i ID`
+        /// would (default: none, as keepalived without -i).
+        #[arg(long, value_name = "ID")]
+        config_id: Option<String>,
     },
 }
 
 /// `lbd import-keepalived FILE`.
-fn import_keepalived(file: &std::path::Path) -> ExitCode {
-    let imported = match config::import::import_file(file) {
+fn import_keepalived(file: &std::path::Path, config_id: Option<&str>) -> ExitCode {
+    let imported = match config::import::import_file_for(file, config_id) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("{e}");
@@ -94,8 +98,8 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::ImportKeepalived { file }) = &args.command {
-        return import_keepalived(file);
+    if let Some(Command::ImportKeepalived { file, config_id }) = &args.command {
+        return import_keepalived(file, config_id.as_deref());
     }
     let Some(config_path) = args.config else {
         eprintln!("lbd: --config FILE is required");

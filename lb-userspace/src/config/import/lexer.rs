@@ -63,8 +63,15 @@ const MAX_EXPANSIONS: usize = 64;
 const MAX_LINE: usize = 64 * 1024;
 
 /// Reads `path` and everything it includes.
-pub(crate) fn read(path: &Path) -> Result<(Vec<Line>, Vec<Diagnostic>), Diagnostic> {
-    let mut lexer = Lexer::default();
+/// `config_id`: keepalived's `-i ID`, which picks the `@ID` lines.
+pub(crate) fn read(
+    path: &Path,
+    config_id: Option<&str>,
+) -> Result<(Vec<Line>, Vec<Diagnostic>), Diagnostic> {
+    let mut lexer = Lexer {
+        config_id: config_id.map(str::to_owned),
+        ..Lexer::default()
+    };
     lexer.read_file(path, &path.display().to_string(), None)?;
     if let Some((name, pos)) = lexer.open_definition.take() {
         lexer.warnings.push(pos.diagnostic(format!(
@@ -76,6 +83,7 @@ pub(crate) fn read(path: &Path) -> Result<(Vec<Line>, Vec<Diagnostic>), Diagnost
 
 #[derive(Default)]
 struct Lexer {
+    config_id: Option<String>,
     lines: Vec<Line>,
     warnings: Vec<Diagnostic>,
     definitions: HashMap<String, String>,
@@ -215,8 +223,9 @@ impl Lexer {
     }
 
     /// `@ID line` is for the keepalived started with `-i ID` only, `@^ID
-    /// line` for every other one. lbd has no config id: like a keepalived
-    /// started without `-i`, it skips `@ID` lines and keeps `@^ID` ones.
+    /// line` for every other one. Without a config id (keepalived without
+    /// `-i`) `@ID` lines are skipped and `@^ID` lines kept. A skipped line
+    /// is reported; so is a kept one when no config id was chosen.
     fn conditional(&mut self, text: String, pos: &Pos) -> Option<String> {
         let Some(rest) = text.strip_prefix('@') else {
             return Some(text);
@@ -228,16 +237,28 @@ impl Lexer {
         let (id, line) = rest
             .split_once([' ', '\t'])
             .map_or((rest, ""), |(a, b)| (a, b.trim_start()));
-        if negated {
-            self.warnings.push(pos.diagnostic(format!(
-                "`@^{id}` line kept: lbd has no config id, so it is not `{id}`"
-            )));
-            Some(line.to_owned())
-        } else {
-            self.warnings.push(pos.diagnostic(format!(
-                "`@{id}` line skipped: lbd has no config id (as keepalived without -i {id}): {line}"
-            )));
-            None
+        let mark = if negated { "@^" } else { "@" };
+        let keep = (self.config_id.as_deref() == Some(id)) != negated;
+        match (&self.config_id, keep) {
+            (Some(_), true) => Some(line.to_owned()),
+            (Some(chosen), false) => {
+                self.warnings.push(pos.diagnostic(format!(
+                    "`{mark}{id}` line skipped: the config id is {chosen}: {line}"
+                )));
+                None
+            }
+            (None, true) => {
+                self.warnings.push(pos.diagnostic(format!(
+                    "`{mark}{id}` line kept: no config id chosen (--config-id), so it is not `{id}`"
+                )));
+                Some(line.to_owned())
+            }
+            (None, false) => {
+                self.warnings.push(pos.diagnostic(format!(
+                    "`{mark}{id}` line skipped: no config id chosen (--config-id {id} picks it, as keepalived -i {id}): {line}"
+                )));
+                None
+            }
         }
     }
 

@@ -54,7 +54,13 @@ pub struct Imported {
 /// A syntax error (unbalanced braces, unterminated quote, include cycle,
 /// unreadable file) stops the import.
 pub fn import_file(path: &Path) -> Result<Imported, Diagnostic> {
-    let (lines, mut warnings) = lexer::read(path)?;
+    import_file_for(path, None)
+}
+
+/// [`import_file`] for the director keepalived would run as `-i
+/// CONFIG_ID`: its `@CONFIG_ID` lines are read, other `@ID` lines not.
+pub fn import_file_for(path: &Path, config_id: Option<&str>) -> Result<Imported, Diagnostic> {
+    let (lines, mut warnings) = lexer::read(path, config_id)?;
     let (nodes, tree_warnings) = tree::build(lines)?;
     warnings.extend(tree_warnings);
     let mut ctx = map::Ctx::default();

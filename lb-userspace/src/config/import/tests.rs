@@ -364,6 +364,25 @@ fn conditional_lines_follow_keepalived_without_a_config_id() {
     assert!(has(&warnings, "k.conf:3: `@^lvs01` line kept"));
 }
 
+#[test]
+fn a_config_id_picks_its_lines_as_keepalived_i_does() {
+    let text =
+        "global_defs {\n@lvs01 router_id one\n@lvs02 router_id two\n@^lvs01 script_user x\n}\n";
+    let dir = Dir::new(&[("k.conf", text)]);
+    for (id, router_id, user) in [("lvs01", "one", "nobody"), ("lvs02", "two", "x")] {
+        let imported = super::import_file_for(&dir.path("k.conf"), Some(id)).unwrap();
+        let config = config::parse_str(&imported.yaml, "imported").unwrap();
+        assert_eq!(config.global.router_id.as_deref(), Some(router_id));
+        assert_eq!(config.global.script_user, user);
+        let skipped = dir
+            .warnings(&imported)
+            .iter()
+            .filter(|w| w.contains("line skipped: the config id is"))
+            .count();
+        assert_eq!(skipped, if id == "lvs01" { 2 } else { 1 });
+    }
+}
+
 fn path_of(p: &Path) -> String {
     p.display().to_string()
 }
