@@ -407,6 +407,13 @@ fn every_mapped_option() {
     assert_eq!(vi.track_scripts[0].weight, Some(-20));
     assert_eq!(vi.track_interfaces, ["eth1", "eth2"]);
     assert_eq!(
+        vi.garp_master_delay,
+        secs(5),
+        "global_defs' vrrp_garp_master_delay"
+    );
+    assert_eq!(vi.garp_master_refresh, Some(secs(60)));
+    assert!(vi.use_vmac);
+    assert_eq!(
         vi.notify.master.as_ref().unwrap().argv,
         ["/etc/lbd/to_master.sh", "VI_4"]
     );
@@ -563,8 +570,6 @@ fn every_mapped_option() {
     assert!(stderr.contains("virtual_server without `protocol`: keepalived defaults it to UDP"));
 
     for dropped in [
-        "options.conf:9: vrrp_garp_master_delay 5: not carried over",
-        "options.conf:56: use_vmac: not carried over",
         "options.conf:95: fwmark 7: not carried over",
         "options.conf:124: regex \"^ok\": not carried over",
         "options.conf:211: virtual_server fwmark 1 { … }: not carried over",

@@ -233,6 +233,25 @@ fn global_defs(node: &Node, global: &mut Map, defaults: &mut vrrp::Defaults, ctx
                 "enable_script_security: implied, lbd never runs a script through a shell or as root unless script_user is root",
             ),
             "lvs_timeouts" => lvs_timeouts(child, global, ctx),
+            "vrrp_garp_master_delay" | "vrrp_garp_master_refresh" | "vrrp_garp_master_repeat" => {
+                let (key, read): (&'static str, Option<String>) = match kw {
+                    "vrrp_garp_master_delay" => ("garp_master_delay", child.arg(0).and_then(seconds)),
+                    "vrrp_garp_master_refresh" => ("garp_master_refresh", child.arg(0).and_then(seconds)),
+                    _ => ("garp_master_repeat", child.arg(0).and_then(super::values::integer(1, 255))),
+                };
+                match read {
+                    Some(v) => {
+                        global.comment(&format!(
+                            "{kw}: written as `{key}: {v}` into every vrrp_instance that sets none"
+                        ));
+                        defaults.garp.push((key, v));
+                    }
+                    None => {
+                        let c = ctx.drop(child, "bad or missing value");
+                        global.comment(&c);
+                    }
+                }
+            }
             "vrrp_version" => match child.arg(0).and_then(|v| v.parse::<u8>().ok()) {
                 Some(v @ (2 | 3)) => {
                     defaults.version = Some(v);
@@ -269,10 +288,7 @@ fn global_why(kw: &str) -> Option<&'static str> {
         | "smtp_alert_vrrp"
         | "smtp_alert_checker"
         | "email_faults" => "lbd sends no mail: use notify scripts",
-        "vrrp_garp_master_delay"
-        | "vrrp_garp_master_repeat"
-        | "vrrp_garp_master_refresh"
-        | "vrrp_garp_master_refresh_repeat"
+        "vrrp_garp_master_refresh_repeat"
         | "vrrp_garp_lower_prio_delay"
         | "vrrp_garp_lower_prio_repeat"
         | "vrrp_garp_interval"

@@ -12,6 +12,8 @@ use super::yaml::{Map, Value, quote, raw, str};
 #[derive(Debug, Default)]
 pub(crate) struct Defaults {
     pub version: Option<u8>,
+    /// global_defs' vrrp_garp_master_*: (instance key, rendered value).
+    pub garp: Vec<(&'static str, String)>,
 }
 
 /// What an instance refers to, for the rest of the document.
@@ -169,6 +171,17 @@ pub(crate) fn instance(
             "priority" => value(child, "priority", &mut m, ctx, "1-255", integer(1, 255)),
             "advert_int" => value(child, "advert_int", &mut m, ctx, "seconds", duration),
             "version" => value(child, "version", &mut m, ctx, "2 or 3", integer(2, 3)),
+            "garp_master_delay" | "garp_master_refresh" => {
+                value(child, kw, &mut m, ctx, "seconds", duration)
+            }
+            "garp_master_repeat" => value(child, kw, &mut m, ctx, "1-255", integer(1, 255)),
+            "use_vmac" => {
+                m.set("use_vmac", Value::Scalar(raw(true)));
+                if let Some(name) = child.arg(0) {
+                    let c = ctx.drop_part(child, name, "lbd names the macvlan itself");
+                    m.comment(&c);
+                }
+            }
             "nopreempt" => m.set("preempt", Value::Scalar(raw(false))),
             "preempt" => m.set("preempt", Value::Scalar(raw(true))),
             "preempt_delay" => value(child, "preempt_delay", &mut m, ctx, "seconds", duration),
@@ -211,6 +224,11 @@ pub(crate) fn instance(
     if notify.has_entries() {
         m.set("notify", Value::Map(notify));
     }
+    for (key, v) in &defaults.garp {
+        if !m.contains(key) {
+            m.entry_with_comment(key, Value::Scalar(v.clone()), "from global_defs");
+        }
+    }
     if !m.contains("version")
         && let Some(v) = defaults.version
     {
@@ -226,10 +244,7 @@ pub(crate) fn instance(
 
 fn instance_why(kw: &str) -> Option<&'static str> {
     Some(match kw {
-        "garp_master_delay"
-        | "garp_master_repeat"
-        | "garp_master_refresh"
-        | "garp_master_refresh_repeat"
+        "garp_master_refresh_repeat"
         | "garp_lower_prio_delay"
         | "garp_lower_prio_repeat"
         | "garp_interval"
@@ -238,7 +253,7 @@ fn instance_why(kw: &str) -> Option<&'static str> {
         | "higher_prio_send_advert" => {
             "lbd sends its gratuitous ARPs / neighbour advertisements on its own schedule"
         }
-        "use_vmac" | "vmac_xmit_base" => "lbd has no VRRP virtual MAC interfaces",
+        "vmac_xmit_base" => "lbd sends from the use_vmac macvlan",
         "mcast_src_ip" => "lbd sends adverts from the interface's primary address",
         "dont_track_primary" | "track_primary" => "lbd always tracks the instance's own interface",
         "virtual_routes" | "virtual_rules" => "lbd adds no routes or rules on state changes",
