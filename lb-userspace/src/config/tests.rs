@@ -710,7 +710,7 @@ fn unknown_field() {
         6,
         5,
         "unknown field `prot`, expected one of name, vip, port, protocol, scheduler, scheduler_flags, method, persistence, \
-         delay_loop, quorum, hysteresis, inhibit_on_failure, sorry_server, real_servers",
+         delay_loop, quorum, hysteresis, quorum_up, quorum_down, inhibit_on_failure, sorry_server, real_servers",
     );
     // Deep inside a check, in flow style.
     assert_one_error(
@@ -1296,4 +1296,27 @@ fn tunnel_source_takes_one_address_per_family() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert_eq!((errs[0].0, errs[0].1), (3, 29));
     assert!(errs[0].2.contains("one address per family"), "{errs:#?}");
+}
+
+#[test]
+fn quorum_scripts() {
+    let c = parse(&one_vs(
+        "    scheduler: rr\n    method: DR\n    quorum: 3\n    hysteresis: 1\n    quorum_up: /etc/lbd/q_up.sh up\n    quorum_down: [/etc/lbd/q_down.sh, \"a b\"]\n    real_servers:\n      - address: 10.0.0.2\n",
+    ));
+    let vs = &c.virtual_servers[0];
+    assert_eq!((vs.quorum, vs.hysteresis), (3, 1));
+    assert_eq!(
+        vs.quorum_up.as_ref().unwrap().argv,
+        ["/etc/lbd/q_up.sh", "up"]
+    );
+    assert_eq!(
+        vs.quorum_down.as_ref().unwrap().argv,
+        ["/etc/lbd/q_down.sh", "a b"]
+    );
+    assert_one_error(
+        &one_vs("    scheduler: rr\n    method: DR\n    quorum_up: \"\"\n    real_servers:\n      - address: 10.0.0.2\n"),
+        8,
+        16,
+        "script is empty",
+    );
 }
