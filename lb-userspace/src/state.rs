@@ -350,6 +350,87 @@ mod tests {
         );
     }
 
+    fn config(extra: &str) -> Config {
+        let yaml = format!(
+            "global:\n  interfaces: [eth0]\nvirtual_servers:\n  - vip: 10.0.0.100\n    port: 80\n    scheduler: wrr\n    method: DR\n{extra}    sorry_server: {{ address: 10.0.0.99, port: 80 }}\n    real_servers:\n      - {{ address: 10.0.0.1, weight: 2 }}\n      - {{ address: 10.0.0.2, weight: 3 }}\n"
+        );
+        crate::config::parse_str(&yaml, "t.yaml").unwrap()
+    }
+
+    fn rk(a: &str) -> RealKey {
+        RealKey {
+            addr: a.parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    fn weights(s: &DesiredState) -> Vec<(String, u32)> {
+        s.services[&key(80)]
+            .reals
+            .iter()
+            .map(|r| (r.addr.to_string(), r.weight))
+            .collect()
+    }
+
+    fn with(o: &[(&str, RealOverride)]) -> Overrides {
+        Overrides {
+            reals: o.iter().map(|(a, v)| ((key(80), rk(a)), *v)).collect(),
+            quorum_lost: BTreeSet::new(),
+        }
+    }
+
+    const DOWN: RealOverride = RealOverride {
+        down: true,
+        weight: None,
+        drained: false,
+    };
+
+    #[test]
+    fn overrides_remove_inhibit_drain_and_reweigh() {
+        let c = config("");
+        let all = |s: &DesiredState| weights(s);
+        assert_eq!(
+            all(&DesiredState::from_config(&c)),
+            [("10.0.0.1".into(), 2), ("10.0.0.2".into(), 3)]
+        );
+        // Down: removed.
+        let s = DesiredState::with_overrides(&c, &with(&[("10.0.0.1", DOWN)]));
+        assert_eq!(all(&s), [("10.0.0.2".into(), 3)]);
+        // Drained and dynamic weight.
+        let drained = RealOverride {
+            drained: true,
+            ..Default::default()
+        };
+        let dynamic = RealOverride {
+            weight: Some(7),
+            ..Default::default()
+        };
+        let s = DesiredState::with_overrides(
+            &c,
+            &with(&[("10.0.0.1", drained), ("10.0.0.2", dynamic)]),
+        );
+        assert_eq!(all(&s), [("10.0.0.1".into(), 0), ("10.0.0.2".into(), 7)]);
+        // Everything down: the sorry server stands in.
+        let s = DesiredState::with_overrides(&c, &with(&[("10.0.0.1", DOWN), ("10.0.0.2", DOWN)]));
+        assert_eq!(all(&s), [("10.0.0.99".into(), 1)]);
+        // inhibit_on_failure: weight 0 instead of removal.
+        let c = config("    inhibit_on_failure: true\n");
+        let s = DesiredState::with_overrides(&c, &with(&[("10.0.0.1", DOWN)]));
+        assert_eq!(all(&s), [("10.0.0.1".into(), 0), ("10.0.0.2".into(), 3)]);
+    }
+
+    #[test]
+    fn lost_quorum_hands_the_service_to_the_sorry_server() {
+        let c = config("    quorum: 4\n");
+        let mut o = with(&[("10.0.0.2", DOWN)]);
+        o.quorum_lost.insert(key(80));
+        let s = DesiredState::with_overrides(&c, &o);
+        assert_eq!(weights(&s), [("10.0.0.99".into(), 1)]);
+        let back = DesiredState::from_config(&c);
+        let changes = s.diff(&back);
+        assert!(changes.contains(&Change::RemoveReal(key(80), rk("10.0.0.99"))));
+    }
+
     #[test]
     fn scheduler_change_is_an_edit() {
         let old = state(vec![service(80, &[("10.0.0.1", 1)])]);

@@ -1314,7 +1314,9 @@ fn quorum_scripts() {
         ["/etc/lbd/q_down.sh", "a b"]
     );
     assert_one_error(
-        &one_vs("    scheduler: rr\n    method: DR\n    quorum_up: \"\"\n    real_servers:\n      - address: 10.0.0.2\n"),
+        &one_vs(
+            "    scheduler: rr\n    method: DR\n    quorum_up: \"\"\n    real_servers:\n      - address: 10.0.0.2\n",
+        ),
         8,
         16,
         "script is empty",

@@ -519,3 +519,6 @@ async fn run_check(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

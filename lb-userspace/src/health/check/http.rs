@@ -96,7 +96,7 @@ impl HttpProbe {
         if !status_accepted(&self.status_code, status) {
             return Err(format!("HTTP {status} (not an accepted status)"));
         }
-        let body = read_body(response, self.digest.is_some()).await?;
+        let body = read_body(response).await?;
         if let Some(want) = &self.digest {
             let got = digest_hex(&body);
             if &got != want {
@@ -113,16 +113,14 @@ pub fn status_accepted(ranges: &[StatusRange], status: u16) -> bool {
     ranges.iter().any(|r| r.contains(status))
 }
 
-/// Reads the body up to [`MAX_BODY`]. With a digest to compare the whole
-/// body is needed, so a longer one fails; without, reading stops there.
-pub async fn read_body(mut response: reqwest::Response, whole: bool) -> Result<Vec<u8>, String> {
+/// Reads the whole body, as keepalived does, but at most [`MAX_BODY`]
+/// bytes: a longer (or endless) body fails the check rather than filling
+/// lbd's memory or running into the timeout.
+pub async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| error_text(&e))? {
         if body.len() + chunk.len() > MAX_BODY {
-            if whole {
-                return Err(format!("body longer than {MAX_BODY} bytes"));
-            }
-            break;
+            return Err(format!("body longer than {MAX_BODY} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
@@ -193,9 +191,7 @@ pub async fn genhash(
         .await
         .map_err(|e| anyhow::anyhow!(error_text(&e)))?;
     let status = response.status().as_u16();
-    let body = read_body(response, true)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let body = read_body(response).await.map_err(|e| anyhow::anyhow!(e))?;
     Ok((status, digest_hex(&body), body.len()))
 }
 

@@ -11,6 +11,9 @@ pub mod smtp;
 pub mod tcp;
 pub mod udp;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
