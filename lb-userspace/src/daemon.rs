@@ -192,14 +192,16 @@ impl Daemon {
         }
     }
 
-    /// A check task's report; applies the state when it changed.
-    async fn on_health_report(&self, report: health::Report) {
+    /// A check task's report; applies the state when it changed (true).
+    async fn on_health_report(&self, report: health::Report) -> bool {
         let mut inner = self.inner.lock().await;
-        if inner.health.on_report(report)
-            && let Err(e) = inner.reapply()
-        {
+        if !inner.health.on_report(report) {
+            return false;
+        }
+        if let Err(e) = inner.reapply() {
             error!("applying a health change: {e:#}");
         }
+        true
     }
 }
 
@@ -356,7 +358,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut delay = Duration::ZERO;
+    // One timer that lives across loop turns: other branches (health
+    // reports every few hundred ms) must not keep restarting it.
+    let neighbors = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(neighbors);
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut estimate = tokio::time::interval(ESTIMATOR_INTERVAL);
     estimate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,7 +379,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     Err(e) => warn!("rate estimator: {e:#}"),
                 }
             }
-            Some(report) = reports.recv() => daemon.on_health_report(report).await,
+            Some(report) = reports.recv() => {
+                if daemon.on_health_report(report).await {
+                    // A real may have joined (the sorry server): resolve it now.
+                    neighbors.as_mut().reset(tokio::time::Instant::now());
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
@@ -382,9 +392,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     error!("reload failed, running config kept:\n{e}");
                 }
             }
-            _ = tokio::time::sleep(delay) => {
+            _ = &mut neighbors => {
                 // Poll fast until every real is resolved, then every second.
-                delay = match daemon.refresh_neighbors(&mut resolver).await {
+                let delay = match daemon.refresh_neighbors(&mut resolver).await {
                     Ok(true) => Duration::from_secs(1),
                     Ok(false) => Duration::from_millis(100),
                     Err(e) => {
@@ -392,6 +402,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                         Duration::from_secs(1)
                     }
                 };
+                neighbors.as_mut().reset(tokio::time::Instant::now() + delay);
             }
         }
     }

@@ -14,6 +14,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
+    // The real servers of the health-check end-to-end tests.
+    ("nginx", "nginx"),
 ];
 
 fn quiet(cmd: &mut Command) -> bool {
