@@ -30,6 +30,7 @@ use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::xdp::XdpDataplane;
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
+mod health;
 mod pktgen;
 
 #[derive(Parser)]
@@ -52,6 +53,9 @@ enum Mode {
     /// Forwarded Mpps through network namespaces: bare XDP forwarder, lbd DR
     /// (and NAT), nftables DNAT; writes bench/results/pktgen.{md,svg}.
     Pktgen(pktgen::PktgenArgs),
+    /// lbd's CPU and RSS while it health-checks many real servers (TCP and
+    /// HTTP against nginx); writes bench/results/health.md.
+    Health(health::HealthArgs),
 }
 
 #[derive(clap::Args)]
@@ -152,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         None => ns_per_packet(cli.args),
         Some(Mode::NsPerPacket(args)) => ns_per_packet(args),
         Some(Mode::Pktgen(args)) => pktgen::run(args),
+        Some(Mode::Health(args)) => health::run(args),
     }
 }
 

@@ -49,7 +49,7 @@ impl Nginx {
         }
         let conf = format!(
             "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log stderr notice;\n\
-             events {{ worker_connections 256; }}\n\
+             events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
              server {{\n    {listen}\n    location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n  }}\n}}\n"

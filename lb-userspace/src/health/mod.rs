@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Check, Config, RealServer, Script, Span, VirtualServer};
 use crate::runner::{ScriptUser, run_script};
@@ -502,6 +502,9 @@ async fn run_check(
     loop {
         tokio::time::sleep_until(tokio::time::Instant::from_std(machine.next_due())).await;
         let result = probe.run().await;
+        if !result.ok {
+            debug!(check = ?id, "probe failed: {}", result.detail);
+        }
         let transitions = machine.record(Instant::now(), result);
         let report = Report {
             id: id.clone(),

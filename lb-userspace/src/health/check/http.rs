@@ -69,11 +69,35 @@ pub fn client(t: &Target, https_verify: bool, resolve: Option<&str>) -> anyhow::
     Ok(b.build()?)
 }
 
+/// Clients shared by checks that dial the host of their URL (no
+/// `virtualhost`): one per (timeout, verify, bindto), so a thousand checks
+/// do not each hold a TLS configuration and connector. The set is bounded
+/// by how many distinct settings a config has.
+fn shared_client(t: &Target, verify: bool) -> anyhow::Result<Client> {
+    type Key = (std::time::Duration, bool, Option<IpAddr>);
+    static CLIENTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Key, Client>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (t.timeout, verify, t.bindto);
+    if let Some(c) = clients.get(&key) {
+        return Ok(c.clone());
+    }
+    let c = client(t, verify, None)?;
+    clients.insert(key, c.clone());
+    Ok(c)
+}
+
 impl HttpProbe {
     pub fn new(check: &HttpCheck, t: &Target, https: bool) -> anyhow::Result<Self> {
         let (url, resolve) = url_for(check, t, https)?;
+        let verify = https && check.verify;
+        let client = match resolve {
+            // The URL names the target: any client with these settings will do.
+            None => shared_client(t, verify)?,
+            Some(name) => client(t, verify, Some(&name))?,
+        };
         Ok(HttpProbe {
-            client: client(t, https && check.verify, resolve.as_deref())?,
+            client,
             url,
             version: match check.http_protocol {
                 HttpVersion::Http10 => Version::HTTP_10,
