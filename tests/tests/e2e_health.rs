@@ -234,6 +234,25 @@ fn drain_and_enable_at_run_time() {
 }
 
 #[test]
+fn genhash_prints_the_digest_of_a_real_servers_page() {
+    assert!(lb_tests::have_root(), "needs root");
+    let lab = DrLab::new(1).expect("building the lab");
+    let _nginx = start_nginx(&lab, None);
+    let lbctl = lb_tests::director::workspace_bin("lbctl").unwrap();
+    let out = lab
+        .client
+        .ns
+        .exec(&[
+            lbctl.to_str().unwrap(),
+            "genhash",
+            "http://10.77.0.11/health",
+        ])
+        .unwrap();
+    // nginx answers "real1\n": its MD5, as `printf 'real1\n' | md5sum` gives it.
+    assert_eq!(out.trim(), "MD5SUM = 457897621182c3c58def1b6771609161");
+}
+
+#[test]
 fn lost_quorum_hands_the_service_to_the_sorry_server() {
     assert!(lb_tests::have_root(), "needs root");
     let lab = DrLab::new(3).expect("building the lab");
