@@ -258,10 +258,14 @@ fn lost_quorum_hands_the_service_to_the_sorry_server() {
     let lab = DrLab::new(3).expect("building the lab");
     let mut nginx = start_nginx(&lab, None);
     let marker = std::env::temp_dir().join(format!("lbt-quorum-{}", std::process::id()));
+    let marker_up = marker.with_extension("up");
     let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(&marker_up);
     let extra = format!(
-        "    quorum: 2\n    quorum_down: [/usr/bin/touch, {}]\n    sorry_server: {{ address: 10.77.0.13, port: 80 }}\n",
-        marker.display()
+        "    quorum: 2\n    quorum_down: [/usr/bin/touch, {}]\n    quorum_up: [/usr/bin/touch, {}]\n    \
+         sorry_server: {{ address: 10.77.0.13, port: 80 }}\n",
+        marker.display(),
+        marker_up.display()
     );
     let director =
         Director::start(&lab, &config(&web("HTTP", &[1, 2], &extra))).expect("starting lbd");
@@ -289,5 +293,9 @@ fn lost_quorum_hands_the_service_to_the_sorry_server() {
     let by_real = spread(&lab, 20);
     assert_eq!(by_real.len(), 2, "{by_real:?}");
     assert!(!by_real.contains_key("real3"), "{by_real:?}");
+    wait_for("quorum_up ran", Duration::from_secs(2), &director, || {
+        marker_up.exists()
+    });
     let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(&marker_up);
 }

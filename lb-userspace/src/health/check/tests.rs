@@ -453,3 +453,31 @@ async fn script_exit_codes_and_dynamic_weight() {
     assert!(!r.ok);
     assert!(r.detail.contains("timed out"), "{}", r.detail);
 }
+
+#[tokio::test]
+async fn bindto_sets_the_source_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut peers) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            let _ = tx.send(peer.ip());
+            tokio::spawn(async move {
+                read_head(&mut s).await;
+                let _ = s.write_all(OK_BODY).await;
+            });
+        }
+    });
+    let src: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let t = Target {
+        addr,
+        bindto: Some(src),
+        timeout: TIMEOUT,
+    };
+    for kind in [CheckKind::Tcp, CheckKind::Http(http("/"))] {
+        let probe = Probe::new(kind, t.clone(), ScriptUser::current(), TIMEOUT).unwrap();
+        let r = probe.run().await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(peers.recv().await.unwrap(), src);
+    }
+}
