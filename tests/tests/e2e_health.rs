@@ -299,3 +299,73 @@ fn lost_quorum_hands_the_service_to_the_sorry_server() {
     let _ = std::fs::remove_file(&marker);
     let _ = std::fs::remove_file(&marker_up);
 }
+
+/// A service whose reals are checked on port 8081, where a plain listener
+/// (not nginx) decides: dropping it fails the check while nginx on :80
+/// keeps serving the connections it has.
+fn connections_after_a_failed_check(inhibit: bool) {
+    assert!(lb_tests::have_root(), "needs root");
+    let lab = DrLab::new(2).expect("building the lab");
+    let _nginx = start_nginx(&lab, None);
+    let mut check_ports: Vec<Option<std::net::TcpListener>> = lab
+        .reals
+        .iter()
+        .map(|r| {
+            Some(
+                r.ns.run(|| std::net::TcpListener::bind("0.0.0.0:8081"))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let check = format!(
+        "{{ type: TCP, connect_port: 8081, delay_loop: {DELAY_LOOP}s, connect_timeout: {CONNECT_TIMEOUT}s, \
+         retry: {RETRY}, delay_before_retry: {DELAY_BEFORE_RETRY}s }}"
+    );
+    let vs = format!(
+        "  - vip: 10.77.0.100\n    port: 80\n    scheduler: rr\n    method: DR\n    inhibit_on_failure: {inhibit}\n    \
+         real_servers:\n      - {{ address: 10.77.0.11, port: 80, check: {check} }}\n      \
+         - {{ address: 10.77.0.12, port: 80, check: {check} }}\n"
+    );
+    let director = Director::start(&lab, &config(&vs)).expect("starting lbd");
+    let vip = lab.vip_http();
+    let mut conn = lab
+        .client
+        .ns
+        .run(move || lb_tests::traffic::HttpKeepAlive::connect(vip, TIMEOUT))
+        .unwrap();
+    let name = conn.get().unwrap();
+    let i = lab.reals.iter().position(|r| r.name == name).unwrap();
+    let addr = lab.reals[i].ip.to_string();
+
+    check_ports[i] = None; // its check now fails; nginx still serves
+    wait_for("the check failed", removal_bound(), &director, || {
+        let reals = reals_in_status(&director);
+        if inhibit {
+            reals.iter().any(|(a, w)| *a == addr && *w == 0)
+        } else {
+            !addresses(&reals).contains(&addr.as_str())
+        }
+    });
+    let again = conn.get();
+    if inhibit {
+        // Weight 0: the connection goes on with its real.
+        assert_eq!(again.unwrap(), name);
+    } else {
+        // Removed: its flow no longer matches; the packets go to the other
+        // real, which resets them: the client must reconnect.
+        assert!(again.is_err(), "the removed real still answered: {again:?}");
+    }
+    let by_real = spread(&lab, 10);
+    assert!(!by_real.contains_key(&name), "{by_real:?}");
+    assert_eq!(by_real.values().sum::<usize>(), 10);
+}
+
+#[test]
+fn a_removed_reals_connections_are_expired() {
+    connections_after_a_failed_check(false);
+}
+
+#[test]
+fn inhibit_on_failure_keeps_existing_connections() {
+    connections_after_a_failed_check(true);
+}
