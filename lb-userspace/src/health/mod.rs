@@ -248,6 +248,11 @@ impl Health {
             );
         }
         self.services = entries;
+        // A kept quorum sees the live weight the new config gives.
+        let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        for key in &keys {
+            self.update_quorum(key);
+        }
     }
 
     fn start(
@@ -385,6 +390,13 @@ impl Health {
         }
         r.up = up;
         r.weight = weight;
+        self.update_quorum(service);
+        changed
+    }
+
+    /// Feeds the service's live weight to its quorum; logs and runs the
+    /// quorum script on a change.
+    fn update_quorum(&mut self, service: &ServiceKey) {
         let live = self.live_weight(service);
         if let Some(s) = self.services.get_mut(service)
             && let Some(q) = s.quorum.update(live)
@@ -400,7 +412,6 @@ impl Health {
                 spawn_script(script, self.script_user.clone());
             }
         }
-        changed
     }
 
     /// What health decided, for `DesiredState::with_overrides`.

@@ -179,3 +179,14 @@ async fn notify_scripts_run_on_real_changes() {
     assert!(wait(&up).await, "notify_up ran");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_weights_reevaluates_a_kept_quorum() {
+    let (mut h, _rx) = health();
+    h.sync(&config(TWO, "    quorum: 4\n"), ScriptUser::current());
+    assert!(h.overrides().quorum_lost.is_empty(), "2 + 3 >= 4");
+    // .2 loses weight in the file: 2 + 1 < 4.
+    let lighter = TWO.replace("weight: 3", "weight: 1");
+    h.sync(&config(&lighter, "    quorum: 4\n"), ScriptUser::current());
+    assert!(h.overrides().quorum_lost.contains(&skey()));
+}
