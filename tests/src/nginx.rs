@@ -35,16 +35,34 @@ impl Nginx {
     /// [`HTTPS_PORT`] with `tls`) with `200` and body `{body}\n`, and
     /// returns once port 80 accepts.
     pub fn start(ns: &Netns, body: &str, tls: Option<&SelfSigned>) -> Result<Nginx> {
+        Self::start_with(ns, body, tls, false)
+    }
+
+    /// [`Nginx::start`], also listening on IPv6 (`[::]`) with `ipv6`.
+    pub fn start_with(
+        ns: &Netns,
+        body: &str,
+        tls: Option<&SelfSigned>,
+        ipv6: bool,
+    ) -> Result<Nginx> {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("lbt-nginx-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let d = dir.display();
         let mut listen = "listen 80;".to_owned();
+        if ipv6 {
+            listen.push_str("\n    listen [::]:80 ipv6only=on;");
+        }
         if let Some(tls) = tls {
             std::fs::write(dir.join("cert.pem"), &tls.cert_pem)?;
             std::fs::write(dir.join("key.pem"), &tls.key_pem)?;
             listen.push_str(&format!(
-                "\n    listen {HTTPS_PORT} ssl;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;"
+                "\n    listen {HTTPS_PORT} ssl;{}\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;",
+                if ipv6 {
+                    format!("\n    listen [::]:{HTTPS_PORT} ssl ipv6only=on;")
+                } else {
+                    String::new()
+                }
             ));
         }
         let conf = format!(

@@ -369,3 +369,45 @@ fn a_removed_reals_connections_are_expired() {
 fn inhibit_on_failure_keeps_existing_connections() {
     connections_after_a_failed_check(true);
 }
+
+#[test]
+fn ipv6_http_check_takes_a_real_out_and_back() {
+    assert!(lb_tests::have_root(), "needs root");
+    let lab = DrLab::new_dr6(2).expect("building the lab");
+    let start = |i: usize| Nginx::start_with(&lab.reals[i].ns, &lab.reals[i].name, None, true);
+    let mut nginx: Vec<Option<Nginx>> = (0..2).map(|i| Some(start(i).unwrap())).collect();
+    let mut vs =
+        "  - vip: fd77::100\n    port: 80\n    scheduler: rr\n    method: DR\n    real_servers:\n"
+            .to_owned();
+    for r in ["fd77::11", "fd77::12"] {
+        vs.push_str(&format!(
+            "      - {{ address: \"{r}\", port: 80, check: {} }}\n",
+            check("HTTP")
+        ));
+    }
+    let director = Director::start(&lab, &config(&vs)).expect("starting lbd");
+    let vip = lab.vip6_addr(80);
+    let spread6 = |n: usize| -> HashMap<String, usize> {
+        let answers: Vec<anyhow::Result<String>> = lab
+            .client
+            .ns
+            .run(move || (0..n).map(|_| http_get(vip, TIMEOUT)).collect());
+        let mut by_real = HashMap::new();
+        for a in answers {
+            *by_real.entry(a.expect("request")).or_default() += 1;
+        }
+        by_real
+    };
+    assert_eq!(spread6(10).len(), 2);
+    nginx[0] = None;
+    let took = wait_for("real1 left selection", removal_bound(), &director, || {
+        addresses(&reals_in_status(&director)) == ["fd77::12"]
+    });
+    assert!(took <= removal_bound(), "{took:?}");
+    assert_eq!(spread6(10).get("real2"), Some(&10));
+    nginx[0] = Some(start(0).unwrap());
+    wait_for("real1 returned", Duration::from_secs(2), &director, || {
+        reals_in_status(&director).len() == 2
+    });
+    assert_eq!(spread6(10).len(), 2);
+}

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::{Check, Config, RealServer, Script, Span, VirtualServer};
+use crate::config::{Check, CheckKind, Config, RealServer, Script, Span, VirtualServer};
 use crate::runner::{ScriptUser, run_script};
 use crate::state::{Overrides, RealKey, RealOverride, ServiceKey};
 use check::{Probe, Target};
@@ -127,6 +127,8 @@ pub struct Health {
     reports: mpsc::UnboundedSender<Report>,
     script_user: ScriptUser,
     next_serial: u64,
+    /// Every VIP of the config: checks never leave from one.
+    vips: Vec<ipnet::IpNet>,
 }
 
 pub fn service_key(vs: &VirtualServer) -> ServiceKey {
@@ -171,6 +173,7 @@ impl Health {
             reports,
             script_user,
             next_serial: 0,
+            vips: Vec::new(),
         }
     }
 
@@ -180,6 +183,7 @@ impl Health {
     pub fn sync(&mut self, config: &Config, script_user: ScriptUser) {
         let now = Instant::now();
         self.script_user = script_user;
+        self.vips = config.virtual_servers.iter().map(|v| v.vip).collect();
         let mut checks = BTreeMap::new();
         let mut reals = BTreeMap::new();
         let mut services = BTreeMap::new();
@@ -263,9 +267,21 @@ impl Health {
         target: Target,
         now: Instant,
     ) -> Option<CheckEntry> {
+        let mut probe_target = target.clone();
+        if probe_target.bindto.is_none() && !matches!(spec.kind, CheckKind::Script(_)) {
+            probe_target.bindto = check::source::avoiding_vips(target.addr.ip(), &self.vips);
+            if let Some(src) = probe_target.bindto {
+                info!(
+                    "{} check of {} ({}) leaves from {src}: the kernel's choice is a VIP",
+                    spec.kind.check_type(),
+                    real_text(id.real),
+                    id.service
+                );
+            }
+        }
         let probe = match Probe::new(
             spec.kind.clone(),
-            target.clone(),
+            probe_target,
             self.script_user.clone(),
             interval,
         ) {

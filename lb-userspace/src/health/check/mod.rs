@@ -8,6 +8,7 @@ pub mod http;
 pub mod ping;
 pub mod script;
 pub mod smtp;
+pub mod source;
 pub mod tcp;
 pub mod udp;
 
