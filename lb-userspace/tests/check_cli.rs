@@ -58,7 +58,10 @@ fn the_repository_lab_config_passes() {
 
 #[test]
 fn the_health_check_example_passes() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/health-checks.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/health-checks.yaml"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
         .args(["--config", path, "--check"])
         .output()
