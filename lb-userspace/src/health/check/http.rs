@@ -183,7 +183,12 @@ pub async fn genhash(
     connect: Option<SocketAddr>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<(u16, String, usize)> {
-    let url = Url::parse(url)?;
+    let url = Url::parse(url).map_err(|e| {
+        anyhow::anyhow!("`{url}` is not a URL ({e}; expected http[s]://HOST[:PORT]/PATH)")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        anyhow::bail!("`{url}`: only http and https URLs can be checked");
+    }
     let host = url
         .host_str()
         .ok_or_else(|| anyhow::anyhow!("{url}: no host"))?
