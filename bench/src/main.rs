@@ -32,6 +32,7 @@ use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::xdp::XdpDataplane;
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
+mod health;
 mod pktgen;
 mod vrrp_failover;
 
@@ -58,6 +59,9 @@ enum Mode {
     /// VRRP failover time between two lbd directors (v2 at 1 s, v3 at
     /// 100 ms); writes bench/results/vrrp-failover.md.
     VrrpFailover(vrrp_failover::FailoverArgs),
+    /// lbd's CPU and RSS while it health-checks many real servers (TCP and
+    /// HTTP against nginx); writes bench/results/health.md.
+    Health(health::HealthArgs),
 }
 
 #[derive(clap::Args)]
@@ -159,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         Some(Mode::NsPerPacket(args)) => ns_per_packet(args),
         Some(Mode::Pktgen(args)) => pktgen::run(args),
         Some(Mode::VrrpFailover(args)) => vrrp_failover::run(args),
+        Some(Mode::Health(args)) => health::run(args),
     }
 }
 

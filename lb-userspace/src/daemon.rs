@@ -2,7 +2,8 @@
 //! desired state, keep real servers' next hops resolved, serve the control
 //! socket, reload on SIGHUP, and stop on SIGTERM/SIGINT.
 
-use std::net::IpAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +19,10 @@ use crate::api::{Request, Response};
 use crate::config::{self, Config, DataplaneKind};
 use crate::dataplane::Dataplane;
 use crate::dataplane::xdp::{XdpDataplane, XdpOptions};
+use crate::health::{self, Health};
 use crate::neighbor::NeighborResolver;
 use crate::runner::ScriptUser;
-use crate::state::DesiredState;
+use crate::state::{DesiredState, RealKey, ServiceKey};
 use crate::vrrp::Vrrp;
 
 /// How often the connection table is swept (active/inactive recount).
@@ -42,6 +44,69 @@ struct Inner {
     dataplane: Box<dyn Dataplane>,
     /// Rates of services and reals (`lbctl stats --rate`), sampled every 2 s.
     rates: RateEstimator,
+    health: Health,
+    /// Reals the operator drained (`lbctl drain`): weight 0 until `enable`.
+    drained: BTreeSet<(ServiceKey, RealKey)>,
+}
+
+impl Inner {
+    /// The config with health's and the operator's decisions applied.
+    fn desired_state(&self) -> DesiredState {
+        let mut overrides = self.health.overrides();
+        for key in &self.drained {
+            overrides.reals.entry(key.clone()).or_default().drained = true;
+        }
+        DesiredState::with_overrides(&self.config, &overrides)
+    }
+
+    /// Brings the data plane to `desired_state()`: one diff, one apply.
+    fn reapply(&mut self) -> anyhow::Result<usize> {
+        let desired = self.desired_state();
+        let changes = self.desired.diff(&desired);
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        self.dataplane.check(&desired)?;
+        let result = self.dataplane.apply(&changes);
+        // What applied before an error stands; the next change retries the rest.
+        self.desired = desired;
+        result.map(|_| changes.len())
+    }
+
+    /// The reals of services at `service` (VIP:PORT, every protocol) at `real`.
+    fn find_reals(&self, service: &str, real: &str) -> Result<Vec<(ServiceKey, RealKey)>, String> {
+        let parse = |what: &str, text: &str| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| format!("{what} `{text}` is not ADDRESS:PORT ([v6]:PORT for IPv6)"))
+        };
+        let vs = parse("virtual server", service)?;
+        let rs = parse("real server", real)?;
+        let mut found = Vec::new();
+        let mut service_seen = false;
+        for v in &self.config.virtual_servers {
+            if v.vip.addr() != vs.ip() || v.port != vs.port() {
+                continue;
+            }
+            service_seen = true;
+            if v.real_servers
+                .iter()
+                .any(|r| r.address == rs.ip() && r.port == rs.port())
+            {
+                found.push((
+                    health::service_key(v),
+                    RealKey {
+                        addr: rs.ip(),
+                        port: rs.port(),
+                    },
+                ));
+            }
+        }
+        match (service_seen, found.is_empty()) {
+            (false, _) => Err(format!("no virtual server {service}")),
+            (true, true) => Err(format!("{service} has no real server {real}")),
+            _ => Ok(found),
+        }
+    }
 }
 
 pub struct Daemon {
@@ -71,19 +136,32 @@ impl Daemon {
         {
             warn!("global.interfaces and global.bpf_pin_dir take effect at the next start");
         }
-        let desired = DesiredState::from_config(&config);
-        let changes = inner.desired.diff(&desired);
+        let script_user = ScriptUser::lookup(&config.global.script_user)
+            .map_err(|e| format!("global.script_user: {e:#}"))?;
+        // Check the new state (with the current health) before touching anything.
+        let trial = DesiredState::with_overrides(&config, &inner.health.overrides());
         inner
             .dataplane
-            .check(&desired)
+            .check(&trial)
             .map_err(|e| format!("{e:#}"))?;
-        inner
-            .dataplane
-            .apply(&changes)
-            .map_err(|e| format!("{e:#}"))?;
-        inner.desired = desired;
+        inner.health.sync(&config, script_user);
         inner.config = config;
-        let msg = format!("reloaded: {} change(s) applied", changes.len());
+        let config = &inner.config;
+        let exists = |(s, r): &(ServiceKey, RealKey)| {
+            config.virtual_servers.iter().any(|v| {
+                health::service_key(v) == *s
+                    && v.real_servers.iter().any(|x| health::real_key(x) == *r)
+            })
+        };
+        let drained = inner
+            .drained
+            .iter()
+            .filter(|k| exists(k))
+            .cloned()
+            .collect();
+        inner.drained = drained;
+        let changes = inner.reapply().map_err(|e| format!("{e:#}"))?;
+        let msg = format!("reloaded: {changes} change(s) applied");
         info!("{msg}");
         Ok(msg)
     }
@@ -117,6 +195,43 @@ impl crate::api::metrics::Source for Daemon {
     }
 }
 
+impl Daemon {
+    async fn set_drained(&self, service: &str, real: &str, drain: bool) -> Response {
+        let mut inner = self.inner.lock().await;
+        let keys = match inner.find_reals(service, real) {
+            Ok(k) => k,
+            Err(e) => return Response::err(e),
+        };
+        for k in keys {
+            if drain {
+                inner.drained.insert(k);
+            } else {
+                inner.drained.remove(&k);
+            }
+        }
+        let verb = if drain { "drained" } else { "enabled" };
+        match inner.reapply() {
+            Ok(_) => {
+                info!("{real} of {service} {verb}");
+                Response::ok(format!("{real} of {service} {verb}"))
+            }
+            Err(e) => Response::err(format!("{e:#}")),
+        }
+    }
+
+    /// A check task's report; applies the state when it changed (true).
+    async fn on_health_report(&self, report: health::Report) -> bool {
+        let mut inner = self.inner.lock().await;
+        if !inner.health.on_report(report) {
+            return false;
+        }
+        if let Err(e) = inner.reapply() {
+            error!("applying a health change: {e:#}");
+        }
+        true
+    }
+}
+
 impl Handler for Daemon {
     async fn handle(&self, request: Request) -> Response {
         match request {
@@ -140,6 +255,9 @@ impl Handler for Daemon {
                 Err(e) => Response::err(format!("{e:#}")),
             },
             Request::Vrrp => Response::ok(self.vrrp.status()),
+            Request::Health => Response::ok(self.inner.lock().await.health.views()),
+            Request::Drain { service, real } => self.set_drained(&service, &real, true).await,
+            Request::Enable { service, real } => self.set_drained(&service, &real, false).await,
         }
     }
 }
@@ -262,7 +380,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     xdp.set_new_conn_rate_limit(config.global.new_conn_rate_limit.min(u32::MAX as u64) as u32)?;
     xdp.set_tunnel_source(&config.global.tunnel_source)?;
     let mut dataplane: Box<dyn Dataplane> = Box::new(xdp);
-    let desired = DesiredState::from_config(&config);
+    let script_user =
+        ScriptUser::lookup(&config.global.script_user).context("global.script_user")?;
+    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let mut health = Health::new(script_user.clone(), report_tx);
+    health.sync(&config, script_user);
+    // Checks that start down (alpha) count from the first apply on.
+    let desired = DesiredState::with_overrides(&config, &health.overrides());
     dataplane.check(&desired)?;
     // From what the data plane holds: an adopted one keeps every service
     // and real that did not change, with their flows.
@@ -277,6 +401,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             desired,
             dataplane,
             rates: RateEstimator::default(),
+            health,
+            drained: BTreeSet::new(),
         }),
         vrrp,
     });
@@ -299,7 +425,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut delay = Duration::ZERO;
+    // One timer that lives across loop turns: other branches (health
+    // reports every few hundred ms) must not keep restarting it.
+    let neighbors = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(neighbors);
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut estimate = tokio::time::interval(ESTIMATOR_INTERVAL);
     estimate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -317,6 +446,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     Err(e) => warn!("rate estimator: {e:#}"),
                 }
             }
+            Some(report) = reports.recv() => {
+                if daemon.on_health_report(report).await {
+                    // A real may have joined (the sorry server): resolve it now.
+                    neighbors.as_mut().reset(tokio::time::Instant::now());
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
@@ -324,9 +459,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     error!("reload failed, running config kept:\n{e}");
                 }
             }
-            _ = tokio::time::sleep(delay) => {
+            _ = &mut neighbors => {
                 // Poll fast until every real is resolved, then every second.
-                delay = match daemon.refresh_neighbors(&mut resolver).await {
+                let delay = match daemon.refresh_neighbors(&mut resolver).await {
                     Ok(true) => Duration::from_secs(1),
                     Ok(false) => Duration::from_millis(100),
                     Err(e) => {
@@ -334,6 +469,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                         Duration::from_secs(1)
                     }
                 };
+                neighbors.as_mut().reset(tokio::time::Instant::now() + delay);
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod health;
 pub mod neighbor;
 pub mod realserver;
 pub mod runner;

@@ -5,7 +5,7 @@
 //! (`diff`). So a reload, a health change or a restart all take one path,
 //! and nothing but the data plane knows whether XDP or IPVS runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -102,6 +102,27 @@ impl Service {
     }
 }
 
+/// What runtime knowledge changes about a real server: health checks
+/// (down, dynamic weight) and the operator (`lbctl drain`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealOverride {
+    /// Its checks failed: removed, or weight 0 with `inhibit_on_failure`.
+    pub down: bool,
+    /// A dynamic SCRIPT check's weight, in place of the configured one.
+    pub weight: Option<u32>,
+    /// `lbctl drain`: weight 0, kept in the table (existing connections go on).
+    pub drained: bool,
+}
+
+/// Runtime decisions layered over the config. Health and the operator
+/// each fill their part; `DesiredState::with_overrides` combines them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub reals: BTreeMap<(ServiceKey, RealKey), RealOverride>,
+    /// Services whose live weight fell below quorum.
+    pub quorum_lost: BTreeSet<ServiceKey>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DesiredState {
     pub services: BTreeMap<ServiceKey, Service>,
@@ -122,6 +143,16 @@ pub enum Change {
 impl DesiredState {
     /// The state a config asks for, before health checks have a say.
     pub fn from_config(config: &Config) -> Self {
+        Self::with_overrides(config, &Overrides::default())
+    }
+
+    /// The state a config asks for, given what health checks and the
+    /// operator decided. A real that is down leaves the service (or keeps
+    /// weight 0 with `inhibit_on_failure`); a drained one keeps weight 0.
+    /// A service without quorum that has a sorry server sends everything
+    /// there (keepalived removes the live reals then); without one, the
+    /// live reals keep serving.
+    pub fn with_overrides(config: &Config, overrides: &Overrides) -> Self {
         let mut services = BTreeMap::new();
         for vs in &config.virtual_servers {
             let key = ServiceKey {
@@ -129,13 +160,34 @@ impl DesiredState {
                 port: vs.port,
                 protocol: vs.protocol,
             };
+            let to_sorry = vs.sorry_server.is_some() && overrides.quorum_lost.contains(&key);
             let reals = vs
                 .real_servers
                 .iter()
-                .map(|r| Real {
-                    addr: r.address,
-                    port: r.port,
-                    weight: r.weight,
+                .filter_map(|r| {
+                    let rk = RealKey {
+                        addr: r.address,
+                        port: r.port,
+                    };
+                    let o = overrides
+                        .reals
+                        .get(&(key.clone(), rk))
+                        .copied()
+                        .unwrap_or_default();
+                    let out = o.down || to_sorry;
+                    if out && !vs.inhibit_on_failure {
+                        return None;
+                    }
+                    let weight = if out || o.drained {
+                        0
+                    } else {
+                        o.weight.unwrap_or(r.weight)
+                    };
+                    Some(Real {
+                        addr: r.address,
+                        port: r.port,
+                        weight,
+                    })
                 })
                 .collect();
             let attrs = ServiceAttrs {
@@ -296,6 +348,87 @@ mod tests {
             without.reals, up.reals,
             "a live real keeps the sorry server out"
         );
+    }
+
+    fn config(extra: &str) -> Config {
+        let yaml = format!(
+            "global:\n  interfaces: [eth0]\nvirtual_servers:\n  - vip: 10.0.0.100\n    port: 80\n    scheduler: wrr\n    method: DR\n{extra}    sorry_server: {{ address: 10.0.0.99, port: 80 }}\n    real_servers:\n      - {{ address: 10.0.0.1, weight: 2 }}\n      - {{ address: 10.0.0.2, weight: 3 }}\n"
+        );
+        crate::config::parse_str(&yaml, "t.yaml").unwrap()
+    }
+
+    fn rk(a: &str) -> RealKey {
+        RealKey {
+            addr: a.parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    fn weights(s: &DesiredState) -> Vec<(String, u32)> {
+        s.services[&key(80)]
+            .reals
+            .iter()
+            .map(|r| (r.addr.to_string(), r.weight))
+            .collect()
+    }
+
+    fn with(o: &[(&str, RealOverride)]) -> Overrides {
+        Overrides {
+            reals: o.iter().map(|(a, v)| ((key(80), rk(a)), *v)).collect(),
+            quorum_lost: BTreeSet::new(),
+        }
+    }
+
+    const DOWN: RealOverride = RealOverride {
+        down: true,
+        weight: None,
+        drained: false,
+    };
+
+    #[test]
+    fn overrides_remove_inhibit_drain_and_reweigh() {
+        let c = config("");
+        let all = |s: &DesiredState| weights(s);
+        assert_eq!(
+            all(&DesiredState::from_config(&c)),
+            [("10.0.0.1".into(), 2), ("10.0.0.2".into(), 3)]
+        );
+        // Down: removed.
+        let s = DesiredState::with_overrides(&c, &with(&[("10.0.0.1", DOWN)]));
+        assert_eq!(all(&s), [("10.0.0.2".into(), 3)]);
+        // Drained and dynamic weight.
+        let drained = RealOverride {
+            drained: true,
+            ..Default::default()
+        };
+        let dynamic = RealOverride {
+            weight: Some(7),
+            ..Default::default()
+        };
+        let s = DesiredState::with_overrides(
+            &c,
+            &with(&[("10.0.0.1", drained), ("10.0.0.2", dynamic)]),
+        );
+        assert_eq!(all(&s), [("10.0.0.1".into(), 0), ("10.0.0.2".into(), 7)]);
+        // Everything down: the sorry server stands in.
+        let s = DesiredState::with_overrides(&c, &with(&[("10.0.0.1", DOWN), ("10.0.0.2", DOWN)]));
+        assert_eq!(all(&s), [("10.0.0.99".into(), 1)]);
+        // inhibit_on_failure: weight 0 instead of removal.
+        let c = config("    inhibit_on_failure: true\n");
+        let s = DesiredState::with_overrides(&c, &with(&[("10.0.0.1", DOWN)]));
+        assert_eq!(all(&s), [("10.0.0.1".into(), 0), ("10.0.0.2".into(), 3)]);
+    }
+
+    #[test]
+    fn lost_quorum_hands_the_service_to_the_sorry_server() {
+        let c = config("    quorum: 4\n");
+        let mut o = with(&[("10.0.0.2", DOWN)]);
+        o.quorum_lost.insert(key(80));
+        let s = DesiredState::with_overrides(&c, &o);
+        assert_eq!(weights(&s), [("10.0.0.99".into(), 1)]);
+        let back = DesiredState::from_config(&c);
+        let changes = s.diff(&back);
+        assert!(changes.contains(&Change::RemoveReal(key(80), rk("10.0.0.99"))));
     }
 
     #[test]

@@ -57,6 +57,23 @@ fn the_repository_lab_config_passes() {
 }
 
 #[test]
+fn the_health_check_example_passes() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/health-checks.yaml"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(["--config", path, "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_syntax_error_names_its_position() {
     let bad = GOOD.replace("    port: 80\n", "    port: [80\n");
     let (code, _, err) = check(&bad);

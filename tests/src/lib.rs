@@ -10,6 +10,7 @@ pub mod director;
 pub mod fixture;
 pub mod lab;
 pub mod netns;
+pub mod nginx;
 pub mod packet;
 pub mod traffic;
 pub mod vrrp_lab;

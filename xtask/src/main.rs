@@ -115,7 +115,8 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(release_bin("lbd-lab")).args(["--requests", &requests.to_string()]))
         }
         Cmd::Bench { args } => {
-            run(cargo().args(["build", "--release", "-p", "lb-bench"]))?;
+            // lbd and lbctl too: `lb-bench health` runs them.
+            run(cargo().args(["build", "--release", "-p", "lb-bench", "-p", "lb-userspace"]))?;
             if args.is_empty() {
                 // Both modes: ns/packet (BPF_PROG_TEST_RUN), then Mpps
                 // through namespaces (pktgen).

@@ -16,6 +16,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("keepalived", "keepalived"),
     ("tcpdump", "tcpdump"),
+    // The real servers of the health-check end-to-end tests.
+    ("nginx", "nginx"),
 ];
 
 fn quiet(cmd: &mut Command) -> bool {

@@ -27,6 +27,14 @@ pub enum Request {
     },
     /// VRRP instances (`lbctl vrrp`): a `vrrp::VrrpStatus`.
     Vrrp,
+    /// Every health check (`lbctl health`): a `Vec<health::CheckView>`.
+    Health,
+    /// `lbctl drain VIP:PORT REAL:PORT`: weight 0 at run time, kept over
+    /// reloads and health changes until `enable`.
+    Drain { service: String, real: String },
+    /// `lbctl enable VIP:PORT REAL:PORT`: back to the weight health and
+    /// config give it.
+    Enable { service: String, real: String },
 }
 
 /// How many connections `lbctl conns` lists unless told: the table can

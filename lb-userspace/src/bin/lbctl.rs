@@ -9,6 +9,7 @@ use lb_userspace::api::{DEFAULT_MAX_CONNS, Request, client, ipvsadm};
 use lb_userspace::dataplane::{ConnList, DataplaneStatus};
 use lb_userspace::vrrp::VrrpStatus;
 use lb_userspace::realserver;
+use lb_userspace::health::CheckView;
 use serde::de::DeserializeOwned;
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,125 @@ enum Command {
         #[command(subcommand)]
         action: RealserverAction,
     },
+    /// Every health check: state, since when, last result.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Weight 0 for a real server at run time (new connections go
+    /// elsewhere, existing ones go on), like `ipvsadm -e -w 0`.
+    Drain {
+        /// The virtual server, VIP:PORT ([v6]:PORT).
+        service: String,
+        /// The real server, ADDRESS:PORT.
+        real: String,
+    },
+    /// Undo `drain`.
+    Enable { service: String, real: String },
+    /// The MD5 digest of a URL's body, for an HTTP check's `digest`, like
+    /// keepalived's genhash. Does not need lbd.
+    Genhash {
+        /// http://HOST[:PORT]/PATH or https://...
+        url: String,
+        /// Connect to this ADDRESS:PORT instead of resolving the URL's host
+        /// (which still goes in the Host header and SNI).
+        #[arg(long)]
+        server: Option<std::net::SocketAddr>,
+        /// Seconds to wait for the whole answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Also print the status and the body's length.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+/// `lbctl genhash`: fetches the URL and prints keepalived's `MD5SUM = ...`.
+fn genhash(
+    url: &str,
+    server: Option<std::net::SocketAddr>,
+    timeout: f64,
+    verbose: bool,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lbctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let timeout = std::time::Duration::from_secs_f64(timeout.max(0.001));
+    match runtime.block_on(lb_userspace::health::check::http::genhash(
+        url, server, timeout,
+    )) {
+        Ok((status, digest, len)) => {
+            if verbose {
+                println!("HTTP status: {status}");
+                println!("Body length: {len}");
+            }
+            println!("MD5SUM = {digest}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lbctl genhash: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `lbctl health`: one line per check.
+fn health_table(checks: &[CheckView]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut rows = vec![[
+        "Service".to_owned(),
+        "Real".to_owned(),
+        "Check".to_owned(),
+        "Target".to_owned(),
+        "State".to_owned(),
+        "Since".to_owned(),
+        "Failures".to_owned(),
+        "Last result".to_owned(),
+    ]];
+    for c in checks {
+        let state = match (c.up, c.real_up) {
+            (true, true) => "UP",
+            (true, false) => "UP (real DOWN)",
+            (false, _) => "DOWN",
+        };
+        let last = match (&c.last_detail, c.last_latency_ms) {
+            (Some(d), Some(ms)) => format!("{d} ({ms:.1} ms)"),
+            _ => "not run yet".to_owned(),
+        };
+        rows.push([
+            format!("{} ({})", c.service, c.service_key),
+            c.real.to_string(),
+            c.check_type.clone(),
+            c.target.to_string(),
+            state.to_owned(),
+            format!("{}s ago", (now - c.since).max(0.0).round() as u64),
+            format!("{}/{}", c.consecutive_failures, c.total_failures),
+            last,
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Decodes lbd's reply data as `T`.
@@ -73,6 +193,15 @@ fn decode<T: DeserializeOwned>(data: serde_json::Value) -> Result<T, ExitCode> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Command::Genhash {
+        url,
+        server,
+        timeout,
+        verbose,
+    } = &args.command
+    {
+        return genhash(url, *server, *timeout, *verbose);
+    }
     let (request, json) = match &args.command {
         Command::Realserver { action } => return realserver_command(action),
         Command::Status { json } => (Request::Status, *json),
@@ -80,6 +209,22 @@ fn main() -> ExitCode {
         Command::Stats { json, .. } => (Request::Stats, *json),
         Command::Conns { json, max } => (Request::Conns { max: *max }, *json),
         Command::Vrrp { json } => (Request::Vrrp, *json),
+        Command::Health { json } => (Request::Health, *json),
+        Command::Drain { service, real } => (
+            Request::Drain {
+                service: service.clone(),
+                real: real.clone(),
+            },
+            false,
+        ),
+        Command::Enable { service, real } => (
+            Request::Enable {
+                service: service.clone(),
+                real: real.clone(),
+            },
+            false,
+        ),
+        Command::Genhash { .. } => unreachable!("handled above"),
     };
     let response = match client::call(&args.socket, &request) {
         Ok(r) => r,
@@ -118,6 +263,11 @@ fn main() -> ExitCode {
         Command::Vrrp { .. } => decode::<VrrpStatus>(data).map(|s| s.render()),
         Command::Reload => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
         Command::Realserver { .. } => unreachable!("handled without lbd"),
+        Command::Health { .. } => decode::<Vec<CheckView>>(data).map(|c| health_table(&c)),
+        Command::Drain { .. } | Command::Enable { .. } => {
+            Ok(format!("{}\n", data.as_str().unwrap_or("done")))
+        }
+        Command::Genhash { .. } => unreachable!("handled above"),
     };
     match text {
         Ok(text) => {

@@ -327,6 +327,8 @@ pub(crate) struct RawVirtualServer {
     pub delay_loop: Option<S<DurationValue>>,
     pub quorum: Option<S<Int>>,
     pub hysteresis: Option<S<Int>>,
+    pub quorum_up: Option<Script>,
+    pub quorum_down: Option<Script>,
     pub inhibit_on_failure: Option<bool>,
     pub sorry_server: Option<S<RawSorryServer>>,
     pub real_servers: Option<S<Vec<S<RawRealServer>>>>,

@@ -211,6 +211,10 @@ pub struct VirtualServer {
     /// Minimum total weight of healthy reals for the service to count as up.
     pub quorum: u32,
     pub hysteresis: u32,
+    /// Run when the live weight reaches `quorum + hysteresis`.
+    pub quorum_up: Option<Script>,
+    /// Run when the live weight falls below `quorum - hysteresis`.
+    pub quorum_down: Option<Script>,
     /// On a failed check: weight 0 instead of removal.
     pub inhibit_on_failure: bool,
     pub sorry_server: Option<SorryServer>,

@@ -710,7 +710,7 @@ fn unknown_field() {
         6,
         5,
         "unknown field `prot`, expected one of name, vip, port, protocol, scheduler, scheduler_flags, method, persistence, \
-         delay_loop, quorum, hysteresis, inhibit_on_failure, sorry_server, real_servers",
+         delay_loop, quorum, hysteresis, quorum_up, quorum_down, inhibit_on_failure, sorry_server, real_servers",
     );
     // Deep inside a check, in flow style.
     assert_one_error(
@@ -1352,4 +1352,29 @@ fn vrrp_password_is_never_shown() {
     assert_eq!(auth.password, "s3cr3t");
     assert!(!format!("{c:?}").contains("s3cr3t"));
     assert!(!serde_json::to_string(&c).unwrap().contains("s3cr3t"));
+}
+
+#[test]
+fn quorum_scripts() {
+    let c = parse(&one_vs(
+        "    scheduler: rr\n    method: DR\n    quorum: 3\n    hysteresis: 1\n    quorum_up: /etc/lbd/q_up.sh up\n    quorum_down: [/etc/lbd/q_down.sh, \"a b\"]\n    real_servers:\n      - address: 10.0.0.2\n",
+    ));
+    let vs = &c.virtual_servers[0];
+    assert_eq!((vs.quorum, vs.hysteresis), (3, 1));
+    assert_eq!(
+        vs.quorum_up.as_ref().unwrap().argv,
+        ["/etc/lbd/q_up.sh", "up"]
+    );
+    assert_eq!(
+        vs.quorum_down.as_ref().unwrap().argv,
+        ["/etc/lbd/q_down.sh", "a b"]
+    );
+    assert_one_error(
+        &one_vs(
+            "    scheduler: rr\n    method: DR\n    quorum_up: \"\"\n    real_servers:\n      - address: 10.0.0.2\n",
+        ),
+        8,
+        16,
+        "script is empty",
+    );
 }

@@ -320,6 +320,8 @@ fn virtual_server(raw: S<RawVirtualServer>, errors: &mut Errors) -> Option<Built
             delay_loop,
             quorum,
             hysteresis,
+            quorum_up: r.quorum_up.clone(),
+            quorum_down: r.quorum_down.clone(),
             inhibit_on_failure: r.inhibit_on_failure.unwrap_or(false),
             sorry_server,
             real_servers,
