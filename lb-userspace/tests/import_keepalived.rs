@@ -567,6 +567,14 @@ fn every_mapped_option() {
         (Scheduler::Wlc, Method::Nat, Protocol::Udp),
         "keepalived's defaults"
     );
+    assert_eq!(
+        defaults.quorum_up.as_ref().unwrap().argv,
+        ["/etc/lbd/quorum.sh", "up"]
+    );
+    assert_eq!(
+        defaults.quorum_down.as_ref().unwrap().argv,
+        ["/etc/lbd/quorum.sh", "down"]
+    );
     assert!(stderr.contains("virtual_server without `protocol`: keepalived defaults it to UDP"));
 
     for dropped in [

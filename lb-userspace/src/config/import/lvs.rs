@@ -114,6 +114,7 @@ pub(crate) fn virtual_server(
             vs.option(child, ctx);
         }
     }
+    uses_scripts |= vs.uses_scripts;
     vs.finish_inhibit(node, ctx);
     vs.finish_persistence(ctx);
 
@@ -160,6 +161,8 @@ struct VirtualServer {
     defaults: CheckDefaults,
     default_weight: Option<String>,
     inhibit: bool,
+    /// quorum_up / quorum_down.
+    uses_scripts: bool,
     persistence_timeout: Option<(String, Node)>,
     persistence_mask: Option<(String, Node)>,
     /// Reals that set inhibit_on_failure themselves, and how many reals.
@@ -246,6 +249,7 @@ impl VirtualServer {
             defaults: CheckDefaults::default(),
             default_weight: None,
             inhibit: false,
+            uses_scripts: false,
             persistence_timeout: None,
             persistence_mask: None,
             inhibit_reals: Vec::new(),
@@ -314,6 +318,16 @@ impl VirtualServer {
                 "a weight",
                 integer(0, i64::from(u32::MAX)),
             ),
+            "quorum_up" | "quorum_down" => match script(child.args()) {
+                Some(s) => {
+                    body.set(kw, s);
+                    self.uses_scripts = true;
+                }
+                None => {
+                    let c = ctx.drop(child, "no command given");
+                    body.comment(&c);
+                }
+            },
             "inhibit_on_failure" => {
                 if let Some(on) = switch(child, ctx, body) {
                     self.inhibit = on;
@@ -575,7 +589,7 @@ fn vs_why(kw: &str) -> Option<&'static str> {
         "nat_mask" => "lbd needs no netmask for a virtual server",
         "ha_suspend" => "lbd checks real servers whether or not it owns the VIP",
         "ops" => "lbd has no one-packet scheduling",
-        "omega" | "quorum_up" | "quorum_down" => "lbd runs no quorum scripts",
+        "omega" => "lbd runs no script when a virtual server goes away",
         "sorry_server_inhibit" | "sorry_server_lvs_method" => {
             "lbd forwards to the sorry server like to a real server"
         }
