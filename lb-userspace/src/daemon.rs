@@ -181,7 +181,8 @@ impl Daemon {
 
 impl crate::api::metrics::Source for Daemon {
     async fn snapshot(&self) -> crate::api::metrics::Snapshot {
-        let dataplane = match self.inner.lock().await.dataplane.status() {
+        let inner = self.inner.lock().await;
+        let dataplane = match inner.dataplane.status() {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!("metrics: data-plane status: {e:#}");
@@ -191,6 +192,7 @@ impl crate::api::metrics::Source for Daemon {
         crate::api::metrics::Snapshot {
             dataplane,
             vrrp: self.vrrp.status(),
+            health: inner.health.views(),
         }
     }
 }

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::dataplane::DataplaneStatus;
+use crate::health::CheckView;
 use crate::vrrp::VrrpStatus;
 
 /// What one scrape shows.
@@ -20,6 +21,7 @@ use crate::vrrp::VrrpStatus;
 pub struct Snapshot {
     pub dataplane: Option<DataplaneStatus>,
     pub vrrp: VrrpStatus,
+    pub health: Vec<CheckView>,
 }
 
 /// Where a scrape gets its snapshot (the daemon).
@@ -94,7 +96,36 @@ fn families(s: &Snapshot) -> Vec<Family> {
         out.extend(dataplane_families(dp));
     }
     out.extend(vrrp_families(&s.vrrp));
+    out.extend(health_families(&s.health));
     out
+}
+
+fn health_families(checks: &[CheckView]) -> Vec<Family> {
+    let mut up = Family::gauge("lbd_check_up", "1 while a health check passes");
+    let mut real_up = Family::gauge("lbd_real_up", "1 while every check of a real server passes");
+    let mut latency = Family::gauge(
+        "lbd_check_latency_microseconds",
+        "Duration of a health check's last probe",
+    );
+    let mut failures = Family::counter("lbd_check_failures", "Failed probes of a health check");
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in checks.iter().enumerate() {
+        let real = c.real.to_string();
+        let base = labels(&[("service", &c.service), ("real", &real)]);
+        if seen.insert((c.service.clone(), real.clone())) {
+            real_up.add(&base, u64::from(c.real_up));
+        }
+        let mut l = base;
+        l.push(("check".into(), c.check_type.clone()));
+        // Several checks of one type on a real stay apart.
+        l.push(("index".into(), i.to_string()));
+        up.add(&l, u64::from(c.up));
+        failures.add(&l, c.total_failures);
+        if let Some(ms) = c.last_latency_ms {
+            latency.add(&l, (ms * 1000.0).round() as u64);
+        }
+    }
+    vec![up, real_up, latency, failures]
 }
 
 fn dataplane_families(dp: &DataplaneStatus) -> Vec<Family> {
@@ -312,6 +343,7 @@ mod tests {
                 reasons: vec![("drop_no_real".into(), 11)],
             }),
             vrrp: VrrpStatus::default(),
+            health: Vec::new(),
         }
     }
 

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::api::stats::StatsReport;
 use lb_userspace::api::{DEFAULT_MAX_CONNS, Request, client, ipvsadm};
 use lb_userspace::dataplane::{ConnList, DataplaneStatus};
-use lb_userspace::vrrp::VrrpStatus;
-use lb_userspace::realserver;
 use lb_userspace::health::CheckView;
+use lb_userspace::realserver;
+use lb_userspace::vrrp::VrrpStatus;
 use serde::de::DeserializeOwned;
 
 #[derive(Parser, Debug)]
