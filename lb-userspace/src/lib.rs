@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod ipvs;
 pub mod neighbor;
 pub mod runner;
 pub mod state;
