@@ -5,6 +5,7 @@
 //! and reads back status and counters; nothing else knows which one runs.
 
 pub mod decap;
+pub mod ipvs;
 pub mod slots;
 pub mod xdp;
 
