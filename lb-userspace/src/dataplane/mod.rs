@@ -6,6 +6,7 @@
 
 pub mod decap;
 pub mod ipvs;
+pub mod select;
 pub mod slots;
 pub mod xdp;
 
