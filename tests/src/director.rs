@@ -93,6 +93,16 @@ impl Director {
             .iter()
             .map(|peer| PeerPass::attach(&lab.switch, peer))
             .collect::<Result<Vec<_>>>()?;
+        Self::start_lbd(lab, config, peer_pass)
+    }
+
+    /// Starts lbd with a `dataplane: ipvs` config: no XDP anywhere, so
+    /// no pass programs on the bridge ports either.
+    pub fn start_ipvs(lab: &DrLab, config: &str) -> Result<Director> {
+        Self::start_lbd(lab, config, Vec::new())
+    }
+
+    fn start_lbd(lab: &DrLab, config: &str, peer_pass: Vec<PeerPass>) -> Result<Director> {
         let tag = format!(
             "lbt{}-{}",
             std::process::id(),
