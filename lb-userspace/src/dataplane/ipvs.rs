@@ -310,6 +310,15 @@ fn read_back(
                 vip: id.addr.to_string(),
                 port: id.port,
                 scheduler: entry.spec.scheduler.clone(),
+                // From the kernel's own values, not the config's.
+                flags: super::ipvsadm_flags(
+                    &entry.spec.scheduler,
+                    entry.spec.flags & IP_VS_SVC_F_SCHED1 != 0,
+                    entry.spec.flags & IP_VS_SVC_F_SCHED2 != 0,
+                    (entry.spec.flags & IP_VS_SVC_F_PERSISTENT != 0)
+                        .then_some((entry.spec.timeout, entry.spec.netmask)),
+                    id.addr.is_ipv6(),
+                ),
                 method,
                 reals: dests.iter().map(real_status).collect(),
                 stats: stats(&entry.stats),
@@ -634,5 +643,28 @@ TCP fd00:0000:0000:0000:0000:0000:0000:0063 C350 fd00:0000:0000:0000:0000:0000:0
         let text = format!("{e:#}");
         assert!(text.contains("ip_vs"), "{text}");
         assert!(text.contains("dataplane: xdp"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::super::ipvsadm_flags;
+
+    #[test]
+    fn flags_print_as_ipvsadm_does() {
+        assert_eq!(ipvsadm_flags("wrr", false, false, None, false), "");
+        assert_eq!(
+            ipvsadm_flags("sh", true, true, Some((120, 24)), false),
+            "(sh-fallback,sh-port) persistent 120 mask 255.255.255.0"
+        );
+        assert_eq!(ipvsadm_flags("mh", false, true, None, false), "(mh-port)");
+        assert_eq!(
+            ipvsadm_flags("rr", false, false, Some((300, 32)), false),
+            "persistent 300"
+        );
+        assert_eq!(
+            ipvsadm_flags("rr", false, false, Some((300, 64)), true),
+            "persistent 300 mask 64"
+        );
     }
 }

@@ -905,6 +905,19 @@ impl Dataplane for XdpDataplane {
                 },
                 port: key.port,
                 scheduler: format!("{:?}", s.attrs.scheduler).to_lowercase(),
+                flags: {
+                    use crate::config::SchedulerFlag as F;
+                    let has = |f: &[F]| s.attrs.scheduler_flags.iter().any(|x| f.contains(x));
+                    super::ipvsadm_flags(
+                        s.attrs.scheduler.as_str(),
+                        has(&[F::ShFallback, F::MhFallback]),
+                        has(&[F::ShPort, F::MhPort]),
+                        s.attrs
+                            .persistence
+                            .map(|p| (p.timeout.as_secs() as u32, p.netmask)),
+                        key.vip.addr().is_ipv6(),
+                    )
+                },
                 method: format!("{:?}", s.attrs.method).to_uppercase(),
                 reals: s
                     .reals
