@@ -61,6 +61,9 @@ enum Cmd {
         /// Test binaries run in the VM (tests/tests/NAME.rs).
         #[arg(long = "test", default_values_t = vm_test_binaries())]
         tests: Vec<String>,
+        /// Run this shell command in the VM instead of the tests.
+        #[arg(long)]
+        shell: Option<String>,
         /// Extra arguments for every test binary (e.g. a name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -149,9 +152,18 @@ fn build_test_binaries(names: &[String]) -> anyhow::Result<Vec<(String, PathBuf)
 }
 
 /// `cargo xtask vm-test`: build, boot, run the VM tests, report.
-fn vm_test(memory: u32, timeout: u64, tests: &[String], args: &[String]) -> anyhow::Result<()> {
+fn vm_test(
+    memory: u32,
+    timeout: u64,
+    tests: &[String],
+    shell: Option<&str>,
+    args: &[String],
+) -> anyhow::Result<()> {
     run(cargo().args(["build", "--bins"]))?;
-    let binaries = build_test_binaries(tests)?;
+    let binaries = match shell {
+        Some(_) => Vec::new(),
+        None => build_test_binaries(tests)?,
+    };
     let kernel = vm::prepare_kernel()?;
     let root = workspace_root();
     let quoted: Vec<String> = args
@@ -165,6 +177,9 @@ fn vm_test(memory: u32, timeout: u64, tests: &[String], args: &[String]) -> anyh
             exe.display(),
             quoted.join(" ")
         ));
+    }
+    if let Some(cmd) = shell {
+        script.push_str(&format!("{cmd}\nrc=$?\n"));
     }
     script.push_str("echo $rc > /results/status\n");
     let results = root.join("target/vm-test");
@@ -237,8 +252,9 @@ fn main() -> anyhow::Result<()> {
             memory,
             timeout,
             tests,
+            shell,
             args,
-        } => vm_test(memory, timeout, &tests, &args),
+        } => vm_test(memory, timeout, &tests, shell.as_deref(), &args),
         Cmd::Run {
             iface,
             config,

@@ -118,9 +118,10 @@ fn extract_vmlinux(vmlinuz: &Path, out: &Path) -> anyhow::Result<()> {
 /// The busybox init that runs inside the VM.
 fn init_script(modules_root: &Path) -> String {
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+        r#"#!/lbd/bin/busybox sh
+# busybox lives in /lbd/bin: /bin must be the host's (its tools link there).
+/lbd/bin/busybox --install -s /lbd/bin
+export PATH=/lbd/bin
 mkdir -p /proc /sys /dev /tmp /run /host /results
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -135,19 +136,22 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /results || ec
 # The host's directories, read-only; /proc, /sys, /dev, /tmp, /run are the VM's own.
 for d in /host/*; do
   n=${{d#/host/}}
-  case $n in proc|sys|dev|tmp|run|host|results|bin) ;; *) [ -e /$n ] || ln -s $d /$n ;; esac
+  case $n in proc|sys|dev|tmp|run|host|results|lbd) continue ;; esac
+  rmdir /$n 2>/dev/null
+  [ -e /$n ] || ln -s $d /$n
 done
-printf '#!/bin/busybox sh\nexec /usr/sbin/modprobe -d {root} "$@"\n' > /tmp/lbd-modprobe
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/lbd/bin
+printf '#!/lbd/bin/sh\nexec /usr/sbin/modprobe -d {root} "$@"\n' > /tmp/lbd-modprobe
 chmod +x /tmp/lbd-modprobe
 echo /tmp/lbd-modprobe > /proc/sys/kernel/modprobe
 ip link set lo up
 hostname lbd-vm
 export HOME=/root LBD_IN_VM=1
 echo "lbd-vm: running $(uname -r)"
-sh /results/run.sh
+/lbd/bin/sh /results/run.sh
 echo "lbd-vm: exit $?"
-sync
-poweroff -f
+/lbd/bin/sync
+/lbd/bin/poweroff -f
 echo b > /proc/sysrq-trigger
 "#,
         root = modules_root.display()
@@ -158,9 +162,9 @@ echo b > /proc/sysrq-trigger
 fn build_initramfs(root: &Path, release: &str, out: &Path) -> anyhow::Result<()> {
     let stage = out.with_extension("d");
     let _ = std::fs::remove_dir_all(&stage);
-    std::fs::create_dir_all(stage.join("bin"))?;
+    std::fs::create_dir_all(stage.join("lbd/bin"))?;
     std::fs::create_dir_all(stage.join("mods"))?;
-    std::fs::copy(BUSYBOX, stage.join("bin/busybox"))
+    std::fs::copy(BUSYBOX, stage.join("lbd/bin/busybox"))
         .context("copying busybox (apt-get install busybox-static)")?;
     let deps = output(
         Command::new("modprobe")
@@ -185,6 +189,7 @@ fn build_initramfs(root: &Path, release: &str, out: &Path) -> anyhow::Result<()>
     }
     std::fs::write(stage.join("mods/order"), order.join("\n"))?;
     let init = stage.join("init");
+    // The kernel runs /init with the first line's interpreter.
     std::fs::write(&init, init_script(root))?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let cpio = std::fs::File::create(out)?;

@@ -320,7 +320,9 @@ fn read_back(
                     id.addr.is_ipv6(),
                 ),
                 method,
-                reals: dests.iter().map(real_status).collect(),
+                // The kernel lists destinations newest first; ipvsadm
+                // shows them in the order they were added, and so do we.
+                reals: dests.iter().rev().map(real_status).collect(),
                 stats: stats(&entry.stats),
             },
         ));
