@@ -423,3 +423,50 @@ fn a_removed_real_leaves_ipvs_and_comes_back() {
     });
     assert_eq!(shape(&ipvsadm(&lab, &["-Ln", "--sort"])), shape(DR_IPVSADM));
 }
+
+/// A service left in the kernel (by an earlier lbd, or by hand) is
+/// adopted at start: edited to the config, stale reals removed, without a
+/// flush; a service lbd does not configure is left as it is.
+#[test]
+fn services_already_in_the_kernel_are_adopted_and_others_left_alone() {
+    if !in_vm() {
+        return;
+    }
+    let mut lab = DrLab::new(3).expect("building the DR lab");
+    lab.start_servers().expect("starting real servers");
+    for cmd in [
+        "-A -t 10.77.0.100:80 -s rr",
+        "-a -t 10.77.0.100:80 -r 10.77.0.11:80 -g -w 7",
+        "-a -t 10.77.0.100:80 -r 10.77.0.99:80 -g -w 1",
+        "-A -t 10.77.0.100:8080 -s lc",
+        "-a -t 10.77.0.100:8080 -r 10.77.0.12:8080 -g -w 1",
+    ] {
+        ipvsadm(&lab, &cmd.split(' ').collect::<Vec<_>>());
+    }
+    let director = Director::start_ipvs(&lab, DR_CONFIG).expect("starting lbd on IPVS");
+    let foreign = "\
+TCP  10.77.0.100:8080 lc
+  -> 10.77.0.12:8080              Route   1      0          0         
+";
+    // --sort orders by protocol, address, port: 443 before 8080.
+    let want = DR_IPVSADM.replace(
+        "UDP  10.77.0.100:9000",
+        &format!("{foreign}UDP  10.77.0.100:9000"),
+    );
+    assert_eq!(ipvsadm(&lab, &["-Ln", "--sort"]), want);
+    // lbctl shows what the kernel has, the foreign service included.
+    let status = director.status().unwrap();
+    assert!(status.services.iter().any(|s| s.port == 8080), "{status:?}");
+    drop(director);
+    // --cleanup-on-exit removed lbd's services only.
+    assert_eq!(
+        ipvsadm(&lab, &["-Ln", "--sort"]),
+        format!(
+            "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+{foreign}"
+        )
+    );
+}

@@ -29,8 +29,12 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Run the whole test suite: unit, BPF fixtures, end to end (needs root).
+    /// Run the whole test suite: unit, BPF fixtures, end to end (needs root),
+    /// then the VM tier (`vm-test`).
     Test {
+        /// Skip the VM tier (qemu TCG, about 3 minutes).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for the test runner (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -224,14 +228,21 @@ fn main() -> anyhow::Result<()> {
             }
             run(&mut c)
         }
-        Cmd::Test { args } => {
+        Cmd::Test { no_vm, args } => {
             // The end-to-end tests drive the real lbd, lbctl and lab-server
             // binaries: build them first (cargo test alone may not).
             run(cargo().args(["build", "--bins"]))?;
             // Unit tests, BPF fixtures and namespace labs in one run. Each
             // lab uses its own namespaces and pin directory, so tests may
             // run in parallel.
-            run(cargo().args(["test", "--no-fail-fast"]).args(&args))
+            let host = run(cargo().args(["test", "--no-fail-fast"]).args(&args));
+            // The VM tier runs even when the host tests failed: both report.
+            let vm = if no_vm {
+                Ok(())
+            } else {
+                vm_test(1024, 1800, &vm_test_binaries(), None, &[])
+            };
+            host.and(vm)
         }
         Cmd::Lab { requests } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace", "-p", "lb-tests"]))?;

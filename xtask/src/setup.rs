@@ -14,6 +14,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
+    // The VM tier (cargo xtask vm-test): qemu, the initramfs, the kernel
+    // package's modules and xz-compressed image, and the IPVS judge.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("cpio", "cpio"),
+    ("depmod", "kmod"),
+    ("xz", "xz-utils"),
+    ("ipvsadm", "ipvsadm"),
 ];
 
 fn quiet(cmd: &mut Command) -> bool {

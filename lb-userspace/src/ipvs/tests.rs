@@ -365,7 +365,7 @@ fn stats64(conns: u64, inbytes: u64) -> Vec<u8> {
         (9, 4),
         (10, 5),
     ] {
-        v.extend(nla(kind, &(value as u64).to_le_bytes()));
+        v.extend(nla(kind, &value.to_le_bytes()));
     }
     v
 }
