@@ -222,6 +222,16 @@ fn dr_traffic_flows_through_ipvs_by_weight() {
     assert!(distinct.len() >= 2, "{replies:?}");
     // Counters and the connection table, read back through lbctl.
     wait_for_conns(&director, "web", 30);
+    // Once IPVS's counters have settled (a 2 s fold past the last packet),
+    // `lbctl stats` and `ipvsadm -Ln --stats` read the same numbers.
+    std::thread::sleep(Duration::from_millis(2500));
+    let lbctl_stats = director.lbctl(&["stats"]).unwrap();
+    let ipvsadm_stats = ipvsadm(&lab, &["-Ln", "--stats"]);
+    assert_eq!(
+        blocks(&lbctl_stats),
+        blocks(&ipvsadm_stats),
+        "lbctl stats:\n{lbctl_stats}\nipvsadm -Ln --stats:\n{ipvsadm_stats}"
+    );
     let conns: ConnList = serde_json::from_str(&director.lbctl(&["conns", "--json"]).unwrap())
         .expect("lbctl conns --json");
     let tcp: Vec<_> = conns
@@ -469,4 +479,60 @@ Prot LocalAddress:Port Scheduler Flags
 {foreign}"
         )
     );
+}
+
+const DR6_CONFIG: &str = "\
+global:
+  dataplane: ipvs
+  interfaces: [eth0]
+  bpf_pin_dir: /sys/fs/bpf/lbd-lab
+  api: { socket: /run/lbd/lab.sock, metrics: 127.0.0.1:9469 }
+virtual_servers:
+  - name: web6
+    vip: fd77::100
+    port: 80
+    protocol: TCP
+    scheduler: rr
+    method: DR
+    persistence: { timeout: 60s, netmask: 64 }
+    real_servers:
+      - { address: \"fd77::11\", port: 80 }
+      - { address: \"fd77::12\", port: 80 }
+";
+
+#[test]
+fn ipv6_dr_service_is_listed_and_forwards() {
+    if !in_vm() {
+        return;
+    }
+    let mut lab = DrLab::new_dr6(2).expect("building the dual-stack DR lab");
+    lab.start_servers().expect("starting real servers");
+    let director = Director::start_ipvs(&lab, DR6_CONFIG).expect("starting lbd on IPVS");
+    // ipvsadm prints an IPv6 persistence netmask as a prefix length.
+    assert_eq!(
+        ipvsadm(&lab, &["-Ln", "--sort"]),
+        "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  [fd77::100]:80 rr persistent 60 mask 64
+  -> [fd77::11]:80                Route   1      0          0         
+  -> [fd77::12]:80                Route   1      0          0         
+"
+    );
+    let lbctl = director.lbctl(&["status"]).unwrap();
+    assert_eq!(
+        blocks(&lbctl),
+        blocks(&ipvsadm(&lab, &["-Ln"])),
+        "lbctl:\n{lbctl}"
+    );
+    // Persistence with a /64 netmask: one client sticks to one real.
+    let vip = lab.vip6_addr(80);
+    let bodies = lab
+        .client
+        .ns
+        .run(move || (0..6).map(|_| http_get(vip, TIMEOUT)).collect());
+    let counts = per_real(bodies, &director.log());
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(counts.values().sum::<u32>(), 6);
 }
