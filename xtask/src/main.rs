@@ -32,7 +32,7 @@ enum Cmd {
     /// Run the whole test suite: unit, BPF fixtures, end to end (needs root),
     /// then the VM tier (`vm-test`).
     Test {
-        /// Skip the VM tier (qemu TCG, about 3 minutes).
+        /// Skip the VM tier (qemu TCG, about 6 minutes).
         #[arg(long)]
         no_vm: bool,
         /// Extra arguments for the test runner (e.g. a test name filter).
@@ -54,7 +54,8 @@ enum Cmd {
     },
     /// Tests that need a stock kernel, inside a qemu TCG VM booting
     /// Debian's linux-image-amd64 (6.1): lbd on kernel IPVS against a
-    /// namespace lab, and every XDP program through the 6.1 verifier.
+    /// namespace lab, every XDP program through the 6.1 verifier, and the
+    /// XDP DR end-to-end tests on 6.1.
     VmTest {
         /// VM memory (BPF maps are preallocated).
         #[arg(long, default_value_t = 1024)]
@@ -113,7 +114,7 @@ fn release_bin(name: &str) -> PathBuf {
 
 /// The test binaries `vm-test` runs by default.
 fn vm_test_binaries() -> Vec<String> {
-    ["vm_ipvs", "vm_xdp"].map(String::from).to_vec()
+    ["vm_ipvs", "vm_xdp", "e2e_dr"].map(String::from).to_vec()
 }
 
 /// Builds the named integration tests of lb-tests and returns their

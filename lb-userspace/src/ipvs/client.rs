@@ -135,16 +135,15 @@ impl IpvsClient {
         }
     }
 
+    /// One IPVS request; `what` names it in errors ("adding IPVS service …").
     fn ipvs(
         &mut self,
         msg: IpvsMessage,
         dump: bool,
-        what: impl FnOnce() -> String,
+        what: String,
     ) -> Result<Vec<IpvsMessage>, IpvsError> {
         let mut genl = GenlMessage::from_payload(msg);
         genl.set_resolved_family_id(self.family_id);
-        // Only built on error paths would be nicer, but the text is short.
-        let what = what();
         Ok(self
             .exchange(genl, dump, &what)?
             .into_iter()
@@ -153,30 +152,36 @@ impl IpvsClient {
     }
 
     pub fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::new_service(spec), false, || {
-            format!("adding IPVS service {}", show(&spec.id))
-        })?;
+        self.ipvs(
+            IpvsMessage::new_service(spec),
+            false,
+            format!("adding IPVS service {}", show(&spec.id)),
+        )?;
         Ok(())
     }
 
     pub fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::set_service(spec), false, || {
-            format!("editing IPVS service {}", show(&spec.id))
-        })?;
+        self.ipvs(
+            IpvsMessage::set_service(spec),
+            false,
+            format!("editing IPVS service {}", show(&spec.id)),
+        )?;
         Ok(())
     }
 
     pub fn del_service(&mut self, id: &ServiceId) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::del_service(id), false, || {
-            format!("removing IPVS service {}", show(id))
-        })?;
+        self.ipvs(
+            IpvsMessage::del_service(id),
+            false,
+            format!("removing IPVS service {}", show(id)),
+        )?;
         Ok(())
     }
 
     /// Every service in the kernel (GET_SERVICE dump).
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
         let what = || "listing IPVS services".to_string();
-        self.ipvs(IpvsMessage::get_services(), true, what)?
+        self.ipvs(IpvsMessage::get_services(), true, what())?
             .iter()
             .map(|m| {
                 m.service_entry().map_err(|e| IpvsError::Decode {
@@ -188,42 +193,48 @@ impl IpvsClient {
     }
 
     pub fn add_dest(&mut self, id: &ServiceId, dest: &DestSpec) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::new_dest(id, dest), false, || {
+        self.ipvs(
+            IpvsMessage::new_dest(id, dest),
+            false,
             format!(
                 "adding real {} to IPVS service {}",
                 show_addr(dest.addr, dest.port),
                 show(id)
-            )
-        })?;
+            ),
+        )?;
         Ok(())
     }
 
     pub fn edit_dest(&mut self, id: &ServiceId, dest: &DestSpec) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::set_dest(id, dest), false, || {
+        self.ipvs(
+            IpvsMessage::set_dest(id, dest),
+            false,
             format!(
                 "editing real {} of IPVS service {}",
                 show_addr(dest.addr, dest.port),
                 show(id)
-            )
-        })?;
+            ),
+        )?;
         Ok(())
     }
 
     pub fn del_dest(&mut self, id: &ServiceId, addr: IpAddr, port: u16) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::del_dest(id, addr, port), false, || {
+        self.ipvs(
+            IpvsMessage::del_dest(id, addr, port),
+            false,
             format!(
                 "removing real {} from IPVS service {}",
                 show_addr(addr, port),
                 show(id)
-            )
-        })?;
+            ),
+        )?;
         Ok(())
     }
 
     /// The destinations of one service (GET_DEST dump).
     pub fn dests(&mut self, id: &ServiceId) -> Result<Vec<DestEntry>, IpvsError> {
         let what = || format!("listing the reals of IPVS service {}", show(id));
-        self.ipvs(IpvsMessage::get_dests(id), true, what)?
+        self.ipvs(IpvsMessage::get_dests(id), true, what())?
             .iter()
             .map(|m| {
                 m.dest_entry(id.addr).map_err(|e| IpvsError::Decode {
@@ -235,23 +246,29 @@ impl IpvsClient {
     }
 
     pub fn set_timeouts(&mut self, t: &Timeouts) -> Result<(), IpvsError> {
-        self.ipvs(IpvsMessage::set_config(t), false, || {
-            "setting IPVS timeouts".to_string()
-        })?;
+        self.ipvs(
+            IpvsMessage::set_config(t),
+            false,
+            "setting IPVS timeouts".to_string(),
+        )?;
         Ok(())
     }
 
     pub fn timeouts(&mut self) -> Result<Timeouts, IpvsError> {
-        let replies = self.ipvs(IpvsMessage::get_config(), false, || {
-            "reading IPVS timeouts".to_string()
-        })?;
+        let replies = self.ipvs(
+            IpvsMessage::get_config(),
+            false,
+            "reading IPVS timeouts".to_string(),
+        )?;
         Ok(replies.first().map(|m| m.timeouts()).unwrap_or_default())
     }
 
     pub fn info(&mut self) -> Result<Info, IpvsError> {
-        let replies = self.ipvs(IpvsMessage::get_info(), false, || {
-            "reading IPVS info".to_string()
-        })?;
+        let replies = self.ipvs(
+            IpvsMessage::get_info(),
+            false,
+            "reading IPVS info".to_string(),
+        )?;
         Ok(replies.first().map(|m| m.info()).unwrap_or_default())
     }
 }
