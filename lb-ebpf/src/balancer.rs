@@ -27,25 +27,28 @@ fn drop(reason: Reason) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// VIP lookup: the exact port first, then the "every port" service.
+/// VIP lookup: the exact port first, then the "every port" service. A
+/// reference into the map, not a copy: the balancer's own frame must stay
+/// small enough for 6.1's verifier (512 bytes along balancer → new_flow →
+/// memset), and a VIP's fields are only ever replaced whole by lbd.
 #[inline(always)]
-fn find_vip(key: &FlowKey) -> Option<VipInfo> {
+fn find_vip(key: &FlowKey) -> Option<&'static VipInfo> {
     let mut vk = VipKey {
         addr: key.dst,
         port: key.dport,
         proto: key.proto,
         family: key.family,
     };
-    // SAFETY: values are plain data copied out at once.
+    // SAFETY: a pointer into a map value, live for the program's run.
     if let Some(v) = unsafe { VIPS.get(&vk) } {
-        return Some(*v);
+        return Some(v);
     }
     let g = GLOBALS.get(0)?;
     if g.any_port != 0 {
         vk.port = 0;
         // SAFETY: as above.
         if let Some(v) = unsafe { VIPS.get(&vk) } {
-            return Some(*v);
+            return Some(v);
         }
     }
     if g.prefixes == 0 {
@@ -56,7 +59,7 @@ fn find_vip(key: &FlowKey) -> Option<VipInfo> {
 
 /// The prefix VIPs' trie, exact port first, then every port.
 #[inline(never)]
-fn find_vip_prefix(key: &FlowKey) -> Option<VipInfo> {
+fn find_vip_prefix(key: &FlowKey) -> Option<&'static VipInfo> {
     let bits = VIP_PREFIX_HEAD_BITS + if key.family == AF_INET { 32 } else { 128 };
     let mut k = Key::new(
         bits,
@@ -68,10 +71,10 @@ fn find_vip_prefix(key: &FlowKey) -> Option<VipInfo> {
         },
     );
     if let Some(v) = VIP_PREFIXES.get(&k) {
-        return Some(*v);
+        return Some(v);
     }
     k.data.port = 0;
-    VIP_PREFIXES.get(&k).copied()
+    VIP_PREFIXES.get(&k)
 }
 
 pub fn process(ctx: &XdpContext) -> u32 {
@@ -86,7 +89,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
         return not_for_a_vip(ctx, &flow);
     };
 
-    for_vip(ctx, &flow, &vip)
+    for_vip(ctx, &flow, vip)
 }
 
 /// VIP traffic: the flow's real server (known, or chosen now), then the

@@ -3,7 +3,7 @@
 //! an attach or a netlink request. The hardened systemd unit in `contrib/`
 //! grants exactly these.
 
-use crate::config::{CheckKind, Config};
+use crate::config::{CheckKind, Config, DataplaneKind};
 
 /// A capability: its number (linux/capability.h) and name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,16 +65,19 @@ pub struct Need {
 /// sends gratuitous ARP and pings; scripts run as `script_user` need
 /// CAP_SETUID/CAP_SETGID to switch to it and CAP_KILL to stop them.
 pub fn needed(config: &Config, runs_as_root_user: bool) -> Vec<Need> {
-    let mut needs = vec![
-        Need {
+    let mut needs = Vec::new();
+    // With `auto`, a missing CAP_BPF makes lbd fall back to IPVS, which
+    // needs none.
+    if config.global.dataplane == DataplaneKind::Xdp {
+        needs.push(Need {
             cap: CAP_BPF,
             why: "load the XDP programs and their maps",
-        },
-        Need {
-            cap: CAP_NET_ADMIN,
-            why: "attach XDP, manage addresses, neighbours and forwarding sysctls, program IPVS",
-        },
-    ];
+        });
+    }
+    needs.push(Need {
+        cap: CAP_NET_ADMIN,
+        why: "attach XDP, manage addresses, neighbours and forwarding sysctls, program IPVS",
+    });
     let pings = config.virtual_servers.iter().any(|vs| {
         vs.real_servers
             .iter()
@@ -173,7 +176,7 @@ mod tests {
         crate::config::parse_str(yaml, "test.yaml").expect("valid config")
     }
 
-    const BASE: &str = "global: { interfaces: [eth0] }\n\
+    const BASE: &str = "global: { interfaces: [eth0], dataplane: xdp }\n\
         virtual_servers:\n  - vip: 10.0.0.1\n    port: 80\n    scheduler: rr\n    method: DR\n\
         \x20   real_servers: [{ address: 10.0.0.2 }]\n";
 

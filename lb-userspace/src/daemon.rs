@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
@@ -16,9 +16,8 @@ use tracing::{error, info, warn};
 use crate::api::server::{ControlSocket, Handler};
 use crate::api::stats::{ESTIMATOR_INTERVAL, RateEstimator};
 use crate::api::{Request, Response};
-use crate::config::{self, Config, DataplaneKind};
+use crate::config::{self, Config};
 use crate::dataplane::Dataplane;
-use crate::dataplane::xdp::{XdpDataplane, XdpOptions};
 use crate::health::{self, Health};
 use crate::neighbor::NeighborResolver;
 use crate::runner::ScriptUser;
@@ -361,27 +360,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !opts.interfaces.is_empty() {
         config.global.interfaces = opts.interfaces.clone();
     }
-    if config.global.interfaces.is_empty() {
-        bail!("no interface to attach to: set global.interfaces or pass --interface");
-    }
     // Before touching anything: a missing capability is named, not met as
     // an EPERM halfway through.
     crate::caps::check(&config)?;
-    if config.global.dataplane == DataplaneKind::Ipvs {
-        bail!("global.dataplane: ipvs is not implemented yet; use xdp");
-    }
-    let xdp_opts = XdpOptions {
-        interfaces: config.global.interfaces.clone(),
-        mode: config.global.xdp_mode,
-        pin_dir: config.global.bpf_pin_dir.clone(),
-        conn_table_size: config.global.conn_table_size,
-        timeouts: config.global.timeouts,
-    };
     enable_forwarding_for_nat(&config)?;
-    let mut xdp = XdpDataplane::start(&xdp_opts)?;
-    xdp.set_new_conn_rate_limit(config.global.new_conn_rate_limit.min(u32::MAX as u64) as u32)?;
-    xdp.set_tunnel_source(&config.global.tunnel_source)?;
-    let mut dataplane: Box<dyn Dataplane> = Box::new(xdp);
+    let mut dataplane = crate::dataplane::select::start(&config)?;
     let script_user =
         ScriptUser::lookup(&config.global.script_user).context("global.script_user")?;
     let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
@@ -396,6 +379,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     warn_unowned_vips(&config);
     let vrrp = Vrrp::start(&config, vrrp_script_user(&config)?).await?;
     let socket_path = config.global.api.socket.clone();
+    let config_interfaces = config.global.interfaces.clone();
     let daemon = Arc::new(Daemon {
         inner: Mutex::new(Inner {
             config_path: opts.config.clone(),
@@ -421,7 +405,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     });
     info!(address = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
-    let mut resolver = NeighborResolver::new(&xdp_opts.interfaces)?;
+    let mut resolver = NeighborResolver::new(&config_interfaces)?;
     info!(config = %opts.config.display(), "lbd running");
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod health;
+pub mod ipvs;
 pub mod neighbor;
 pub mod realserver;
 pub mod runner;

@@ -105,6 +105,21 @@ impl Director {
             .iter()
             .map(|peer| PeerPass::attach(&lab.switch, peer))
             .collect::<Result<Vec<_>>>()?;
+        Self::start_lbd(lab, config, peer_pass, cleanup)
+    }
+
+    /// Starts lbd with a `dataplane: ipvs` config: no XDP anywhere, so
+    /// no pass programs on the bridge ports either.
+    pub fn start_ipvs(lab: &DrLab, config: &str) -> Result<Director> {
+        Self::start_lbd(lab, config, Vec::new(), true)
+    }
+
+    fn start_lbd(
+        lab: &DrLab,
+        config: &str,
+        peer_pass: Vec<PeerPass>,
+        cleanup: bool,
+    ) -> Result<Director> {
         let tag = format!(
             "lbt{}-{}",
             std::process::id(),

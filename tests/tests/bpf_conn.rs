@@ -205,6 +205,20 @@ fn the_sweeper_removes_expired_flows_and_recounts() {
     assert_eq!(total, 3);
 }
 
+/// The sweeper reads the clock once, then walks the table: a flow created
+/// or refreshed meanwhile was seen "after now" and is live. (Seen on 6.1
+/// under qemu, where the walk is slow: live flows deleted, their next
+/// segment rescheduled to another real, which reset the connection.)
+#[test]
+fn the_sweeper_keeps_a_flow_seen_after_it_read_the_clock() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    f.dp.advance_clock(secs(5)).unwrap();
+    f.run(&flow(1).tcp(SYN));
+    f.dp.rewind_clock(secs(5)).unwrap();
+    f.dp.sweep().unwrap();
+    assert_eq!(f.dp.conn_count(), 1, "a live flow was swept");
+}
+
 #[test]
 fn the_sweeper_drops_flows_of_removed_reals() {
     let mut f = rr3(Protocol::Tcp, 80);

@@ -118,7 +118,7 @@ fn lbctl_status_lists_the_config_like_ipvsadm() {
         lines[4].starts_with("  -> 10.77.0.11:80                Route   1      "),
         "{out}"
     );
-    assert_eq!(lines[7], "UDP  10.77.0.100:9000 mh");
+    assert_eq!(lines[7], "UDP  10.77.0.100:9000 mh (mh-port)");
     assert_eq!(lines.len(), 11, "{out}");
 }
 

@@ -2,6 +2,7 @@
 //! runs `setup` first, so a fresh machine needs nothing installed by hand.
 
 mod setup;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +29,12 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Run the whole test suite: unit, BPF fixtures, end to end (needs root).
+    /// Run the whole test suite: unit, BPF fixtures, end to end (needs root),
+    /// then the VM tier (`vm-test`).
     Test {
+        /// Skip the VM tier (qemu TCG, about 6 minutes).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for the test runner (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -44,6 +49,27 @@ enum Cmd {
     /// Benchmarks: ns/packet through BPF_PROG_TEST_RUN, then Mpps through
     /// namespaces (`lb-bench pktgen`); with arguments, runs `lb-bench ARGS`.
     Bench {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Tests that need a stock kernel, inside a qemu TCG VM booting
+    /// Debian's linux-image-amd64 (6.1): lbd on kernel IPVS against a
+    /// namespace lab, every XDP program through the 6.1 verifier, and the
+    /// XDP DR end-to-end tests on 6.1.
+    VmTest {
+        /// VM memory (BPF maps are preallocated).
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// Test binaries run in the VM (tests/tests/NAME.rs).
+        #[arg(long = "test", default_values_t = vm_test_binaries())]
+        tests: Vec<String>,
+        /// Run this shell command in the VM instead of the tests.
+        #[arg(long)]
+        shell: Option<String>,
+        /// Extra arguments for every test binary (e.g. a name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -86,6 +112,108 @@ fn release_bin(name: &str) -> PathBuf {
     workspace_root().join("target/release").join(name)
 }
 
+/// The test binaries `vm-test` runs by default.
+fn vm_test_binaries() -> Vec<String> {
+    ["vm_ipvs", "vm_xdp", "e2e_dr"].map(String::from).to_vec()
+}
+
+/// Builds the named integration tests of lb-tests and returns their
+/// executables (cargo's JSON messages name them).
+fn build_test_binaries(names: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut c = cargo();
+    c.args([
+        "test",
+        "--no-run",
+        "-p",
+        "lb-tests",
+        "--message-format=json",
+    ]);
+    for n in names {
+        c.args(["--test", n]);
+    }
+    let out = c
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("building the VM tests failed");
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        if let Some(exe) = msg["executable"].as_str()
+            && names.iter().any(|n| n == name)
+        {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    if found.len() != names.len() {
+        bail!("built {found:?}, wanted {names:?}");
+    }
+    Ok(found)
+}
+
+/// `cargo xtask vm-test`: build, boot, run the VM tests, report.
+fn vm_test(
+    memory: u32,
+    timeout: u64,
+    tests: &[String],
+    shell: Option<&str>,
+    args: &[String],
+) -> anyhow::Result<()> {
+    run(cargo().args(["build", "--bins"]))?;
+    let binaries = match shell {
+        Some(_) => Vec::new(),
+        None => build_test_binaries(tests)?,
+    };
+    let kernel = vm::prepare_kernel()?;
+    let root = workspace_root();
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "")))
+        .collect();
+    let mut script = format!("cd '{}'\nrc=0\n", root.display());
+    for (name, exe) in &binaries {
+        script.push_str(&format!(
+            "echo '=== {name}'\n'{}' --test-threads=1 {} || rc=1\n",
+            exe.display(),
+            quoted.join(" ")
+        ));
+    }
+    if let Some(cmd) = shell {
+        script.push_str(&format!("{cmd}\nrc=$?\n"));
+    }
+    script.push_str("echo $rc > /results/status\n");
+    let results = root.join("target/vm-test");
+    let started = std::time::Instant::now();
+    let code = vm::run(
+        &kernel,
+        &vm::Boot {
+            memory_mib: memory,
+            timeout: std::time::Duration::from_secs(timeout),
+        },
+        &results,
+        &script,
+    )?;
+    println!(
+        "vm-test: {} on {} in {:.0?}: {}",
+        tests.join(", "),
+        kernel.release,
+        started.elapsed(),
+        if code == 0 { "passed" } else { "FAILED" }
+    );
+    if code != 0 {
+        bail!(
+            "VM tests failed (console: {})",
+            results.join("console.log").display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if !matches!(cli.command, Cmd::Setup) {
@@ -101,14 +229,21 @@ fn main() -> anyhow::Result<()> {
             }
             run(&mut c)
         }
-        Cmd::Test { args } => {
+        Cmd::Test { no_vm, args } => {
             // The end-to-end tests drive the real lbd, lbctl and lab-server
             // binaries: build them first (cargo test alone may not).
             run(cargo().args(["build", "--bins"]))?;
             // Unit tests, BPF fixtures and namespace labs in one run. Each
             // lab uses its own namespaces and pin directory, so tests may
             // run in parallel.
-            run(cargo().args(["test", "--no-fail-fast"]).args(&args))
+            let host = run(cargo().args(["test", "--no-fail-fast"]).args(&args));
+            // The VM tier runs even when the host tests failed: both report.
+            let vm = if no_vm {
+                Ok(())
+            } else {
+                vm_test(1024, 1800, &vm_test_binaries(), None, &[])
+            };
+            host.and(vm)
         }
         Cmd::Lab { requests } => {
             run(cargo().args(["build", "--release", "-p", "lb-userspace", "-p", "lb-tests"]))?;
@@ -126,6 +261,13 @@ fn main() -> anyhow::Result<()> {
                 run(Command::new(release_bin("lb-bench")).args(&args))
             }
         }
+        Cmd::VmTest {
+            memory,
+            timeout,
+            tests,
+            shell,
+            args,
+        } => vm_test(memory, timeout, &tests, shell.as_deref(), &args),
         Cmd::Run {
             iface,
             config,

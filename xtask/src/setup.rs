@@ -18,6 +18,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     // The real servers of the health-check end-to-end tests.
     ("nginx", "nginx"),
+    // The VM tier (cargo xtask vm-test): qemu, the initramfs, the kernel
+    // package's modules and xz-compressed image, and the IPVS judge.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("cpio", "cpio"),
+    ("depmod", "kmod"),
+    ("xz", "xz-utils"),
+    ("ipvsadm", "ipvsadm"),
 ];
 
 fn quiet(cmd: &mut Command) -> bool {

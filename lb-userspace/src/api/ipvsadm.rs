@@ -25,13 +25,17 @@ pub fn list(status: &DataplaneStatus) -> String {
     out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
     out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     for s in &status.services {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{}  {} {}",
             s.protocol,
             addr_port(&s.vip, s.port),
             s.scheduler
         );
+        if !s.flags.is_empty() {
+            let _ = write!(out, " {}", s.flags);
+        }
+        out.push('\n');
         for r in &s.reals {
             let _ = writeln!(
                 out,
@@ -223,6 +227,7 @@ mod tests {
                 vip: "192.168.10.200".into(),
                 port: 8080,
                 scheduler: "rr".into(),
+                flags: String::new(),
                 method: "DR".into(),
                 reals: vec![real("192.168.10.100", 1), real("192.168.10.111", 1)],
                 stats: Stats::default(),

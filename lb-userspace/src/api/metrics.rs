@@ -326,6 +326,7 @@ mod tests {
             vip: "10.0.0.100".into(),
             port: 80,
             scheduler: "rr".into(),
+            flags: String::new(),
             method: "DR".into(),
             reals: vec![real],
             stats: Stats {

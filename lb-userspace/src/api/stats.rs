@@ -300,6 +300,7 @@ mod tests {
                 vip: "10.0.0.100".into(),
                 port: 80,
                 scheduler: "rr".into(),
+                flags: String::new(),
                 method: "DR".into(),
                 reals: vec![RealStatus {
                     address: "10.0.0.11".parse().unwrap(),

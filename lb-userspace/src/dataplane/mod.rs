@@ -5,6 +5,8 @@
 //! and reads back status and counters; nothing else knows which one runs.
 
 pub mod decap;
+pub mod ipvs;
+pub mod select;
 pub mod slots;
 pub mod xdp;
 
@@ -46,6 +48,10 @@ pub struct ServiceStatus {
     pub vip: String,
     pub port: u16,
     pub scheduler: String,
+    /// ipvsadm's Flags after the scheduler, as `ipvsadm -Ln` prints them:
+    /// `(sh-fallback,sh-port) persistent 120 mask 255.255.255.0`; empty: none.
+    #[serde(default)]
+    pub flags: String,
     pub method: String,
     pub reals: Vec<RealStatus>,
     pub stats: Stats,
@@ -99,6 +105,42 @@ pub struct ConnList {
     /// requested maximum).
     #[serde(default)]
     pub truncated: bool,
+}
+
+/// The Flags text of `ipvsadm -Ln` (ipvsadm.c's print_service_entry):
+/// scheduler flags by the scheduler's names for them, then persistence
+/// with its netmask unless it is a single address. `fallback` and `port`
+/// are IPVS's SCHED1 and SCHED2 bits.
+pub fn ipvsadm_flags(
+    scheduler: &str,
+    fallback: bool,
+    port: bool,
+    persistence: Option<(u32, u8)>,
+    v6: bool,
+) -> String {
+    let mut parts = Vec::new();
+    let names = match scheduler {
+        "sh" => ["sh-fallback", "sh-port"],
+        "mh" => ["mh-fallback", "mh-port"],
+        _ => ["flag-1", "flag-2"],
+    };
+    let flags: Vec<&str> = [(fallback, names[0]), (port, names[1])]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if !flags.is_empty() {
+        parts.push(format!("({})", flags.join(",")));
+    }
+    if let Some((timeout, prefix)) = persistence {
+        parts.push(format!("persistent {timeout}"));
+        if v6 && prefix != 128 {
+            parts.push(format!("mask {prefix}"));
+        } else if !v6 && prefix < 32 {
+            let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+            parts.push(format!("mask {}", std::net::Ipv4Addr::from(mask)));
+        }
+    }
+    parts.join(" ")
 }
 
 pub trait Dataplane: Send {

@@ -741,6 +741,16 @@ impl XdpDataplane {
         kernel_coarse_ns().wrapping_add(self.maps.clock.get(&0, 0).unwrap_or(0))
     }
 
+    /// Moves the data plane's clock back (fixtures: a flow the program
+    /// saw after the sweeper read the clock).
+    pub fn rewind_clock(&mut self, by: Duration) -> anyhow::Result<()> {
+        let offset = self.maps.clock.get(&0, 0)?;
+        self.maps
+            .clock
+            .set(0, offset.wrapping_sub(by.as_nanos() as u64), 0)?;
+        Ok(())
+    }
+
     /// Moves the data plane's clock forward (fixtures: timeouts and
     /// persistence expire without sleeping).
     pub fn advance_clock(&mut self, by: Duration) -> anyhow::Result<()> {
@@ -768,10 +778,11 @@ impl XdpDataplane {
         for item in self.maps.conns.iter() {
             let Ok((key, c)) = item else { continue };
             let timeout = conn_timeout_ns(&c);
-            // saturating: a packet on another CPU may have stamped the entry
-            // after `now` was read; it is fresh, not 2^64 ns old.
-            if live.get(&c.real) != Some(&c.generation) || now.saturating_sub(c.last_seen) > timeout
-            {
+            // `now` was read before the walk: a flow created or refreshed
+            // since has last_seen > now and is live (a wrapping difference
+            // would call it expired and delete it mid-connection).
+            let idle = now.saturating_sub(c.last_seen);
+            if live.get(&c.real) != Some(&c.generation) || idle > timeout {
                 dead.push(key);
                 continue;
             }
@@ -1289,6 +1300,19 @@ impl Dataplane for XdpDataplane {
                 },
                 port: key.port,
                 scheduler: format!("{:?}", s.attrs.scheduler).to_lowercase(),
+                flags: {
+                    use crate::config::SchedulerFlag as F;
+                    let has = |f: &[F]| s.attrs.scheduler_flags.iter().any(|x| f.contains(x));
+                    super::ipvsadm_flags(
+                        s.attrs.scheduler.as_str(),
+                        has(&[F::ShFallback, F::MhFallback]),
+                        has(&[F::ShPort, F::MhPort]),
+                        s.attrs
+                            .persistence
+                            .map(|p| (p.timeout.as_secs() as u32, p.netmask)),
+                        key.vip.addr().is_ipv6(),
+                    )
+                },
                 method: format!("{:?}", s.attrs.method).to_uppercase(),
                 reals: s
                     .reals
