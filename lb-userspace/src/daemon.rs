@@ -369,13 +369,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ScriptUser::lookup(&config.global.script_user).context("global.script_user")?;
     let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
     let mut health = Health::new(script_user.clone(), report_tx);
+    // An adopted data plane tells which reals were serving: checks start
+    // from that, so a restart empties no pool.
+    let adopted = dataplane.current();
+    if !adopted.services.is_empty() {
+        health.seed_from(&adopted);
+    }
     health.sync(&config, script_user);
     // Checks that start down (alpha) count from the first apply on.
     let desired = DesiredState::with_overrides(&config, &health.overrides());
     dataplane.check(&desired)?;
     // From what the data plane holds: an adopted one keeps every service
     // and real that did not change, with their flows.
-    dataplane.apply(&dataplane.current().diff(&desired))?;
+    dataplane.apply(&adopted.diff(&desired))?;
     warn_unowned_vips(&config);
     let vrrp = Vrrp::start(&config, vrrp_script_user(&config)?).await?;
     let socket_path = config.global.api.socket.clone();

@@ -129,6 +129,11 @@ pub struct Health {
     next_serial: u64,
     /// Every VIP of the config: checks never leave from one.
     vips: Vec<ipnet::IpNet>,
+    /// Initial states from an adopted data plane (`seed_from`): a check
+    /// started for one of these reals begins in that state instead of
+    /// keepalived's default (up, or down with alpha).
+    seed: BTreeMap<(ServiceKey, RealKey), bool>,
+    seeded_services: std::collections::BTreeSet<ServiceKey>,
 }
 
 pub fn service_key(vs: &VirtualServer) -> ServiceKey {
@@ -174,6 +179,33 @@ impl Health {
             script_user,
             next_serial: 0,
             vips: Vec::new(),
+            seed: BTreeMap::new(),
+            seeded_services: Default::default(),
+        }
+    }
+
+    /// Seeds the first state of checks from a data plane an earlier lbd
+    /// left running: a real that had weight there starts up, one that was
+    /// out of it (down, or new) starts down, until each check's first
+    /// results decide. So a restart neither empties a pool (alpha checks
+    /// would) nor sends traffic to a real that was known to be down.
+    pub fn seed_from(&mut self, adopted: &crate::state::DesiredState) {
+        self.seed.clear();
+        for (skey, service) in &adopted.services {
+            for r in &service.reals {
+                self.seed.insert((skey.clone(), r.key()), r.weight > 0);
+            }
+        }
+        self.seeded_services = adopted.services.keys().cloned().collect();
+    }
+
+    /// The first state of a new check of `real` in `service`: seeded, or
+    /// the check's own (`alpha` starts down).
+    fn initial_alpha(&self, service: &ServiceKey, real: RealKey, alpha: bool) -> bool {
+        match self.seed.get(&(service.clone(), real)) {
+            Some(up) => !up,
+            None if self.seeded_services.contains(service) => true,
+            None => alpha,
         }
     }
 
@@ -304,7 +336,7 @@ impl Health {
             retry: spec.retry,
             delay_before_retry: spec.delay_before_retry,
             first_delay,
-            alpha: spec.alpha,
+            alpha: self.initial_alpha(&id.service, id.real, spec.alpha),
         };
         let machine = CheckMachine::new(timing, now);
         self.next_serial += 1;

@@ -143,6 +143,55 @@ async fn alpha_checks_start_down() {
 }
 
 #[tokio::test]
+async fn an_adopted_data_plane_seeds_the_first_states() {
+    use crate::state::{DesiredState, Real, Service, ServiceAttrs};
+    let (mut h, _rx) = health();
+    // Was serving (alpha notwithstanding), was out, is new.
+    let reals = "      - { address: 127.0.0.1, port: 80, check: { type: TCP, alpha: true, warmup: 1h } }\n\
+                 \x20     - { address: 127.0.0.2, port: 80, check: { type: TCP, warmup: 1h } }\n\
+                 \x20     - { address: 127.0.0.3, port: 80, check: { type: TCP, warmup: 1h } }\n";
+    let config = config(reals, "");
+    let mut adopted = DesiredState::default();
+    let attrs = ServiceAttrs {
+        name: "web".into(),
+        scheduler: crate::config::Scheduler::Wrr,
+        scheduler_flags: vec![],
+        method: crate::config::Method::Dr,
+        persistence: None,
+    };
+    let real = |a: &str, weight| Real {
+        addr: a.parse().unwrap(),
+        port: 80,
+        weight,
+    };
+    adopted.services.insert(
+        skey(),
+        Service::new(
+            skey(),
+            attrs,
+            vec![real("127.0.0.1", 1), real("127.0.0.2", 0)],
+            None,
+        ),
+    );
+    h.seed_from(&adopted);
+    h.sync(&config, ScriptUser::current());
+    let o = h.overrides();
+    let down = |a: &str| o.reals.get(&(skey(), rkey(a))).is_some_and(|r| r.down);
+    assert!(
+        !down("127.0.0.1"),
+        "it was serving: up until its check says"
+    );
+    assert!(
+        down("127.0.0.2"),
+        "it had no weight: down until its check says"
+    );
+    assert!(
+        down("127.0.0.3"),
+        "not in the adopted service: down until checked"
+    );
+}
+
+#[tokio::test]
 async fn notify_scripts_run_on_real_changes() {
     let dir = std::env::temp_dir().join(format!("lbd-notify-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
