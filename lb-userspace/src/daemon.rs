@@ -135,8 +135,7 @@ impl Daemon {
         {
             warn!("global.interfaces and global.bpf_pin_dir take effect at the next start");
         }
-        let script_user = ScriptUser::lookup(&config.global.script_user)
-            .map_err(|e| format!("global.script_user: {e:#}"))?;
+        let script_user = health_script_user(&config).map_err(|e| format!("{e:#}"))?;
         // Check the new state (with the current health) before touching anything.
         let trial = DesiredState::with_overrides(&config, &inner.health.overrides());
         inner
@@ -313,6 +312,33 @@ fn vrrp_script_user(config: &Config) -> anyhow::Result<ScriptUser> {
     }
 }
 
+/// Who health checks' scripts (SCRIPT checks, notify_up/down,
+/// quorum_up/down) run as. Without any, a missing `script_user` does not
+/// matter.
+fn health_script_user(config: &Config) -> anyhow::Result<ScriptUser> {
+    match ScriptUser::lookup(&config.global.script_user) {
+        Ok(u) => Ok(u),
+        Err(e) => {
+            let has_scripts = config.virtual_servers.iter().any(|vs| {
+                vs.quorum_up.is_some()
+                    || vs.quorum_down.is_some()
+                    || vs.real_servers.iter().any(|r| {
+                        r.notify_up.is_some()
+                            || r.notify_down.is_some()
+                            || r.checks
+                                .iter()
+                                .any(|c| matches!(c.kind, config::CheckKind::Script(_)))
+                    })
+            });
+            if has_scripts {
+                Err(e.context("global.script_user"))
+            } else {
+                Ok(ScriptUser::current())
+            }
+        }
+    }
+}
+
 /// NAT forwards between clients and real servers: like an ipvsadm NAT
 /// director (`ip_forward=1`), lbd enables forwarding. bpf_fib_lookup needs
 /// it on the interface a real's reply arrives on, and the kernel forwards
@@ -365,8 +391,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     crate::caps::check(&config)?;
     enable_forwarding_for_nat(&config)?;
     let mut dataplane = crate::dataplane::select::start(&config)?;
-    let script_user =
-        ScriptUser::lookup(&config.global.script_user).context("global.script_user")?;
+    let script_user = health_script_user(&config)?;
     let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
     let mut health = Health::new(script_user.clone(), report_tx);
     // An adopted data plane tells which reals were serving: checks start
@@ -483,4 +508,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         info!("data plane left pinned and forwarding");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(real: &str) -> Config {
+        let yaml = format!(
+            "global:\n  interfaces: [eth0]\n  script_user: no-such-user-lbd\nvirtual_servers:\n  - vip: 10.0.0.1\n    port: 80\n    scheduler: rr\n    method: DR\n    real_servers:\n      - {real}\n"
+        );
+        config::parse_str(&yaml, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn a_missing_script_user_matters_only_with_health_scripts() {
+        let plain = config("{ address: 10.0.0.2, check: { type: TCP } }");
+        assert_eq!(health_script_user(&plain).unwrap(), ScriptUser::current());
+        for real in [
+            "{ address: 10.0.0.2, check: { type: SCRIPT, script: /bin/true } }",
+            "{ address: 10.0.0.2, notify_down: /bin/true }",
+        ] {
+            let err = health_script_user(&config(real)).unwrap_err();
+            assert!(format!("{err:#}").contains("no-such-user-lbd"), "{err:#}");
+        }
+    }
 }

@@ -139,6 +139,21 @@ fn spread(lab: &DrLab, n: usize) -> HashMap<String, usize> {
     by_real
 }
 
+/// lbd's Prometheus metrics, from inside the director's namespace.
+fn scrape_metrics(lab: &DrLab) -> String {
+    use std::io::{Read as _, Write as _};
+    lab.director.ns.run(|| {
+        let addr: std::net::SocketAddr = "127.0.0.1:9469".parse().unwrap();
+        let mut s = std::net::TcpStream::connect_timeout(&addr, TIMEOUT).expect("metrics endpoint");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: lbd\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
 /// Stops nginx on real2, expects it out of selection in time with the
 /// others serving, then starts it and expects it back.
 fn down_and_back(kind: &str) {
@@ -180,6 +195,28 @@ fn down_and_back(kind: &str) {
         .unwrap_or_else(|| panic!("{health}"));
     assert!(line.contains("DOWN"), "{health}");
     assert!(line.contains(kind), "{health}");
+    // Metrics say the same (the lab's default endpoint, 127.0.0.1:9469).
+    let metrics = scrape_metrics(&lab);
+    let check = format!("{{service=\"web\",real=\"10.77.0.12:80\",check=\"{kind}\",");
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{check}")))
+            .unwrap_or_else(|| panic!("no {name} for real2:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(sample("lbd_check_up"), 0);
+    assert!(sample("lbd_check_failures_total") >= u64::from(RETRY + 1));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "lbd_real_up{service=\"web\",real=\"10.77.0.12:80\"} 0"),
+        "{metrics}"
+    );
 
     // real2 comes back: one passing probe, within a delay_loop (+1 s).
     nginx[1] = Some(Nginx::start(&lab.reals[1].ns, "real2", tls.as_ref()).unwrap());
