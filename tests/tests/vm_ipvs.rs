@@ -536,3 +536,63 @@ TCP  [fd77::100]:80 rr persistent 60 mask 64
     assert_eq!(counts.len(), 1, "{counts:?}");
     assert_eq!(counts.values().sum::<u32>(), 6);
 }
+
+/// Polls `ipvsadm -Ln` until `wanted` holds (health checks run every second).
+fn wait_listing(lab: &DrLab, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listing = ipvsadm(lab, &["-Ln", "--sort"]);
+        if wanted(&listing) {
+            return listing;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after 20 s:\n{listing}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_real_whose_http_check_fails_leaves_ipvs_and_returns() {
+    if !in_vm() {
+        return;
+    }
+    let mut lab = DrLab::new(3).expect("building the DR lab");
+    lab.start_servers().expect("starting real servers");
+    // HTTP checks on the web service, every second, down at the first failure.
+    let check = "check: { type: HTTP, path: /, connect_timeout: 1s, retry: 0 }";
+    let config = DR_CONFIG
+        .replace("  - name: web\n", "  - name: web\n    delay_loop: 1s\n")
+        .replace(
+            "{ address: 10.77.0.11, port: 80, weight: 1 }",
+            &format!("{{ address: 10.77.0.11, port: 80, weight: 1, {check} }}"),
+        )
+        .replace(
+            "{ address: 10.77.0.12, port: 80, weight: 2 }",
+            &format!("{{ address: 10.77.0.12, port: 80, weight: 2, {check} }}"),
+        );
+    let director = Director::start_ipvs(&lab, &config).expect("starting lbd on IPVS");
+    wait_listing(&lab, "both reals in", |l| l.contains("10.77.0.12:80 "));
+    // Real 2's HTTP server stops: its destination leaves the kernel.
+    lab.stop_server(1);
+    let listing = wait_listing(&lab, "real 2 removed", |l| !l.contains("10.77.0.12:80 "));
+    assert!(listing.contains("10.77.0.11:80 "), "{listing}");
+    assert!(
+        listing.contains("10.77.0.12:9000 "),
+        "other services untouched"
+    );
+    let vip = lab.vip_http();
+    let bodies = lab
+        .client
+        .ns
+        .run(move || (0..4).map(|_| http_get(vip, TIMEOUT)).collect());
+    assert_eq!(
+        per_real(bodies, &director.log()),
+        BTreeMap::from([("real1".to_string(), 4)])
+    );
+    // It comes back: so does its destination, with its weight.
+    lab.start_server(1).expect("restarting real 2");
+    wait_listing(&lab, "real 2 back", |l| l.contains("10.77.0.12:80 "));
+    assert_eq!(shape(&ipvsadm(&lab, &["-Ln", "--sort"])), shape(DR_IPVSADM));
+}

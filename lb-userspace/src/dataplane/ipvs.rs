@@ -126,6 +126,22 @@ fn is_exists(e: &IpvsError) -> bool {
     matches!(e, IpvsError::Kernel { source, .. } if source.raw_os_error() == Some(libc::EEXIST))
 }
 
+/// A real removed by a health check (or a reload) takes its connections
+/// with it: IPVS then drops their packets and the clients reconnect to a
+/// live real, as the XDP data plane does (its slot generations). Off by
+/// default in the kernel, where such packets hang until the timeout.
+fn expire_nodest_conn() {
+    const KNOB: &str = "/proc/sys/net/ipv4/vs/expire_nodest_conn";
+    match std::fs::read_to_string(KNOB) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => match std::fs::write(KNOB, "1") {
+            Ok(()) => info!("{KNOB} = 1 (connections of removed reals are expired)"),
+            Err(e) => tracing::warn!("cannot set {KNOB}: {e}"),
+        },
+        Err(e) => tracing::warn!("cannot read {KNOB}: {e}"),
+    }
+}
+
 impl IpvsDataplane {
     /// Connects to the kernel's IPVS and sets the global timeouts
     /// (ipvsadm --set). Fails with a message naming the `ip_vs` module
@@ -138,6 +154,7 @@ impl IpvsDataplane {
             udp: seconds(timeouts.udp),
         };
         client.set_timeouts(&t)?;
+        expire_nodest_conn();
         let info = client.info()?;
         info!(
             version = info.version_string(),
