@@ -190,10 +190,19 @@ fn a_sync_group_moves_together() -> Result<()> {
     // VI_1 tracks a script that fails.
     let flag = std::env::temp_dir().join(format!("lbt{}-vrrp-sync", std::process::id()));
     std::fs::write(&flag, "")?;
+    // a's group has its own scripts: run once per group state, `any` with
+    // keepalived's (GROUP, name, STATE).
+    let group_log = std::env::temp_dir().join(format!("lbt{}-vrrp-group.log", std::process::id()));
+    let _ = std::fs::remove_file(&group_log);
+    let a_group = format!(
+        "vrrp_sync_groups:\n  G1:\n    instances: [VI_1, VI_2]\n    notify:\n      \
+any: [/bin/sh, -c, 'echo \"$@\" >> {}', notify]\n",
+        group_log.display()
+    );
     let group = "vrrp_sync_groups:\n  G1: { instances: [VI_1, VI_2] }\n";
     let a_yaml = format!(
         "vrrp_scripts:\n  chk:\n    script: [/usr/bin/test, -f, \"{}\"]\n    interval: 1s\n    \
-weight: 0\n{group}vrrp_instances:\n{}{}",
+weight: 0\n{a_group}vrrp_instances:\n{}{}",
         flag.display(),
         instance("VI_1", 51, 150, VIP, "    track_scripts: [chk]\n"),
         instance("VI_2", 52, 150, VIP2, "")
@@ -217,6 +226,16 @@ weight: 0\n{group}vrrp_instances:\n{}{}",
     wait_for("both VIPs on b", T, || {
         b_host.has_addr(VIP) && b_host.has_addr(VIP2) && !a_host.has_addr(VIP2)
     })?;
+    wait_for("the group's FAULT notification", T, || {
+        std::fs::read_to_string(&group_log).is_ok_and(|s| s.contains("GROUP G1 FAULT"))
+    })?;
+    let log = std::fs::read_to_string(&group_log)?;
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["GROUP G1 BACKUP", "GROUP G1 MASTER", "GROUP G1 FAULT"],
+        "one line per group state, not per member"
+    );
+    let _ = std::fs::remove_file(&group_log);
     Ok(())
 }
 

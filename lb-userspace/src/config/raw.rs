@@ -278,6 +278,8 @@ pub(crate) struct RawNotify {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSyncGroup {
     pub instances: Option<Vec<S<String>>>,
+    /// The group's own scripts (keepalived's vrrp_sync_group notify_*).
+    pub notify: Option<RawNotify>,
 }
 
 /// Interface names: a list, or one name.

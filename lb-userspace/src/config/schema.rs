@@ -188,6 +188,9 @@ pub struct Notify {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyncGroup {
     pub instances: Vec<String>,
+    /// Run when the group as a whole changes state; `any` gets (GROUP,
+    /// name, STATE) as keepalived passes them.
+    pub notify: Notify,
     pub span: Span,
 }
 

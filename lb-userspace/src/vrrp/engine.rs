@@ -124,12 +124,18 @@ impl Vrrp {
             track_tx,
         ));
 
+        let groups = config
+            .vrrp_sync_groups
+            .iter()
+            .map(|(name, g)| (name.clone(), (g.notify.clone(), None)))
+            .collect();
         let mut engine = Engine {
             instances,
             handle,
             user,
             status: status.clone(),
             notifying: Vec::new(),
+            groups,
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -381,6 +387,8 @@ struct Engine {
     status: Arc<StdMutex<VrrpStatus>>,
     /// Notify scripts still running: the stop ones are waited for.
     notifying: Vec<JoinHandle<()>>,
+    /// Each sync group's scripts and the state they were last run for.
+    groups: BTreeMap<String, (crate::config::Notify, Option<State>)>,
 }
 
 impl Engine {
@@ -529,6 +537,7 @@ impl Engine {
             }
         }
         let Some(state) = entered else { return };
+        self.notify_group(i, state);
         if !propagate {
             return;
         }
@@ -638,6 +647,36 @@ impl Engine {
         self.run_notify(i, stop.as_ref(), "STOP");
     }
 
+    /// The group's scripts, once per state the group enters (the first
+    /// member to enter it moves the group): the state's own, then `any`
+    /// with keepalived's arguments for groups (GROUP, name, STATE).
+    fn notify_group(&mut self, i: usize, state: State) {
+        let Some(name) = self.instances[i].group.clone() else {
+            return;
+        };
+        let Some((notify, last)) = self.groups.get_mut(&name) else {
+            return;
+        };
+        if *last == Some(state) || state == State::Initialize {
+            return;
+        }
+        *last = Some(state);
+        info!(group = %name, "VRRP sync group state {}", state.as_str());
+        let specific = match state {
+            State::Master => notify.master.clone(),
+            State::Backup => notify.backup.clone(),
+            State::Fault => notify.fault.clone(),
+            State::Initialize => None,
+        };
+        let mut runs: Vec<(Script, Vec<String>)> = Vec::new();
+        runs.extend(specific.map(|s| (s, Vec::new())));
+        if let Some(any) = &notify.any {
+            let args = vec!["GROUP".to_owned(), name.clone(), state.as_str().to_owned()];
+            runs.push((any.clone(), args));
+        }
+        self.spawn_scripts(runs);
+    }
+
     /// The state's own script, then `any` with keepalived's arguments
     /// (INSTANCE, name, STATE, priority).
     fn run_notify(&mut self, i: usize, specific: Option<&Script>, state: &str) {
@@ -657,6 +696,10 @@ impl Engine {
                 ],
             ));
         }
+        self.spawn_scripts(runs);
+    }
+
+    fn spawn_scripts(&mut self, runs: Vec<(Script, Vec<String>)>) {
         self.notifying.retain(|h| !h.is_finished());
         for (script, args) in runs {
             let user = self.user.clone();

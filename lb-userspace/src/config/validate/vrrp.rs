@@ -285,13 +285,7 @@ fn instance(
         }
     }
 
-    let notify = r.notify.map_or_else(Notify::default, |n| Notify {
-        master: n.master,
-        backup: n.backup,
-        fault: n.fault,
-        stop: n.stop,
-        any: n.any,
-    });
+    let notify = notify_of(r.notify);
 
     let garp_master_delay = duration_at_least(
         errors,
@@ -490,6 +484,16 @@ fn virtual_ipaddresses(
     (out, spans)
 }
 
+fn notify_of(raw: Option<crate::config::raw::RawNotify>) -> Notify {
+    raw.map_or_else(Notify::default, |n| Notify {
+        master: n.master,
+        backup: n.backup,
+        fault: n.fault,
+        stop: n.stop,
+        any: n.any,
+    })
+}
+
 pub(super) fn sync_groups(
     raw: BTreeMap<String, S<RawSyncGroup>>,
     instance_names: &BTreeSet<String>,
@@ -527,7 +531,15 @@ pub(super) fn sync_groups(
         if g.value.instances.as_ref().is_none_or(Vec::is_empty) {
             errors.push(span, format!("vrrp_sync_group `{name}` has no instances"));
         }
-        out.insert(name, SyncGroup { instances, span });
+        let notify = notify_of(g.value.notify);
+        out.insert(
+            name,
+            SyncGroup {
+                instances,
+                notify,
+                span,
+            },
+        );
     }
     out
 }
