@@ -620,7 +620,8 @@ mod tests {
         assert_eq!(size_of::<RealInfo>(), 40);
         assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);
-        assert_eq!(size_of::<LblcEntry>(), 32);
+        assert_eq!(size_of::<LblcEntry>(), 40);
+        assert_eq!(size_of::<FragTarget>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 32);
         assert_eq!(size_of::<DecapKey>(), 20);
         assert_eq!(size_of::<Counters>(), 24);

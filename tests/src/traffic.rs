@@ -196,3 +196,27 @@ fn read_head(reader: &mut impl BufRead, addr: SocketAddr) -> Result<Option<usize
         }
     }
 }
+
+/// Runs `background` on its own thread while `foreground` runs here, then
+/// tells it to stop (the flag it polls) and returns both results. The flag
+/// is set even when `foreground` panics, so a failing test never waits
+/// forever on a traffic loop; the panic is then passed on.
+pub fn while_running<B, F, T, R>(background: B, foreground: F) -> (R, T)
+where
+    B: FnOnce(&std::sync::atomic::AtomicBool) -> T + Send,
+    T: Send,
+    F: FnOnce() -> R,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let bg = s.spawn(|| background(&done));
+        let fg = std::panic::catch_unwind(std::panic::AssertUnwindSafe(foreground));
+        done.store(true, Ordering::Relaxed);
+        let bg = bg.join();
+        match (fg, bg) {
+            (Ok(r), Ok(t)) => (r, t),
+            (Err(panic), _) | (_, Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    })
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lb_tests::director::Director;
 use lb_tests::lab::DrLab;
-use lb_tests::traffic::{HttpKeepAlive, http_get};
+use lb_tests::traffic::{HttpKeepAlive, http_get, while_running};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const LONG_LIVED: usize = 50;
@@ -45,22 +45,21 @@ fn twenty_reloads_break_no_connection() {
             })
             .collect()
     });
-    let done = AtomicBool::new(false);
-    let (reached, failed) = std::thread::scope(|s| {
-        let stream = s.spawn(|| {
-            lab.client.ns.run(|| {
-                let (mut reached, mut failed) = (HashSet::new(), Vec::new());
-                while !done.load(Ordering::Relaxed) {
-                    match http_get(vip, TIMEOUT) {
-                        Ok(real) => {
-                            reached.insert(real);
-                        }
-                        Err(e) => failed.push(format!("{e:#}")),
+    let stream = |done: &AtomicBool| {
+        lab.client.ns.run(|| {
+            let (mut reached, mut failed) = (HashSet::new(), Vec::new());
+            while !done.load(Ordering::Relaxed) {
+                match http_get(vip, TIMEOUT) {
+                    Ok(real) => {
+                        reached.insert(real);
                     }
+                    Err(e) => failed.push(format!("{e:#}")),
                 }
-                (reached, failed)
-            })
-        });
+            }
+            (reached, failed)
+        })
+    };
+    let ((), (reached, failed)) = while_running(stream, || {
         for n in 1..=RELOADS {
             // Weights move every time; from the tenth on, real 3 is there.
             let mut reals = vec![(11, 1 + n % 3), (12, 1 + (n + 1) % 3)];
@@ -88,8 +87,6 @@ fn twenty_reloads_break_no_connection() {
         assert!(err.to_string().contains(&format!("{path}:")), "{err:#}");
         std::fs::write(&director.config_path, good).unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        done.store(true, Ordering::Relaxed);
-        stream.join().unwrap()
     });
     for (i, (c, real)) in conns.iter_mut().enumerate() {
         let now = c

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lb_tests::director::{Director, lab_config};
 use lb_tests::lab::DrLab;
-use lb_tests::traffic::{HttpKeepAlive, http_get};
+use lb_tests::traffic::{HttpKeepAlive, http_get, while_running};
 use lb_userspace::dataplane::ConnList;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,20 +62,19 @@ fn restarts_and_kills_break_no_connection() {
     let (counted_before, _) = web_conns(&director);
 
     // New connections, one after another, for as long as lbd restarts.
-    let done = AtomicBool::new(false);
-    let (ok, failed) = std::thread::scope(|s| {
-        let stream = s.spawn(|| {
-            lab.client.ns.run(|| {
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                while !done.load(Ordering::Relaxed) {
-                    match http_get(vip, TIMEOUT) {
-                        Ok(_) => ok += 1,
-                        Err(e) => failed.push(format!("{e:#}")),
-                    }
+    let stream = |done: &AtomicBool| {
+        lab.client.ns.run(|| {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !done.load(Ordering::Relaxed) {
+                match http_get(vip, TIMEOUT) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{e:#}")),
                 }
-                (ok, failed)
-            })
-        });
+            }
+            (ok, failed)
+        })
+    };
+    let ((), (ok, failed)) = while_running(stream, || {
         let old_log = director.restart(&lab).expect("restarting lbd (SIGTERM)");
         assert!(
             director.log().contains("adopted the pinned data plane"),
@@ -87,8 +86,6 @@ fn restarts_and_kills_break_no_connection() {
             .kill_and_restart(&lab)
             .expect("restarting lbd (SIGKILL)");
         assert_unbroken(&mut conns, "after SIGKILL and a new start", &director.log());
-        done.store(true, Ordering::Relaxed);
-        stream.join().unwrap()
     });
     assert!(
         failed.is_empty(),
