@@ -86,6 +86,10 @@ fn twenty_reloads_break_no_connection() {
         let path = director.config_path.display().to_string();
         assert!(err.to_string().contains(&format!("{path}:")), "{err:#}");
         std::fs::write(&director.config_path, good).unwrap();
+        // The good file again, asked for JSON: nothing left to change.
+        let out = director.lbctl(&["reload", "--json"]).unwrap();
+        let msg: String = serde_json::from_str(&out).expect("a JSON string");
+        assert!(msg.contains("0 change(s)"), "{msg}");
         std::thread::sleep(Duration::from_millis(500));
     });
     for (i, (c, real)) in conns.iter_mut().enumerate() {

@@ -29,8 +29,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-read lbd's config file and apply only the difference.
-    Reload,
+    /// Re-read lbd's config file and apply only the difference. A bad file
+    /// changes nothing: its errors (FILE:LINE:COLUMN) go to stderr, exit 1.
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
     /// Counters of services and reals, like `ipvsadm -Ln --stats`; with
     /// --rate, their rates, like `ipvsadm -Ln --rate`. --json prints both.
     Stats {
@@ -205,7 +209,7 @@ fn main() -> ExitCode {
     let (request, json) = match &args.command {
         Command::Realserver { action } => return realserver_command(action),
         Command::Status { json } => (Request::Status, *json),
-        Command::Reload => (Request::Reload, false),
+        Command::Reload { json } => (Request::Reload, *json),
         Command::Stats { json, .. } => (Request::Stats, *json),
         Command::Conns { json, max } => (Request::Conns { max: *max }, *json),
         Command::Vrrp { json } => (Request::Vrrp, *json),
@@ -261,7 +265,7 @@ fn main() -> ExitCode {
             ipvsadm::conns(&c)
         }),
         Command::Vrrp { .. } => decode::<VrrpStatus>(data).map(|s| s.render()),
-        Command::Reload => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
+        Command::Reload { .. } => Ok(format!("{}\n", data.as_str().unwrap_or("reloaded"))),
         Command::Realserver { .. } => unreachable!("handled without lbd"),
         Command::Health { .. } => decode::<Vec<CheckView>>(data).map(|c| health_table(&c)),
         Command::Drain { .. } | Command::Enable { .. } => {
