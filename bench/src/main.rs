@@ -176,6 +176,8 @@ fn ns_per_packet(args: Args) -> anyhow::Result<()> {
             addr: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)),
             port: 80,
             weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
         })
         .collect();
     let key = ServiceKey {

@@ -400,6 +400,8 @@ fn service(method: Method, reals: u8) -> DesiredState {
                 addr: IpAddr::V4(real_ip(i)),
                 port: real_port,
                 weight: 1,
+                u_threshold: 0,
+                l_threshold: 0,
             })
             .collect(),
     };

@@ -44,6 +44,11 @@ pub struct Real {
     pub port: u16,
     /// Effective weight: configured, or 0 while drained or inhibited.
     pub weight: u32,
+    /// Connection thresholds (`ipvsadm -x/-y`); 0: none.
+    #[serde(default)]
+    pub u_threshold: u32,
+    #[serde(default)]
+    pub l_threshold: u32,
 }
 
 impl Real {
@@ -96,6 +101,8 @@ impl Service {
                 addr: sorry.addr,
                 port: sorry.port,
                 weight: 1,
+                u_threshold: 0,
+                l_threshold: 0,
             });
         }
         Service { key, attrs, reals }
@@ -187,6 +194,8 @@ impl DesiredState {
                         addr: r.address,
                         port: r.port,
                         weight,
+                        u_threshold: r.uthreshold,
+                        l_threshold: r.lthreshold,
                     })
                 })
                 .collect();
@@ -274,6 +283,8 @@ mod tests {
                     addr: a.parse().unwrap(),
                     port,
                     weight: *w,
+                    u_threshold: 0,
+                    l_threshold: 0,
                 })
                 .collect(),
         }
@@ -306,6 +317,8 @@ mod tests {
             addr: a.parse().unwrap(),
             port: p,
             weight: w,
+            u_threshold: 0,
+            l_threshold: 0,
         };
         assert_eq!(
             changes,
@@ -334,7 +347,9 @@ mod tests {
             Real {
                 addr: sorry.addr,
                 port: 80,
-                weight: 1
+                weight: 1,
+                u_threshold: 0,
+                l_threshold: 0,
             }
         );
         let up = service(80, &[("10.0.0.1", 1)]);

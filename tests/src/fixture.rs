@@ -82,6 +82,8 @@ pub fn service(
                 addr: IpAddr::V4(real_ip(i)),
                 port,
                 weight,
+                u_threshold: 0,
+                l_threshold: 0,
             })
             .collect(),
     }

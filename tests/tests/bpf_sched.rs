@@ -349,3 +349,23 @@ fn an_lblcr_set_unchanged_for_a_day_sheds_its_most_loaded_member() {
     let rest: HashSet<u8> = (200..220).map(|i| open(&f, i)).collect();
     assert_eq!(rest.len(), 1, "{rest:?}");
 }
+
+#[test]
+fn a_real_at_its_uthreshold_takes_no_new_connection_until_below_lthreshold() {
+    let mut s = service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1), (2, 1)]);
+    s.reals[0].u_threshold = 2;
+    s.reals[0].l_threshold = 1;
+    let mut f = Fixture::new(vec![s]);
+    // rr: real 1 gets two of four connections, reaching its threshold.
+    let first: Vec<u8> = (0..4).map(|i| establish(&f, i)).collect();
+    assert_eq!(first.iter().filter(|&&r| r == 1).count(), 2, "{first:?}");
+    f.dp.sweep().unwrap();
+    let overloaded: Vec<u8> = (10..16).map(|i| open(&f, i)).collect();
+    assert!(overloaded.iter().all(|&r| r == 2), "{overloaded:?}");
+    // Its connections end (idle past the timeout): it is back.
+    f.dp.advance_clock(std::time::Duration::from_secs(3600))
+        .unwrap();
+    f.dp.sweep().unwrap();
+    let back: HashSet<u8> = (20..26).map(|i| open(&f, i)).collect();
+    assert!(back.contains(&1), "{back:?}");
+}

@@ -394,6 +394,8 @@ pub(crate) struct RawRealServer {
     pub address: Option<S<String>>,
     pub port: Option<S<Int>>,
     pub weight: Option<S<Int>>,
+    pub uthreshold: Option<S<Int>>,
+    pub lthreshold: Option<S<Int>>,
     pub notify_up: Option<Script>,
     pub notify_down: Option<Script>,
     pub check: Option<S<RawCheck>>,

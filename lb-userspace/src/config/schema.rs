@@ -249,6 +249,12 @@ pub struct RealServer {
     pub port: u16,
     /// 0..=65535; 0 takes no new connections.
     pub weight: u32,
+    /// IPVS's connection thresholds (`ipvsadm -x/-y`, keepalived's
+    /// uthreshold/lthreshold): at `uthreshold` active + inactive connections
+    /// the real takes no new ones until it falls below `lthreshold` (or 3/4
+    /// of `uthreshold` when that is 0). 0: no limit.
+    pub uthreshold: u32,
+    pub lthreshold: u32,
     pub notify_up: Option<Script>,
     pub notify_down: Option<Script>,
     /// All must pass for the real to be up.

@@ -1378,3 +1378,20 @@ fn quorum_scripts() {
         "script is empty",
     );
 }
+
+#[test]
+fn connection_thresholds() {
+    let c = parse(&one_vs(
+        "    scheduler: rr\n    method: DR\n    real_servers:\n      - { address: 10.0.0.2, uthreshold: 100, lthreshold: 50 }\n",
+    ));
+    let r = &c.virtual_servers[0].real_servers[0];
+    assert_eq!((r.uthreshold, r.lthreshold), (100, 50));
+    let errs = errors(&one_vs(
+        "    scheduler: rr\n    method: DR\n    real_servers:\n      - { address: 10.0.0.2, uthreshold: 10, lthreshold: 50 }\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].2.contains("lthreshold: 50 is above uthreshold 10"),
+        "{errs:?}"
+    );
+}

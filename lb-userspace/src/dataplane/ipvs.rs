@@ -117,8 +117,8 @@ fn dest_spec(method: Method, real: &Real) -> DestSpec {
         port: real.port,
         forward: forward(method),
         weight: real.weight,
-        u_threshold: 0,
-        l_threshold: 0,
+        u_threshold: real.u_threshold,
+        l_threshold: real.l_threshold,
     }
 }
 

@@ -139,6 +139,9 @@ pub struct XdpDataplane {
     vip_ids: IdPool,
     slots: SlotPool,
     neighbors: HashMap<IpAddr, ([u8; 6], u32)>,
+    /// Slots above their uthreshold (IPVS's IP_VS_DEST_F_OVERLOAD): they
+    /// count as weight 0 for new connections until below lthreshold.
+    overloaded: HashSet<u32>,
 }
 
 /// Every map that outlives lbd: pinned under `pin_dir/maps`, and found
@@ -391,6 +394,7 @@ impl XdpDataplane {
             vip_ids: IdPool::new(0, MAX_VIPS),
             slots: SlotPool::new(MAX_REALS),
             neighbors: HashMap::new(),
+            overloaded: HashSet::new(),
         })
     }
 
@@ -560,6 +564,9 @@ impl XdpDataplane {
                         addr,
                         port: u16::from_be(r.port),
                         weight: r.weight,
+                        // Not in the maps: the first apply sets them again.
+                        u_threshold: 0,
+                        l_threshold: 0,
                     },
                     slot,
                 });
@@ -806,6 +813,7 @@ impl XdpDataplane {
                 .set(*slot, counts.get(slot).copied().unwrap_or_default(), 0)?;
         }
         self.shrink_lblcr_sets(now, &live, &counts);
+        self.update_overload(&counts)?;
         // NAT reverse mappings of reals that are gone. (A mapping whose
         // forward flow expired is harmless and ages out of the LRU.)
         let stale: Vec<FlowKey> = self
@@ -818,6 +826,40 @@ impl XdpDataplane {
             .collect();
         for k in stale {
             let _ = self.maps.nat_rev.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// IPVS's thresholds: a real reaching `u_threshold` connections
+    /// (active + inactive) takes no new ones until it is below
+    /// `l_threshold` (3/4 of `u_threshold` when that is 0). Services whose
+    /// reals changed are re-synced: their tables leave the real out.
+    fn update_overload(&mut self, counts: &HashMap<u32, RealConns>) -> anyhow::Result<()> {
+        let mut touched = Vec::new();
+        for (key, s) in &self.services {
+            for r in &s.reals {
+                let c = counts.get(&r.slot).copied().unwrap_or_default();
+                let total = c.active as u64 + c.inactive as u64;
+                let was = self.overloaded.contains(&r.slot);
+                let now = overloaded(total, r.real.u_threshold, r.real.l_threshold, was);
+                if now != was {
+                    touched.push((key.clone(), r.slot, now));
+                }
+            }
+        }
+        let mut keys = BTreeSet::new();
+        for (key, slot, now) in touched {
+            if now {
+                self.overloaded.insert(slot);
+                info!(service = %key, slot, "real server overloaded (uthreshold reached)");
+            } else {
+                self.overloaded.remove(&slot);
+                info!(service = %key, slot, "real server below its threshold again");
+            }
+            keys.insert(key);
+        }
+        for key in keys {
+            self.sync_service(&key)?;
         }
         Ok(())
     }
@@ -908,6 +950,15 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// The weight new connections see: 0 while the real is overloaded.
+    fn weight_for_new(&self, real: &Real, slot: u32) -> u32 {
+        if self.overloaded.contains(&slot) {
+            0
+        } else {
+            real.weight
+        }
+    }
+
     fn real_info(&self, real: &Real, slot: u32) -> RealInfo {
         let (addr, family) = addr_words(real.addr);
         let hop = self.neighbors.get(&real.addr).copied();
@@ -924,7 +975,7 @@ impl XdpDataplane {
             generation: self.slots.generation(slot),
             port: real.port.to_be(),
             _pad: [0; 2],
-            weight: real.weight,
+            weight: self.weight_for_new(real, slot),
             ifindex: hop.map_or(0, |h| h.1),
         }
     }
@@ -1004,12 +1055,16 @@ impl XdpDataplane {
                 maglev::Backend {
                     id: r.slot,
                     identity: [w[0], w[1], w[2], w[3], r.real.port as u32],
-                    weight: r.real.weight,
+                    weight: self.weight_for_new(&r.real, r.slot),
                 }
             })
             .collect();
         let table = maglev::build(&backends, MAGLEV_TABLE_SIZE);
-        let weights: Vec<(u32, u32)> = s.reals.iter().map(|r| (r.slot, r.real.weight)).collect();
+        let weights: Vec<(u32, u32)> = s
+            .reals
+            .iter()
+            .map(|r| (r.slot, self.weight_for_new(&r.real, r.slot)))
+            .collect();
         let seq = match s.attrs.scheduler {
             Scheduler::Rr => wrr::rr_sequence(&weights),
             Scheduler::Wrr => wrr::wrr_sequence(&weights, SCHED_SEQ_SIZE as usize),
@@ -1254,6 +1309,7 @@ impl Dataplane for XdpDataplane {
                 ..RealInfo::default()
             };
             self.maps.reals.set(slot, empty, 0)?;
+            self.overloaded.remove(&slot);
             self.slots.release(slot);
         }
         let nat = self
@@ -1753,5 +1809,40 @@ mod lblcr_tests {
         let mut e = entry([1, 2, 0, 0]);
         let only_one_live = |slot: u32, _| (slot == 2).then_some((0, 1));
         assert!(!lblcr_shrink(&mut e, DAY + 1, only_one_live));
+    }
+}
+
+/// IPVS's overload rule (ip_vs_bind_conn / ip_vs_unbind_conn): set at
+/// `upper` connections; once set, kept while at or above `lower`, or, with
+/// no `lower`, while at or above 3/4 of `upper`. `upper` 0: never.
+fn overloaded(total: u64, upper: u32, lower: u32, was: bool) -> bool {
+    if upper == 0 {
+        return false;
+    }
+    if total >= upper as u64 {
+        return true;
+    }
+    was && if lower != 0 {
+        total >= lower as u64
+    } else {
+        total * 4 >= upper as u64 * 3
+    }
+}
+
+#[cfg(test)]
+mod overload_tests {
+    use super::overloaded;
+
+    #[test]
+    fn thresholds_follow_ipvs() {
+        assert!(!overloaded(1000, 0, 0, false), "no threshold, no limit");
+        assert!(!overloaded(9, 10, 5, false));
+        assert!(overloaded(10, 10, 5, false), "set at the upper threshold");
+        assert!(overloaded(5, 10, 5, true), "kept down to the lower one");
+        assert!(!overloaded(4, 10, 5, true), "cleared below it");
+        assert!(!overloaded(5, 10, 5, false), "not set on the way up");
+        // No lower threshold: cleared below 3/4 of the upper.
+        assert!(overloaded(8, 10, 0, true));
+        assert!(!overloaded(7, 10, 0, true));
     }
 }

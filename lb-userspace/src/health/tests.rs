@@ -163,6 +163,8 @@ async fn an_adopted_data_plane_seeds_the_first_states() {
         addr: a.parse().unwrap(),
         port: 80,
         weight,
+        u_threshold: 0,
+        l_threshold: 0,
     };
     adopted.services.insert(
         skey(),

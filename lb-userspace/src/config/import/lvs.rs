@@ -509,6 +509,15 @@ impl VirtualServer {
                         rs.comment(&c);
                     }
                 },
+                "uthreshold" | "lthreshold" => {
+                    match child.arg(0).and_then(integer(0, u32::MAX as i64)) {
+                        Some(n) => rs.set(kw, Value::Scalar(n)),
+                        None => {
+                            let c = ctx.drop(child, "expected a connection count");
+                            rs.comment(&c);
+                        }
+                    }
+                }
                 "inhibit_on_failure" => {
                     if switch(child, ctx, &mut rs) == Some(true) {
                         self.inhibit_reals.push(child.pos.clone());
@@ -606,7 +615,6 @@ fn vs_why(kw: &str) -> Option<&'static str> {
 
 fn rs_why(kw: &str) -> Option<&'static str> {
     Some(match kw {
-        "uthreshold" | "lthreshold" => "lbd has no connection thresholds",
         "smtp_alert" => "lbd sends no mail",
         "tun_type" | "tun_port" | "tun_nocsum" | "tun_csum" | "tun_remcsum" => {
             "lbd tunnels with IPIP / IP6IP6 only"

@@ -440,6 +440,32 @@ fn real_server(
         None => None,
     };
     let weight = int_or(errors, "weight", &r.weight, 0, MAX_WEIGHT, 1u32);
+    let uthreshold = int_or(
+        errors,
+        "uthreshold",
+        &r.uthreshold,
+        0,
+        u32::MAX as i64,
+        0u32,
+    );
+    let lthreshold = int_or(
+        errors,
+        "lthreshold",
+        &r.lthreshold,
+        0,
+        u32::MAX as i64,
+        0u32,
+    );
+    if let Some(l) = &r.lthreshold
+        && uthreshold != 0
+        && lthreshold > uthreshold
+    {
+        // The kernel refuses it too (ip_vs_ctl.c: -ERANGE).
+        errors.push(
+            Span::of(l),
+            format!("lthreshold: {lthreshold} is above uthreshold {uthreshold}"),
+        );
+    }
 
     let mut raw_checks: Vec<&S<_>> = Vec::new();
     if let (Some(_), Some(list)) = (&r.check, &r.checks) {
@@ -459,6 +485,8 @@ fn real_server(
         address: address?.0,
         port: port?,
         weight,
+        uthreshold,
+        lthreshold,
         notify_up: r.notify_up.clone(),
         notify_down: r.notify_down.clone(),
         checks,
