@@ -175,7 +175,7 @@ fn vm_test(
         .iter()
         .map(|a| format!("'{}'", a.replace('\'', "")))
         .collect();
-    let mut script = format!("cd '{}'\nrc=0\n", root.display());
+    let mut script = format!("{}rc=0\n", vm::enter_workspace(&root));
     for (name, exe) in &binaries {
         script.push_str(&format!(
             "echo '=== {name}'\n'{}' --test-threads=1 {} || rc=1\n",
@@ -194,6 +194,7 @@ fn vm_test(
         &vm::Boot {
             memory_mib: memory,
             timeout: std::time::Duration::from_secs(timeout),
+            workspace: root.clone(),
         },
         &results,
         &script,

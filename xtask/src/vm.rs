@@ -252,6 +252,21 @@ pub fn prepare_kernel() -> anyhow::Result<Kernel> {
 pub struct Boot {
     pub memory_mib: u32,
     pub timeout: Duration,
+    /// The workspace, shared read-only as `workspace`: the host root share
+    /// does not show it when it lies under /tmp or /run (the VM's own).
+    pub workspace: std::path::PathBuf,
+}
+
+/// Shell lines that make the workspace visible at its host path inside the
+/// VM (mounting the `workspace` share where the host root share shows
+/// nothing) and enter it.
+pub fn enter_workspace(root: &Path) -> String {
+    let root = root.display().to_string().replace('\'', "");
+    format!(
+        "ROOT='{root}'\nif [ ! -d \"$ROOT\" ]; then mkdir -p \"$ROOT\" && \
+         mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 workspace \"$ROOT\"; fi\n\
+         cd \"$ROOT\" || exit 1\n"
+    )
 }
 
 /// Boots the kernel, runs `script` (sh) inside, and returns its exit code
@@ -280,6 +295,11 @@ pub fn run(kernel: &Kernel, boot: &Boot, results: &Path, script: &str) -> anyhow
         .arg(format!(
             "local,path={},mount_tag=results,security_model=none",
             results.display()
+        ))
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=workspace,security_model=none,readonly=on,multidevs=remap",
+            boot.workspace.display()
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
