@@ -523,8 +523,22 @@ pub(crate) fn sync_group(
     };
     let mut m = Map::default();
     let mut members = Vec::new();
+    let mut notify = Map::default();
     for child in node.children() {
         match child.keyword() {
+            kw @ ("notify_master" | "notify_backup" | "notify_fault" | "notify") => {
+                let key = match kw {
+                    "notify" => "any",
+                    k => &k["notify_".len()..],
+                };
+                match script(child.args()) {
+                    Some(s) => notify.set(key, s),
+                    None => {
+                        let c = ctx.drop(child, "no command given");
+                        m.comment(&c);
+                    }
+                }
+            }
             "group" => {
                 for entry in child.children() {
                     for word in &entry.words {
@@ -540,9 +554,8 @@ pub(crate) fn sync_group(
             }
             kw => {
                 let why = match kw {
-                    "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
-                    | "notify" => {
-                        "lbd runs notify scripts per instance: put it in the member instances"
+                    "notify_stop" => {
+                        "lbd runs stop scripts per instance: put it in the member instances"
                     }
                     "smtp_alert" => "lbd sends no mail",
                     "track_script" | "track_interface" | "track_file" | "track_process"
@@ -560,5 +573,8 @@ pub(crate) fn sync_group(
         }
     }
     m.entry("instances", Value::FlowList(members));
+    if notify.has_entries() {
+        m.set("notify", Value::Map(notify));
+    }
     groups.entry(name, Value::Map(m));
 }
