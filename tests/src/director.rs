@@ -42,6 +42,23 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     )
 }
 
+/// Runs `lbctl --socket SOCKET args...` and returns its stdout; a failure
+/// carries lbctl's stderr.
+pub fn lbctl(socket: &std::path::Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(workspace_bin("lbctl")?)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "lbctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// `xdp_pass` attached natively to an interface of a namespace, so that
 /// frames its veth peer sends with XDP_TX are received (TOOLCHAIN.md).
 pub struct PeerPass {
@@ -181,15 +198,7 @@ impl Director {
     pub fn kill_and_restart(&mut self, lab: &DrLab) -> Result<String> {
         let log = self.log();
         if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.pid() as i32);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    bail!("lbd did not die of SIGKILL");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            child.kill()?;
         }
         self.spawn(lab)?;
         Ok(log)
@@ -226,18 +235,7 @@ impl Director {
 
     /// Runs `lbctl --socket <ours> args...` and returns its stdout.
     pub fn lbctl(&self, args: &[&str]) -> Result<String> {
-        let out = std::process::Command::new(workspace_bin("lbctl")?)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "lbctl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        lbctl(&self.socket, args)
     }
 
     pub fn status(&self) -> Result<DataplaneStatus> {

@@ -277,6 +277,15 @@ impl NsChild {
     }
 
     /// Stops the process: SIGTERM, up to `grace` to exit, then SIGKILL.
+    /// SIGKILL (a crash: the program cleans nothing up), then reaps it.
+    pub fn kill(&mut self) -> Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        Ok(self.child.wait()?)
+    }
+
     pub fn stop(&mut self, grace: Duration) -> Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);

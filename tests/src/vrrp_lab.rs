@@ -298,18 +298,7 @@ script_user: root\n  bpf_pin_dir: {}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
     }
 
     pub fn lbctl(&self, args: &[&str]) -> Result<String> {
-        let out = std::process::Command::new(workspace_bin("lbctl")?)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "lbctl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::director::lbctl(&self.socket, args)
     }
 
     pub fn vrrp(&self) -> Result<VrrpStatus> {
@@ -371,11 +360,7 @@ script_user: root\n  bpf_pin_dir: {}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
     /// SIGKILL: a crash, leaving whatever lbd had set up (its VIPs).
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.pid() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )?;
-            c.stop(Duration::from_secs(5))?;
+            c.kill()?;
         }
         Ok(())
     }
