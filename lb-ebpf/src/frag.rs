@@ -19,14 +19,6 @@ use crate::stats;
 /// its keys off the balancer's own stack frame.)
 #[inline(never)]
 pub fn record(flow: &Flow, vip: &VipInfo, slot: u32, generation: u32) {
-    let key = FragKey {
-        src: flow.key.src,
-        dst: flow.key.dst,
-        id: flow.frag_id,
-        proto: flow.key.proto,
-        family: flow.key.family,
-        _pad: [0; 2],
-    };
     let target = FragTarget {
         real: slot,
         generation,
@@ -35,21 +27,13 @@ pub fn record(flow: &Flow, vip: &VipInfo, slot: u32, generation: u32) {
         _pad: [0; 3],
         vip: [0; 4],
     };
-    let _ = FRAGS.insert(&key, target, 0);
+    remember(flow, &target);
 }
 
 /// Remembers a NAT reply's first fragment (real → client, already
 /// translated), so that its later fragments get the VIP as source too.
 #[inline(never)]
 pub fn record_reply(flow: &Flow, rev: &NatReverse) {
-    let key = FragKey {
-        src: flow.key.src,
-        dst: flow.key.dst,
-        id: flow.frag_id,
-        proto: flow.key.proto,
-        family: flow.key.family,
-        _pad: [0; 2],
-    };
     let target = FragTarget {
         real: rev.real,
         generation: rev.generation,
@@ -57,6 +41,21 @@ pub fn record_reply(flow: &Flow, rev: &NatReverse) {
         method: FRAG_NAT_REPLY,
         _pad: [0; 3],
         vip: rev.vip,
+    };
+    remember(flow, &target);
+}
+
+/// The first fragment's datagram (source, destination, IP id, protocol)
+/// → where its later fragments go.
+#[inline(always)]
+fn remember(flow: &Flow, target: &FragTarget) {
+    let key = FragKey {
+        src: flow.key.src,
+        dst: flow.key.dst,
+        id: flow.frag_id,
+        proto: flow.key.proto,
+        family: flow.key.family,
+        _pad: [0; 2],
     };
     let _ = FRAGS.insert(&key, target, 0);
 }
