@@ -13,7 +13,11 @@ use aya::maps::lpm_trie::{self, LpmTrie};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
-    programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink, xdp::XdpLink},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
@@ -456,12 +460,7 @@ impl XdpDataplane {
     /// Puts the new program into an interface's pinned XDP link: one
     /// atomic switch, no moment without a program.
     fn adopt_link(&mut self, ifname: &str, pin: &Path) -> anyhow::Result<()> {
-        let ifindex = nix::net::if_::if_nametoindex(ifname)
-            .with_context(|| format!("interface {ifname} not found"))?;
-        let mac = interface_mac(ifname)?;
-        self.maps
-            .ifaces
-            .insert(ifindex, interface_info(ifname, mac)?, 0)?;
+        self.register_iface(ifname)?;
         let link = PinnedLink::from_pin(pin)
             .with_context(|| format!("opening the pinned XDP link of {ifname}"))?
             .unpin()
@@ -471,14 +470,33 @@ impl XdpDataplane {
         let id = prog
             .attach_to_link(link)
             .with_context(|| format!("replacing the XDP program of {ifname}"))?;
-        let link: FdLink = prog
+        self.pin_link(ifname, id, pin)?;
+        info!(interface = ifname, "XDP balancer replaced in its link");
+        Ok(())
+    }
+
+    /// Tells the program about an interface it runs on (MAC, MTU, tunnel
+    /// source addresses).
+    fn register_iface(&mut self, ifname: &str) -> anyhow::Result<()> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname)
+            .with_context(|| format!("interface {ifname} not found"))?;
+        let mac = interface_mac(ifname)?;
+        self.maps
+            .ifaces
+            .insert(ifindex, interface_info(ifname, mac)?, 0)?;
+        Ok(())
+    }
+
+    /// Pins the balancer's link `id` at `pin`, so it outlives lbd.
+    fn pin_link(&mut self, ifname: &str, id: XdpLinkId, pin: &Path) -> anyhow::Result<()> {
+        let link: FdLink = self
+            .balancer_mut()
             .take_link(id)?
             .try_into()
             .context("XDP link is not a bpf_link")?;
         let pinned = link
             .pin(pin)
             .with_context(|| format!("pinning the XDP link of {ifname}"))?;
-        info!(interface = ifname, "XDP balancer replaced in its link");
         self.attached.push(Attached {
             ifname: ifname.to_string(),
             _link: pinned,
@@ -589,12 +607,7 @@ impl XdpDataplane {
     }
 
     fn attach(&mut self, ifname: &str, mode: ConfigXdpMode, pin_dir: &Path) -> anyhow::Result<()> {
-        let ifindex = nix::net::if_::if_nametoindex(ifname)
-            .with_context(|| format!("interface {ifname} not found"))?;
-        let mac = interface_mac(ifname)?;
-        self.maps
-            .ifaces
-            .insert(ifindex, interface_info(ifname, mac)?, 0)?;
+        self.register_iface(ifname)?;
         let modes: &[XdpMode] = match mode {
             ConfigXdpMode::Driver => &[XdpMode::Driver],
             ConfigXdpMode::Skb => &[XdpMode::Skb],
@@ -625,18 +638,8 @@ impl XdpDataplane {
             return Err(anyhow!(last_err.unwrap()))
                 .with_context(|| format!("attaching XDP to {ifname}"));
         };
-        let link: FdLink = prog
-            .take_link(id)?
-            .try_into()
-            .context("XDP link is not a bpf_link")?;
-        let pinned = link
-            .pin(pin_dir.join(format!("link_{ifname}")))
-            .with_context(|| format!("pinning the XDP link of {ifname}"))?;
+        self.pin_link(ifname, id, &pin_dir.join(format!("link_{ifname}")))?;
         info!(interface = ifname, mode = ?used_mode, "XDP balancer attached");
-        self.attached.push(Attached {
-            ifname: ifname.to_string(),
-            _link: pinned,
-        });
         Ok(())
     }
 
