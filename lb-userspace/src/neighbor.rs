@@ -102,12 +102,13 @@ impl NeighborResolver {
         Ok(())
     }
 
-    /// The attached interface whose subnet holds `addr` (the first one if
-    /// none does: a real behind a router is reached through it).
-    fn interface_for(&self, addr: IpAddr) -> u32 {
+    /// The subnets of the attached interfaces, read once per refresh (a
+    /// thousand reals must not mean a thousand address dumps).
+    fn attached_subnets(&self) -> Vec<(ipnet::IpNet, u32)> {
         let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-            return self.ifindexes[0];
+            return Vec::new();
         };
+        let mut out = Vec::new();
         for ifa in addrs {
             let (Some(a), Some(mask)) = (ifa.address, ifa.netmask) else {
                 continue;
@@ -121,14 +122,22 @@ impl NeighborResolver {
             };
             if let Some(net) = net
                 && net.prefix_len() < net.max_prefix_len()
-                && net.contains(&addr)
                 && let Ok(i) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str())
                 && self.ifindexes.contains(&i)
             {
-                return i;
+                out.push((net, i));
             }
         }
-        self.ifindexes[0]
+        out
+    }
+
+    /// The attached interface whose subnet holds `addr` (the first one if
+    /// none does: a real behind a router is reached through it).
+    fn interface_for(&self, subnets: &[(ipnet::IpNet, u32)], addr: IpAddr) -> u32 {
+        subnets
+            .iter()
+            .find(|(net, _)| net.contains(&addr))
+            .map_or(self.ifindexes[0], |&(_, i)| i)
     }
 
     /// Ensures a managed entry for every wanted address, on the interface
@@ -139,9 +148,10 @@ impl NeighborResolver {
         wanted: &[IpAddr],
     ) -> anyhow::Result<Vec<(IpAddr, Option<[u8; 6]>, u32)>> {
         let table = self.dump().await?;
+        let subnets = self.attached_subnets();
         let mut out = Vec::with_capacity(wanted.len());
         for &addr in wanted {
-            let ifindex = self.interface_for(addr);
+            let ifindex = self.interface_for(&subnets, addr);
             let known = table.get(&addr).filter(|k| k.0 == ifindex);
             if known.is_none() {
                 match self.add_managed(ifindex, addr).await {
