@@ -1,14 +1,22 @@
 //! HTTP_GET and SSL_GET: a GET of `path` whose status is accepted and,
 //! with `digest`, whose body has that MD5 (as keepalived's genhash prints).
 //!
-//! The client dials the real server's address while the URL, the Host
-//! header and TLS SNI carry `virtualhost` (reqwest's `resolve`). Certificates
-//! are not verified unless `verify: true`, as keepalived does not.
+//! Each probe is one fresh connection to the target (as keepalived's), with
+//! hyper's bare HTTP/1 client on it: no pool, no URL parsing, no resolver,
+//! so a probe costs little more than its sockets. The Host header and TLS
+//! SNI carry `virtualhost`. Certificates are not verified unless
+//! `verify: true`, as keepalived does not.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
 
+use http::{Method, Request, Version, header};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
 use md5::{Digest as _, Md5};
-use reqwest::{Client, Url, Version};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Outcome, Target};
 use crate::config::{HttpCheck, HttpVersion, StatusRange};
@@ -16,30 +24,40 @@ use crate::config::{HttpCheck, HttpVersion, StatusRange};
 /// The most of a body a check reads: an endless body must not exhaust lbd.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// An HTTP(S) check with its client built once.
-pub struct HttpProbe {
-    client: Client,
-    url: Url,
+/// What a probe sends, built once.
+#[derive(Clone, Debug)]
+struct Get {
+    /// `/path?query`, as the request line carries it.
+    path: String,
+    /// The Host header: `virtualhost` or the target, with a port that is
+    /// not the scheme's default.
+    host: String,
     version: Version,
+}
+
+/// TLS for HTTPS checks: the client configuration and the name for SNI.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+/// An HTTP(S) check with its request built once.
+pub struct HttpProbe {
+    target: Target,
+    get: Get,
+    tls: Option<Tls>,
     status_code: Vec<StatusRange>,
     digest: Option<String>,
 }
 
-/// The URL a check fetches and the host the client must resolve to the
-/// target itself (None when the URL's host is already its address).
-fn url_for(check: &HttpCheck, t: &Target, https: bool) -> anyhow::Result<(Url, Option<String>)> {
-    let scheme = if https { "https" } else { "http" };
-    let (host, resolve) = match &check.virtualhost {
-        Some(name) => match name.parse::<IpAddr>() {
-            Ok(ip) => (host_text(ip), None),
-            Err(_) => (name.clone(), Some(name.clone())),
-        },
-        None => (host_text(t.addr.ip()), None),
-    };
-    let port = t.addr.port();
-    let url = format!("{scheme}://{host}:{port}{}", check.path);
-    let url = Url::parse(&url).map_err(|e| anyhow::anyhow!("check URL `{url}`: {e}"))?;
-    Ok((url, resolve))
+/// `host[:port]` for the Host header (the port only when not the default).
+fn host_header(host: &str, port: u16, https: bool) -> String {
+    let default = if https { 443 } else { 80 };
+    if port == default {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn host_text(ip: IpAddr) -> String {
@@ -49,78 +67,158 @@ fn host_text(ip: IpAddr) -> String {
     }
 }
 
-/// A client that never pools (every probe is a fresh connection, as
-/// keepalived's), never follows redirects, ignores proxies from the
-/// environment and is bounded by the check's timeout.
-pub fn client(t: &Target, https_verify: bool, resolve: Option<&str>) -> anyhow::Result<Client> {
-    let mut b = Client::builder()
-        .use_rustls_tls()
-        .danger_accept_invalid_certs(!https_verify)
-        .http1_only()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(t.timeout)
-        .timeout(t.timeout)
-        .local_address(t.bindto);
-    if let Some(name) = resolve {
-        b = b.resolve(name, t.addr);
-    }
-    Ok(b.build()?)
+/// The request a check sends to `t`, and the name its TLS handshake uses.
+fn request_for(
+    check: &HttpCheck,
+    t: &Target,
+    https: bool,
+) -> anyhow::Result<(Get, ServerName<'static>)> {
+    let (host, name) = match &check.virtualhost {
+        Some(vhost) => match vhost.parse::<IpAddr>() {
+            Ok(ip) => (host_text(ip), ServerName::IpAddress(ip.into())),
+            Err(_) => (
+                vhost.clone(),
+                ServerName::try_from(vhost.clone())
+                    .map_err(|e| anyhow::anyhow!("virtualhost `{vhost}`: {e}"))?,
+            ),
+        },
+        None => (
+            host_text(t.addr.ip()),
+            ServerName::IpAddress(t.addr.ip().into()),
+        ),
+    };
+    let path = if check.path.starts_with('/') {
+        check.path.clone()
+    } else {
+        format!("/{}", check.path)
+    };
+    // The request line must parse as an origin-form URI.
+    path.parse::<http::uri::PathAndQuery>()
+        .map_err(|e| anyhow::anyhow!("check path `{}`: {e}", check.path))?;
+    let get = Get {
+        path,
+        host: host_header(&host, t.addr.port(), https),
+        version: match check.http_protocol {
+            HttpVersion::Http10 => Version::HTTP_10,
+            HttpVersion::Http11 => Version::HTTP_11,
+        },
+    };
+    Ok((get, name))
 }
 
-/// Clients shared by checks that dial the host of their URL (no
-/// `virtualhost`): one per (timeout, verify, bindto), so a thousand checks
-/// do not each hold a TLS configuration and connector. The set is bounded
-/// by how many distinct settings a config has.
-fn shared_client(t: &Target, verify: bool) -> anyhow::Result<Client> {
-    type Key = (std::time::Duration, bool, Option<IpAddr>);
-    static CLIENTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Key, Client>>> =
-        std::sync::LazyLock::new(Default::default);
-    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (t.timeout, verify, t.bindto);
-    if let Some(c) = clients.get(&key) {
-        return Ok(c.clone());
+/// Accepts any certificate (keepalived's SSL_GET does not verify), while
+/// still checking that the handshake is signed by the certificate's key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    let c = client(t, verify, None)?;
-    clients.insert(key, c.clone());
-    Ok(c)
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration: verifying against the Web PKI roots, or
+/// accepting any certificate. Built once per kind and shared by all checks.
+fn tls_config(verify: bool) -> Arc<rustls::ClientConfig> {
+    fn build(verify: bool) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions");
+        let config = if verify {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth()
+        };
+        Arc::new(config)
+    }
+    static VERIFYING: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| build(true));
+    static ANY: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| build(false));
+    if verify {
+        VERIFYING.clone()
+    } else {
+        ANY.clone()
+    }
 }
 
 impl HttpProbe {
     pub fn new(check: &HttpCheck, t: &Target, https: bool) -> anyhow::Result<Self> {
-        let (url, resolve) = url_for(check, t, https)?;
-        let verify = https && check.verify;
-        let client = match resolve {
-            // The URL names the target: any client with these settings will do.
-            None => shared_client(t, verify)?,
-            Some(name) => client(t, verify, Some(&name))?,
-        };
+        let (get, name) = request_for(check, t, https)?;
+        let tls = https.then(|| Tls {
+            connector: tokio_rustls::TlsConnector::from(tls_config(check.verify)),
+            name,
+        });
         Ok(HttpProbe {
-            client,
-            url,
-            version: match check.http_protocol {
-                HttpVersion::Http10 => Version::HTTP_10,
-                HttpVersion::Http11 => Version::HTTP_11,
-            },
+            target: t.clone(),
+            get,
+            tls,
             status_code: check.status_code.clone(),
             digest: check.digest.clone(),
         })
     }
 
+    /// One probe. The caller bounds it by the check's timeout.
     pub async fn check(&self) -> Outcome {
-        let response = self
-            .client
-            .get(self.url.clone())
-            .version(self.version)
-            .send()
-            .await
-            .map_err(|e| error_text(&e))?;
-        let status = response.status().as_u16();
+        let tcp = super::connect(&self.target).await?;
+        let (status, body) = match &self.tls {
+            None => fetch(tcp, &self.get).await?,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                fetch(stream, &self.get).await?
+            }
+        };
         if !status_accepted(&self.status_code, status) {
             return Err(format!("HTTP {status} (not an accepted status)"));
         }
-        let body = read_body(response).await?;
         if let Some(want) = &self.digest {
             let got = digest_hex(&body);
             if &got != want {
@@ -133,6 +231,49 @@ impl HttpProbe {
     }
 }
 
+/// Sends `get` on a fresh connection and reads the status and the body (at
+/// most [`MAX_BODY`] bytes).
+async fn fetch<S>(io: S, get: &Get) -> Result<(u16, Vec<u8>), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| error_text(&e))?;
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(get.path.as_str())
+        .version(get.version)
+        .header(header::HOST, get.host.as_str())
+        .header(header::USER_AGENT, "lbd-health-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| error_text(&e))?;
+        let status = response.status().as_u16();
+        let body = read_body(response.into_body()).await?;
+        Ok::<_, String>((status, body))
+    };
+    // The connection is driven here, beside the exchange, instead of in a
+    // task of its own. When it ends first, the body it read is already
+    // queued for the exchange, unless it ended with an error.
+    tokio::pin!(exchange, conn);
+    let mut conn_done = false;
+    loop {
+        tokio::select! {
+            r = &mut exchange => return r,
+            c = &mut conn, if !conn_done => {
+                conn_done = true;
+                c.map_err(|e| error_text(&e))?;
+            }
+        }
+    }
+}
+
 pub fn status_accepted(ranges: &[StatusRange], status: u16) -> bool {
     ranges.iter().any(|r| r.contains(status))
 }
@@ -140,15 +281,18 @@ pub fn status_accepted(ranges: &[StatusRange], status: u16) -> bool {
 /// Reads the whole body, as keepalived does, but at most [`MAX_BODY`]
 /// bytes: a longer (or endless) body fails the check rather than filling
 /// lbd's memory or running into the timeout.
-pub async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| error_text(&e))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("body longer than {MAX_BODY} bytes"));
+async fn read_body(mut body: Incoming) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| error_text(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_BODY {
+                return Err(format!("body longer than {MAX_BODY} bytes"));
+            }
+            out.extend_from_slice(&data);
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(out)
 }
 
 /// The MD5 of a body in lowercase hex: keepalived's `genhash` digest.
@@ -159,14 +303,10 @@ pub fn digest_hex(body: &[u8]) -> String {
         .collect()
 }
 
-/// reqwest's error with its causes (the top level alone says little).
-fn error_text(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
+/// An error with its causes (the top level alone says little).
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
@@ -183,44 +323,69 @@ pub async fn genhash(
     connect: Option<SocketAddr>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<(u16, String, usize)> {
-    let url = Url::parse(url).map_err(|e| {
+    let uri: http::Uri = url.parse().map_err(|e| {
         anyhow::anyhow!("`{url}` is not a URL ({e}; expected http[s]://HOST[:PORT]/PATH)")
     })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        anyhow::bail!("`{url}`: only http and https URLs can be checked");
-    }
-    let host = url
-        .host_str()
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => anyhow::bail!("`{url}`: only http and https URLs can be checked"),
+    };
+    let host = uri
+        .host()
         .ok_or_else(|| anyhow::anyhow!("{url}: no host"))?
         .to_owned();
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| anyhow::anyhow!("{url}: no port"))?;
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let bare_host = host.trim_matches(['[', ']']);
     let addr = match connect {
         Some(a) => a,
-        None => match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        None => match bare_host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, port),
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            Err(_) => tokio::net::lookup_host((bare_host, port))
                 .await?
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("{host}: no address"))?,
         },
     };
-    let t = Target {
+    let target = Target {
         addr,
         bindto: None,
         timeout,
     };
-    let resolve = host.parse::<IpAddr>().is_err().then_some(host.clone());
-    let client = client(&t, false, resolve.as_deref())?;
-    let response = client
-        .get(url)
-        .version(Version::HTTP_10)
-        .send()
+    let check = HttpCheck {
+        path: uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned()),
+        status_code: vec![StatusRange { from: 0, to: 999 }],
+        digest: None,
+        virtualhost: Some(bare_host.to_owned()),
+        http_protocol: HttpVersion::Http10,
+        verify: false,
+    };
+    let mut probe = HttpProbe::new(&check, &target, https)?;
+    // The Host header names the URL's port, wherever lbctl connects.
+    probe.get.host = host_header(&host, port, https);
+    let tcp = tokio::time::timeout(timeout, super::connect(&target))
         .await
-        .map_err(|e| anyhow::anyhow!(error_text(&e)))?;
-    let status = response.status().as_u16();
-    let body = read_body(response).await.map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|_| anyhow::anyhow!("no connection within {timeout:?}"))?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let fetched = async {
+        match &probe.tls {
+            None => fetch(tcp, &probe.get).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                fetch(stream, &probe.get).await
+            }
+        }
+    };
+    let (status, body) = tokio::time::timeout(timeout, fetched)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+        .map_err(|e| anyhow::anyhow!(e))?;
     Ok((status, digest_hex(&body), body.len()))
 }
 
@@ -254,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn url_keeps_the_virtualhost_and_dials_the_target() {
+    fn request_carries_the_virtualhost_and_dials_the_target() {
         let t = Target {
             addr: "10.0.0.2:8080".parse().unwrap(),
             bindto: None,
@@ -268,16 +433,25 @@ mod tests {
             http_protocol: HttpVersion::Http10,
             verify: false,
         };
-        let (url, resolve) = url_for(&c, &t, true).unwrap();
-        assert_eq!(url.as_str(), "https://www.example.com:8080/health?x=1");
-        assert_eq!(resolve.as_deref(), Some("www.example.com"));
+        let (get, name) = request_for(&c, &t, true).unwrap();
+        assert_eq!(get.path, "/health?x=1");
+        assert_eq!(get.host, "www.example.com:8080");
+        assert_eq!(get.version, Version::HTTP_10);
+        assert_eq!(name, ServerName::try_from("www.example.com").unwrap());
         c.virtualhost = None;
+        c.path = "health".into();
         let t6 = Target {
             addr: "[fd00::2]:80".parse().unwrap(),
             ..t
         };
-        let (url, resolve) = url_for(&c, &t6, false).unwrap();
-        assert_eq!(url.as_str(), "http://[fd00::2]/health?x=1");
-        assert_eq!(resolve, None);
+        let (get, name) = request_for(&c, &t6, false).unwrap();
+        assert_eq!(get.path, "/health");
+        assert_eq!(get.host, "[fd00::2]");
+        assert_eq!(
+            name,
+            ServerName::IpAddress("fd00::2".parse::<IpAddr>().unwrap().into())
+        );
+        c.path = "/bad path".into();
+        assert!(request_for(&c, &t6, false).is_err());
     }
 }
