@@ -158,6 +158,8 @@ impl Daemon {
             .cloned()
             .collect();
         inner.drained = drained;
+        let drained = inner.drained.clone();
+        inner.health.set_drained(&drained);
         let changes = inner.reapply().map_err(|e| format!("{e:#}"))?;
         let msg = format!("reloaded: {changes} change(s) applied");
         info!("{msg}");
@@ -209,6 +211,8 @@ impl Daemon {
                 inner.drained.remove(&k);
             }
         }
+        let drained = inner.drained.clone();
+        inner.health.set_drained(&drained);
         let verb = if drain { "drained" } else { "enabled" };
         match inner.reapply() {
             Ok(_) => {
@@ -219,10 +223,14 @@ impl Daemon {
         }
     }
 
-    /// A check task's report; applies the state when it changed (true).
-    async fn on_health_report(&self, report: health::Report) -> bool {
+    /// A batch of check reports; applies the state when it changed (true).
+    async fn on_health_reports(&self, reports: Vec<health::Report>) -> bool {
         let mut inner = self.inner.lock().await;
-        if !inner.health.on_report(report) {
+        let mut changed = false;
+        for report in reports {
+            changed |= inner.health.on_report(report);
+        }
+        if !changed {
             return false;
         }
         if let Err(e) = inner.reapply() {
@@ -392,8 +400,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     enable_forwarding_for_nat(&config)?;
     let mut dataplane = crate::dataplane::select::start(&config)?;
     let script_user = health_script_user(&config)?;
-    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let mut health = Health::new(script_user.clone(), report_tx);
+    // Checks run on a thread of their own; their reports come in batches.
+    let check_runtime = health::CheckRuntime::start().context("starting the health checks")?;
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (batch_tx, mut report_batches) = tokio::sync::mpsc::unbounded_channel();
+    check_runtime
+        .handle()
+        .spawn(health::batch_reports(report_rx, batch_tx));
+    let mut health =
+        Health::new(script_user.clone(), report_tx).run_checks_on(check_runtime.handle().clone());
     // An adopted data plane tells which reals were serving: checks start
     // from that, so a restart empties no pool.
     let adopted = dataplane.current();
@@ -463,8 +478,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     Err(e) => warn!("rate estimator: {e:#}"),
                 }
             }
-            Some(report) = reports.recv() => {
-                if daemon.on_health_report(report).await {
+            Some(batch) = report_batches.recv() => {
+                if daemon.on_health_reports(batch).await {
                     // A real may have joined (the sorry server): resolve it now.
                     neighbors.as_mut().reset(tokio::time::Instant::now());
                 }

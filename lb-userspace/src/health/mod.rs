@@ -7,6 +7,13 @@
 //! into real servers (up while all checks are), real servers into each
 //! service's quorum, runs the notify and quorum scripts, and yields the
 //! [`Overrides`] that turn the config into the `DesiredState`.
+//!
+//! Cost: a thousand checks a second must stay cheap. The check tasks run on
+//! a single-threaded runtime of their own ([`CheckRuntime`]), so a probe's
+//! socket events never hop between threads; probes start on a
+//! [`PROBE_GRID`] so those due within a few milliseconds share one wake-up;
+//! and reports reach the daemon in batches ([`batch_reports`]), at once
+//! when a state changed and otherwise at most every [`REPORT_BATCH`].
 
 pub mod check;
 pub mod machine;
@@ -28,6 +35,13 @@ use machine::{CheckMachine, CheckTiming, ProbeResult, Quorum, Transition};
 
 /// How long a notify or quorum script may run.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Probes start on this grid: checks due within it run together.
+pub const PROBE_GRID: Duration = Duration::from_millis(10);
+
+/// How stale `lbctl health` may be: reports without a state change wait
+/// at most this long to reach the daemon.
+pub const REPORT_BATCH: Duration = Duration::from_millis(100);
 
 /// One check of one real server of one service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,6 +139,8 @@ pub struct Health {
     services: BTreeMap<ServiceKey, ServiceEntry>,
     names: BTreeMap<ServiceKey, String>,
     reports: mpsc::UnboundedSender<Report>,
+    /// Where check tasks run (the [`CheckRuntime`] in the daemon).
+    checks_on: tokio::runtime::Handle,
     script_user: ScriptUser,
     next_serial: u64,
     /// Every VIP of the config: checks never leave from one.
@@ -134,6 +150,8 @@ pub struct Health {
     /// keepalived's default (up, or down with alpha).
     seed: BTreeMap<(ServiceKey, RealKey), bool>,
     seeded_services: std::collections::BTreeSet<ServiceKey>,
+    /// Reals the operator drained: weight 0, so no part of the quorum.
+    drained: std::collections::BTreeSet<(ServiceKey, RealKey)>,
 }
 
 pub fn service_key(vs: &VirtualServer) -> ServiceKey {
@@ -169,6 +187,8 @@ fn wall_clock(at: Instant) -> SystemTime {
 
 impl Health {
     /// Reports of every check task arrive on the other end of `reports`.
+    /// Check tasks run on the current runtime unless [`Health::run_checks_on`]
+    /// says otherwise.
     pub fn new(script_user: ScriptUser, reports: mpsc::UnboundedSender<Report>) -> Self {
         Health {
             checks: BTreeMap::new(),
@@ -176,12 +196,20 @@ impl Health {
             services: BTreeMap::new(),
             names: BTreeMap::new(),
             reports,
+            checks_on: tokio::runtime::Handle::current(),
             script_user,
             next_serial: 0,
             vips: Vec::new(),
             seed: BTreeMap::new(),
             seeded_services: Default::default(),
+            drained: Default::default(),
         }
+    }
+
+    /// Runs check tasks started from now on on `runtime`.
+    pub fn run_checks_on(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.checks_on = runtime;
+        self
     }
 
     /// Seeds the first state of checks from a data plane an earlier lbd
@@ -341,7 +369,7 @@ impl Health {
         let machine = CheckMachine::new(timing, now);
         self.next_serial += 1;
         let serial = self.next_serial;
-        let task = tokio::spawn(run_check(
+        let task = self.checks_on.spawn(run_check(
             id.clone(),
             serial,
             probe,
@@ -371,9 +399,26 @@ impl Health {
     fn live_weight(&self, service: &ServiceKey) -> u64 {
         self.reals
             .iter()
-            .filter(|((s, _), r)| s == service && r.up)
+            .filter(|(key, r)| key.0 == *service && r.up && !self.drained.contains(key))
             .map(|(_, r)| Self::effective_weight(r))
             .sum()
+    }
+
+    /// The reals the operator drained (`lbctl drain`): they serve no new
+    /// connection, so their weight leaves the quorum until `enable`.
+    pub fn set_drained(&mut self, drained: &std::collections::BTreeSet<(ServiceKey, RealKey)>) {
+        if self.drained == *drained {
+            return;
+        }
+        let touched: std::collections::BTreeSet<ServiceKey> = self
+            .drained
+            .symmetric_difference(drained)
+            .map(|(s, _)| s.clone())
+            .collect();
+        self.drained = drained.clone();
+        for service in &touched {
+            self.update_quorum(service);
+        }
     }
 
     /// Takes a check task's report; true when what the data plane should
@@ -559,7 +604,8 @@ async fn run_check(
     reports: mpsc::UnboundedSender<Report>,
 ) {
     loop {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(machine.next_due())).await;
+        let due = on_grid(machine.next_due());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         let result = probe.run().await;
         if !result.ok {
             debug!(check = ?id, "probe failed: {}", result.detail);
@@ -578,6 +624,91 @@ async fn run_check(
         };
         if reports.send(report).is_err() {
             return; // the daemon is gone
+        }
+    }
+}
+
+/// The first [`PROBE_GRID`] point at or after `t`.
+fn on_grid(t: Instant) -> Instant {
+    static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    let origin = *ORIGIN;
+    let Some(since) = t.checked_duration_since(origin) else {
+        return t;
+    };
+    let grid = PROBE_GRID.as_nanos();
+    let slots = since.as_nanos().div_ceil(grid);
+    origin + Duration::from_nanos((slots * grid) as u64)
+}
+
+/// Forwards check reports to the daemon in batches: at once when one of
+/// them changes a state, otherwise once [`REPORT_BATCH`] has passed since
+/// the last batch. Ends when either side is gone.
+pub async fn batch_reports(
+    mut reports: mpsc::UnboundedReceiver<Report>,
+    batches: mpsc::UnboundedSender<Vec<Report>>,
+) {
+    let mut pending: Vec<Report> = Vec::new();
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        let flush_at = last_sent + REPORT_BATCH;
+        tokio::select! {
+            n = reports.recv_many(&mut pending, 1024) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(flush_at), if !pending.is_empty() => {}
+        }
+        let urgent = pending.iter().any(|r| !r.transitions.is_empty());
+        let now = tokio::time::Instant::now();
+        if !pending.is_empty() && (urgent || now >= flush_at) {
+            if batches.send(std::mem::take(&mut pending)).is_err() {
+                return;
+            }
+            last_sent = now;
+        }
+    }
+}
+
+/// A thread with a single-threaded runtime for check tasks. Dropping it
+/// stops the runtime and with it every check.
+pub struct CheckRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CheckRuntime {
+    pub fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lbd-health".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(CheckRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for CheckRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -102,6 +102,25 @@ async fn a_real_is_down_while_any_check_is_and_quorum_follows() {
 }
 
 #[tokio::test]
+async fn drained_reals_leave_the_quorum() {
+    let (mut h, _rx) = health();
+    h.sync(&config(TWO, "    quorum: 3\n"), ScriptUser::current());
+    let mut drained = std::collections::BTreeSet::new();
+    // Draining .1 (weight 2) leaves 3: quorum holds.
+    drained.insert((skey(), rkey("127.0.0.1")));
+    h.set_drained(&drained);
+    assert!(h.overrides().quorum_lost.is_empty());
+    // Draining .2 (weight 3) too leaves nothing: lost.
+    drained.insert((skey(), rkey("127.0.0.2")));
+    h.set_drained(&drained);
+    assert!(h.overrides().quorum_lost.contains(&skey()));
+    // Enabling .2 again brings it back.
+    drained.remove(&(skey(), rkey("127.0.0.2")));
+    h.set_drained(&drained);
+    assert!(h.overrides().quorum_lost.is_empty());
+}
+
+#[tokio::test]
 async fn a_reload_keeps_unchanged_checks_and_their_state() {
     let (mut h, _rx) = health();
     h.sync(&config(TWO, ""), ScriptUser::current());
@@ -240,4 +259,56 @@ async fn a_reload_that_changes_weights_reevaluates_a_kept_quorum() {
     let lighter = TWO.replace("weight: 3", "weight: 1");
     h.sync(&config(&lighter, "    quorum: 4\n"), ScriptUser::current());
     assert!(h.overrides().quorum_lost.contains(&skey()));
+}
+
+#[test]
+fn probes_start_on_the_grid() {
+    let t = Instant::now() + Duration::from_millis(3);
+    let a = on_grid(t);
+    assert!(a >= t && a - t < PROBE_GRID);
+    // Two instants within one grid step meet on the same point.
+    assert_eq!(on_grid(a - PROBE_GRID / 2), a);
+    assert_eq!(on_grid(a), a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_come_in_batches_unless_a_state_changed() {
+    let (mut h, _rx) = health();
+    h.sync(&config(TWO, ""), ScriptUser::current());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (batch_tx, mut batches) = mpsc::unbounded_channel();
+    tokio::spawn(batch_reports(rx, batch_tx));
+    // Quiet reports wait for the batch interval...
+    tx.send(report(&h, id("127.0.0.1", 0), true, vec![]))
+        .unwrap();
+    tx.send(report(&h, id("127.0.0.2", 0), true, vec![]))
+        .unwrap();
+    tokio::time::sleep(REPORT_BATCH / 2).await;
+    assert!(batches.try_recv().is_err());
+    tokio::time::sleep(REPORT_BATCH).await;
+    assert_eq!(batches.try_recv().unwrap().len(), 2);
+    // ... a change goes at once, with what waited before it.
+    tx.send(report(&h, id("127.0.0.1", 0), true, vec![]))
+        .unwrap();
+    tokio::task::yield_now().await;
+    tx.send(report(
+        &h,
+        id("127.0.0.2", 0),
+        false,
+        vec![Transition::Down],
+    ))
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(batches.try_recv().unwrap().len(), 2);
+    // The daemon gone: the forwarder ends.
+    drop(batches);
+    tx.send(report(
+        &h,
+        id("127.0.0.1", 0),
+        false,
+        vec![Transition::Down],
+    ))
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(tx.is_closed());
 }
