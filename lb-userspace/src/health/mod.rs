@@ -101,6 +101,9 @@ struct CheckEntry {
     spec: Check,
     interval: Duration,
     target: Target,
+    /// The source lbd chose for it (no `bindto`, and the kernel's choice
+    /// was a VIP).
+    auto_source: Option<std::net::IpAddr>,
     serial: u64,
     task: AbortHandle,
     up: bool,
@@ -243,7 +246,10 @@ impl Health {
     pub fn sync(&mut self, config: &Config, script_user: ScriptUser) {
         let now = Instant::now();
         self.script_user = script_user;
-        self.vips = config.virtual_servers.iter().map(|v| v.vip).collect();
+        let vips: Vec<ipnet::IpNet> = config.virtual_servers.iter().map(|v| v.vip).collect();
+        // Other VIPs may mean another source for checks that avoid them.
+        let vips_changed = vips != self.vips;
+        self.vips = vips;
         let mut checks = BTreeMap::new();
         let mut reals = BTreeMap::new();
         let mut services = BTreeMap::new();
@@ -263,7 +269,11 @@ impl Health {
                     let interval = c.interval(vs);
                     let target = Target::of(c, r);
                     let kept = self.checks.remove(&id).filter(|old| {
-                        old.spec == spec && old.interval == interval && old.target == target
+                        old.spec == spec
+                            && old.interval == interval
+                            && old.target == target
+                            && (!vips_changed
+                                || old.auto_source == self.auto_source(&old.spec, &target))
                     });
                     let entry = match kept {
                         Some(e) => e,
@@ -328,16 +338,15 @@ impl Health {
         now: Instant,
     ) -> Option<CheckEntry> {
         let mut probe_target = target.clone();
-        if probe_target.bindto.is_none() && !matches!(spec.kind, CheckKind::Script(_)) {
-            probe_target.bindto = check::source::avoiding_vips(target.addr.ip(), &self.vips);
-            if let Some(src) = probe_target.bindto {
-                info!(
-                    "{} check of {} ({}) leaves from {src}: the kernel's choice is a VIP",
-                    spec.kind.check_type(),
-                    real_text(id.real),
-                    id.service
-                );
-            }
+        let auto_source = self.auto_source(&spec, &target);
+        if let Some(src) = auto_source {
+            probe_target.bindto = Some(src);
+            info!(
+                "{} check of {} ({}) leaves from {src}: the kernel's choice is a VIP",
+                spec.kind.check_type(),
+                real_text(id.real),
+                id.service
+            );
         }
         let probe = match Probe::new(
             spec.kind.clone(),
@@ -380,6 +389,7 @@ impl Health {
             spec,
             interval,
             target,
+            auto_source,
             serial,
             task: task.abort_handle(),
             up: machine.is_up(),
@@ -389,6 +399,15 @@ impl Health {
             consecutive_failures: 0,
             total_failures: 0,
         })
+    }
+
+    /// The source a check without `bindto` must take so as not to leave
+    /// from a VIP (None: the kernel's choice is fine).
+    fn auto_source(&self, spec: &Check, target: &Target) -> Option<std::net::IpAddr> {
+        if target.bindto.is_some() || matches!(spec.kind, CheckKind::Script(_)) {
+            return None;
+        }
+        check::source::avoiding_vips(target.addr.ip(), &self.vips)
     }
 
     /// The weight of a real while it counts as live.
