@@ -122,14 +122,6 @@ impl Daemon {
         let mut config = config::load_file(&inner.config_path).map_err(|e| e.to_string())?;
         // An interface given on the command line outlives reloads.
         config.global.interfaces = inner.config.global.interfaces.clone();
-        if config.vrrp_instances != inner.config.vrrp_instances
-            || config.vrrp_scripts != inner.config.vrrp_scripts
-            || config.vrrp_sync_groups != inner.config.vrrp_sync_groups
-        {
-            warn!(
-                "changes to vrrp_instances, vrrp_scripts and vrrp_sync_groups take effect at the next start"
-            );
-        }
         if config.global.interfaces != inner.config.global.interfaces
             || config.global.bpf_pin_dir != inner.config.global.bpf_pin_dir
         {
@@ -142,6 +134,18 @@ impl Daemon {
             .dataplane
             .check(&trial)
             .map_err(|e| format!("{e:#}"))?;
+        // VRRP first: it opens what is new before changing anything, so
+        // when it fails the whole reload changes nothing.
+        let vrrp_changed = config.vrrp_instances != inner.config.vrrp_instances
+            || config.vrrp_scripts != inner.config.vrrp_scripts
+            || config.vrrp_sync_groups != inner.config.vrrp_sync_groups
+            || config.global.script_user != inner.config.global.script_user;
+        let vrrp_summary = if vrrp_changed {
+            let user = vrrp_script_user(&config).map_err(|e| format!("{e:#}"))?;
+            Some(self.vrrp.reload(&config, user).await?)
+        } else {
+            None
+        };
         inner.health.sync(&config, script_user);
         inner.config = config;
         let config = &inner.config;
@@ -161,7 +165,11 @@ impl Daemon {
         let drained = inner.drained.clone();
         inner.health.set_drained(&drained);
         let changes = inner.reapply().map_err(|e| format!("{e:#}"))?;
-        let msg = format!("reloaded: {changes} change(s) applied");
+        let mut msg = format!("reloaded: {changes} change(s) applied");
+        if let Some(v) = vrrp_summary {
+            msg.push_str("; ");
+            msg.push_str(&v);
+        }
         info!("{msg}");
         Ok(msg)
     }
@@ -511,8 +519,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     server.abort();
     let _ = server.await;
     let daemon = Arc::try_unwrap(daemon).map_err(|_| anyhow::anyhow!("daemon still in use"))?;
-    // Resign first (priority 0, VIPs removed) so a backup takes over at once.
-    daemon.vrrp.stop().await;
+    // Resign first (priority 0, VIPs removed) so a backup takes over at
+    // once; unless the data plane stays and the operator keeps the VIPs.
+    let keep_vips =
+        !opts.cleanup_on_exit && daemon.inner.lock().await.config.global.keep_vips_on_exit;
+    daemon.vrrp.stop(keep_vips).await;
     let inner = daemon.inner.into_inner();
     if opts.cleanup_on_exit {
         resolver.remove_added().await;

@@ -3,7 +3,7 @@
 //! client that watches who owns the VIPs.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -222,13 +222,48 @@ pub struct LbdNode {
     pub socket: PathBuf,
     pin_dir: PathBuf,
     config_path: PathBuf,
+    /// Started with `--cleanup-on-exit`.
+    cleanup: bool,
+}
+
+/// The config of a lab's lbd: a global section (XDP in generic mode on
+/// eth0, unique pins and socket; with `keep`, VIPs kept on exit) and the
+/// given vrrp_* sections.
+fn node_config(pin_dir: &Path, socket: &Path, keep: bool, vrrp_yaml: &str) -> String {
+    format!(
+        "global:\n  interfaces: [{HOST_IF}]\n  xdp_mode: skb\n  conn_table_size: 1024\n  \
+script_user: root\n  bpf_pin_dir: {}\n  keep_vips_on_exit: {keep}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
+        pin_dir.display(),
+        socket.display()
+    )
 }
 
 impl LbdNode {
     /// `vrrp_yaml` holds the vrrp_* sections; the global section (XDP in
     /// generic mode on eth0, unique pins and socket) is added here.
     pub fn start(host: &Host, vrrp_yaml: &str) -> Result<LbdNode> {
-        Self::start_tagged(host, vrrp_yaml, unique("lbd"))
+        Self::start_tagged(host, vrrp_yaml, unique("lbd"), true)
+    }
+
+    /// Like [`LbdNode::start`], but SIGTERM leaves the data plane and the
+    /// masters' VIPs (`keep_vips_on_exit`) for the next lbd.
+    pub fn start_keeping(host: &Host, vrrp_yaml: &str) -> Result<LbdNode> {
+        Self::start_tagged(host, vrrp_yaml, unique("lbd"), false)
+    }
+
+    /// Rewrites the config with other vrrp_* sections and runs `lbctl
+    /// reload`: its output, or its error.
+    pub fn reload(&self, vrrp_yaml: &str) -> Result<String> {
+        std::fs::write(
+            &self.config_path,
+            node_config(&self.pin_dir, &self.socket, !self.cleanup, vrrp_yaml),
+        )?;
+        self.lbctl(&["reload"])
+    }
+
+    /// The pid of the running lbd.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(NsChild::pid)
     }
 
     /// Starts lbd again on the same host after [`LbdNode::kill`], with the
@@ -243,40 +278,42 @@ impl LbdNode {
             .context("pin directory")?;
         // The new node owns the files now.
         let pin_dir = std::mem::take(&mut self.pin_dir);
+        let cleanup = self.cleanup;
         drop(self);
-        let node = Self::start_tagged(host, vrrp_yaml, tag)?;
+        let node = Self::start_tagged(host, vrrp_yaml, tag, cleanup)?;
         debug_assert_eq!(node.pin_dir, pin_dir);
         Ok(node)
     }
 
-    fn start_tagged(host: &Host, vrrp_yaml: &str, tag: String) -> Result<LbdNode> {
+    fn start_tagged(host: &Host, vrrp_yaml: &str, tag: String, cleanup: bool) -> Result<LbdNode> {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
         let socket = std::env::temp_dir().join(format!("{tag}.sock"));
         let config_path = std::env::temp_dir().join(format!("{tag}.yaml"));
-        let config = format!(
-            "global:\n  interfaces: [{HOST_IF}]\n  xdp_mode: skb\n  conn_table_size: 1024\n  \
-script_user: root\n  bpf_pin_dir: {}\n  api: {{ socket: {} }}\n{vrrp_yaml}",
-            pin_dir.display(),
-            socket.display()
-        );
-        std::fs::write(&config_path, config)?;
+        std::fs::write(
+            &config_path,
+            node_config(&pin_dir, &socket, !cleanup, vrrp_yaml),
+        )?;
         let lbd = workspace_bin("lbd")?;
         // Pins must land in the host's bpffs (see director.rs).
         let own_mounts = format!("--mount=/proc/{}/ns/mnt", std::process::id());
-        let child = host.ns.spawn(&[
+        let mut args = vec![
             "nsenter",
             &own_mounts,
             "--",
             lbd.to_str().unwrap_or("lbd"),
             "--config",
             config_path.to_str().unwrap_or(""),
-            "--cleanup-on-exit",
-        ])?;
+        ];
+        if cleanup {
+            args.push("--cleanup-on-exit");
+        }
+        let child = host.ns.spawn(&args)?;
         let mut node = LbdNode {
             child: Some(child),
             socket,
             pin_dir,
             config_path,
+            cleanup,
         };
         let deadline = Instant::now() + Duration::from_secs(45);
         while node.vrrp().is_err() {

@@ -50,6 +50,7 @@ pub(crate) struct RawGlobal {
     pub new_conn_rate_limit: Option<S<Int>>,
     pub bpf_pin_dir: Option<S<PathBuf>>,
     pub tunnel_source: Option<Vec<S<String>>>,
+    pub keep_vips_on_exit: Option<bool>,
     pub api: Option<RawApi>,
 }
 

@@ -51,6 +51,10 @@ pub struct Global {
     /// Outer source addresses of TUN packets (at most one per family);
     /// default: the egress interface's own address.
     pub tunnel_source: Vec<IpAddr>,
+    /// On SIGTERM without `--cleanup-on-exit`, masters keep their VIPs and
+    /// send no priority 0; the next lbd resumes as master of instances
+    /// whose VIPs it finds in place. A restart then costs no failover.
+    pub keep_vips_on_exit: bool,
     pub api: Api,
 }
 

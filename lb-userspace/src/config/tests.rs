@@ -699,7 +699,7 @@ fn errors_print_as_file_line_column() {
     assert_eq!(
         err.to_string(),
         "/etc/lbd/lbd.yaml:3:3: unknown field `colour`, expected one of router_id, dataplane, interfaces, interface, \
-         xdp_mode, timeouts, conn_table_size, script_user, new_conn_rate_limit, bpf_pin_dir, tunnel_source, api"
+         xdp_mode, timeouts, conn_table_size, script_user, new_conn_rate_limit, bpf_pin_dir, tunnel_source, keep_vips_on_exit, api"
     );
 }
 

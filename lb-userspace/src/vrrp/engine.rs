@@ -1,151 +1,95 @@
 //! Runs every configured instance: one task owns all state machines (so
-//! sync groups move together), fed by the instances' sockets, by tracking
-//! and by the earliest timer; it carries out the machines' actions.
+//! sync groups move together), fed by the instances' sockets, by tracking,
+//! by the earliest timer and by commands (reload, stop); it carries out
+//! the machines' actions.
+//!
+//! A reload applies a new config to the running instances the way
+//! keepalived's does: an instance that is the same router (see
+//! [`same_router`]) keeps its state and takes its new priority, VIPs,
+//! timing, peers, tracking and scripts in place (a master adds and removes
+//! VIPs at once); others stop (priority 0, VIPs removed) or start. Every
+//! new instance is opened before anything changes, so a reload that cannot
+//! be carried out changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
-use ipnet::IpNet;
+use anyhow::anyhow;
 use rtnetlink::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::announce::Announcer;
-use super::machine::{Action, Machine, Settings, State};
-use super::netlink;
-use super::packet::{
-    self, Advert, Expect, MULTICAST_V4, MULTICAST_V6, Reject, V3Ipv4Checksum, pad_password,
+use super::instance::{
+    Instance, Layout, Router, interval_cs, same_router, tracked_items, vip_text,
 };
-use super::priority::{Effective, Tracked, effective};
-use super::socket::{Received, VrrpSocket};
-use super::status::{Counters, InstanceStatus, VrrpStatus};
+use super::machine::{Action, Machine, State};
+use super::netlink;
+use super::packet::{self, Advert, V3Ipv4Checksum};
+use super::priority::Effective;
+use super::socket::Received;
+use super::status::{Counters, VrrpStatus};
 use super::track::{self, TrackEvent};
-use crate::config::Script;
-use crate::config::{Config, VrrpInstance};
+use crate::config::{Config, Script, VrrpScript};
 use crate::runner::{ScriptUser, run_script};
 
 /// Notify scripts that hang are killed after this long.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to wait for an interface's IPv6 link-local address.
-const LINK_LOCAL_WAIT: Duration = Duration::from_secs(5);
+
+/// What the daemon asks of the engine.
+enum Command {
+    Reload {
+        config: Box<Config>,
+        user: ScriptUser,
+        done: oneshot::Sender<Result<String, String>>,
+    },
+}
 
 /// The running VRRP side of lbd.
 pub struct Vrrp {
     status: Arc<StdMutex<VrrpStatus>>,
-    stop: Option<oneshot::Sender<()>>,
+    commands: mpsc::Sender<Command>,
+    /// Stops the engine; true: masters keep their VIPs.
+    stop: Option<oneshot::Sender<bool>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Vrrp {
-    /// Starts every instance of `config` (none: an idle handle).
+    /// Starts every instance of `config` (none: an engine that waits for a
+    /// reload to bring some).
     pub async fn start(config: &Config, user: ScriptUser) -> anyhow::Result<Vrrp> {
         let status = Arc::new(StdMutex::new(VrrpStatus::default()));
-        if config.vrrp_instances.is_empty() {
-            return Ok(Vrrp {
-                status,
-                stop: None,
-                task: None,
-            });
-        }
         let handle = netlink::connect()?;
         let (packets_tx, packets_rx) = mpsc::channel(256);
         let (track_tx, track_rx) = mpsc::channel(64);
-        let mut instances = Vec::new();
-        let mut helpers = Vec::new();
-        let group_of: BTreeMap<&str, &str> = config
-            .vrrp_sync_groups
-            .iter()
-            .flat_map(|(g, sg)| sg.instances.iter().map(move |i| (i.as_str(), g.as_str())))
-            .collect();
-        for (name, cfg) in &config.vrrp_instances {
-            let mut inst = Instance::open(
-                name,
-                cfg,
-                &handle,
-                group_of.get(name.as_ref() as &str).copied(),
-            )
-            .await
-            .with_context(|| format!("vrrp_instance {name}"))?;
-            for t in &cfg.track_scripts {
-                // The instance's weight overrides the script's own.
-                let own = config.vrrp_scripts.get(&t.name).map_or(0, |s| s.weight);
-                inst.tracked
-                    .push((format!("script:{}", t.name), t.weight.unwrap_or(own), true));
-            }
-            let socket = inst.socket.clone();
-            let tx = packets_tx.clone();
-            let index = instances.len();
-            helpers.push(tokio::spawn(async move {
-                loop {
-                    match socket.recv().await {
-                        Ok(r) => {
-                            if tx.send((index, r)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            warn!("vrrp socket: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            }));
-            instances.push(inst);
-        }
-        // Tracked scripts, each run once however many instances use it.
-        let used: BTreeSet<&str> = config
-            .vrrp_instances
-            .values()
-            .flat_map(|i| i.track_scripts.iter().map(|t| t.name.as_str()))
-            .collect();
-        for name in used {
-            if let Some(s) = config.vrrp_scripts.get(name) {
-                helpers.push(track::spawn_script(
-                    name.to_owned(),
-                    s.clone(),
-                    user.clone(),
-                    track_tx.clone(),
-                ));
-            }
-        }
-        let interfaces: BTreeSet<String> = config
-            .vrrp_instances
-            .values()
-            .flat_map(|i| {
-                std::iter::once(i.interface.clone()).chain(i.track_interfaces.iter().cloned())
-            })
-            .collect();
-        helpers.push(track::spawn_interfaces(
-            interfaces.into_iter().collect(),
-            track_tx,
-        ));
-
-        let groups = config
-            .vrrp_sync_groups
-            .iter()
-            .map(|(name, g)| (name.clone(), (g.notify.clone(), None)))
-            .collect();
         let mut engine = Engine {
-            instances,
+            instances: Vec::new(),
+            next_id: 0,
             handle,
-            user,
+            user: user.clone(),
             status: status.clone(),
             notifying: Vec::new(),
-            groups,
+            groups: BTreeMap::new(),
+            packets: packets_tx,
+            track: track_tx,
+            scripts: BTreeMap::new(),
+            interfaces: None,
+            started: false,
         };
+        engine
+            .apply(config, user)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let (commands_tx, commands_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            engine.run(packets_rx, track_rx, stop_rx).await;
-            for h in helpers {
-                h.abort();
-            }
+            engine.run(packets_rx, track_rx, commands_rx, stop_rx).await;
         });
         Ok(Vrrp {
             status,
+            commands: commands_tx,
             stop: Some(stop_tx),
             task: Some(task),
         })
@@ -158,11 +102,29 @@ impl Vrrp {
             .clone()
     }
 
+    /// Applies the vrrp_* sections of `config` to the running instances.
+    /// On an error nothing changed.
+    pub async fn reload(&self, config: &Config, user: ScriptUser) -> Result<String, String> {
+        let (done, result) = oneshot::channel();
+        let command = Command::Reload {
+            config: Box::new(config.clone()),
+            user,
+            done,
+        };
+        if self.commands.send(command).await.is_err() {
+            return Err("VRRP is not running".into());
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err("VRRP stopped during the reload".into()))
+    }
+
     /// Resigns (priority 0 from masters), removes the VIPs, runs the stop
-    /// notify scripts.
-    pub async fn stop(mut self) {
+    /// notify scripts. With `keep_vips`, masters stay as they are (VIPs in
+    /// place, no priority 0) for the next lbd to resume.
+    pub async fn stop(mut self, keep_vips: bool) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(keep_vips);
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -170,218 +132,9 @@ impl Vrrp {
     }
 }
 
-/// A VIP with the interface it goes on.
-struct Vip {
-    net: IpNet,
-    index: u32,
-    mac: [u8; 6],
-    label: Option<String>,
-}
-
-struct Instance {
-    name: String,
-    cfg: VrrpInstance,
-    group: Option<String>,
-    machine: Machine,
-    expect: Expect,
-    socket: Arc<VrrpSocket>,
-    /// use_vmac: adverts leave from the macvlan (its MAC is the virtual one).
-    send_socket: Option<VrrpSocket>,
-    vmac_name: Option<String>,
-    source: IpAddr,
-    destinations: Vec<IpAddr>,
-    vips: Vec<Vip>,
-    announcers: BTreeMap<u32, Announcer>,
-    /// (kind:name, weight, ok)
-    tracked: Vec<(String, i32, bool)>,
-    counters: Counters,
-}
-
-impl Instance {
-    async fn open(
-        name: &str,
-        cfg: &VrrpInstance,
-        handle: &Handle,
-        group: Option<&str>,
-    ) -> anyhow::Result<Instance> {
-        let link = netlink::link(handle, &cfg.interface).await?;
-        let v6 = cfg
-            .virtual_ipaddresses
-            .first()
-            .map(|a| a.address.addr().is_ipv6())
-            .or(cfg.unicast_src_ip.map(|a| a.is_ipv6()))
-            .or(cfg.unicast_peers.first().map(|a| a.is_ipv6()))
-            .unwrap_or(false);
-        let vip_nets: Vec<IpNet> = cfg.virtual_ipaddresses.iter().map(|v| v.address).collect();
-        let source = match cfg.unicast_src_ip {
-            Some(a) => a,
-            None => {
-                let deadline = Instant::now() + LINK_LOCAL_WAIT;
-                loop {
-                    if let Some(a) =
-                        netlink::primary_address(handle, link.index, v6, &vip_nets).await?
-                    {
-                        break a;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(anyhow!(
-                            "{} has no {} address to send adverts from",
-                            cfg.interface,
-                            if v6 { "IPv6 link-local" } else { "IPv4" }
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        let multicast = cfg.unicast_peers.is_empty();
-        let destinations = if multicast {
-            vec![if v6 {
-                IpAddr::V6(MULTICAST_V6)
-            } else {
-                IpAddr::V4(MULTICAST_V4)
-            }]
-        } else {
-            cfg.unicast_peers.clone()
-        };
-        let socket = Arc::new(
-            VrrpSocket::open(&cfg.interface, link.index, v6, multicast)
-                .with_context(|| format!("VRRP socket on {}", cfg.interface))?,
-        );
-
-        // use_vmac: the VIPs live on a macvlan carrying the virtual MAC.
-        let (vip_link, send_socket, vmac_name) = if cfg.use_vmac {
-            let vname = format!("vrrp.{}", cfg.virtual_router_id);
-            let mac = netlink::virtual_mac(cfg.virtual_router_id, v6);
-            let vlink = netlink::ensure_vmac(handle, &vname, link.index, mac).await?;
-            if !v6 {
-                // Only the macvlan, which holds the VIPs, may answer ARP
-                // for them (with the virtual MAC), as keepalived sets it.
-                let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", cfg.interface);
-                if let Err(e) = std::fs::write(&path, "1") {
-                    warn!("{path}: {e}");
-                }
-            }
-            let s = VrrpSocket::open(&vname, vlink.index, v6, false)?;
-            (vlink, Some(s), Some(vname))
-        } else {
-            (link.clone(), None, None)
-        };
-        let mut vips = Vec::new();
-        let mut announcers = BTreeMap::new();
-        for v in &cfg.virtual_ipaddresses {
-            let l = match &v.dev {
-                Some(dev) if !cfg.use_vmac => netlink::link(handle, dev).await?,
-                _ => vip_link.clone(),
-            };
-            if let std::collections::btree_map::Entry::Vacant(e) = announcers.entry(l.index) {
-                e.insert(Announcer::open(l.index).context("packet socket for GARP")?);
-            }
-            vips.push(Vip {
-                net: v.address,
-                index: l.index,
-                mac: l.mac,
-                label: v.label.clone(),
-            });
-        }
-
-        let settings = Settings {
-            version: cfg.version,
-            advert_int: cfg.advert_int,
-            preempt: cfg.preempt,
-            preempt_delay: cfg.preempt_delay,
-            primary: source,
-            garp_master_delay: cfg.garp_master_delay,
-            garp_master_refresh: cfg.garp_master_refresh,
-        };
-        let expect = Expect {
-            version: cfg.version,
-            vrid: cfg.virtual_router_id,
-            address_count: cfg.virtual_ipaddresses.len(),
-            password: cfg
-                .authentication
-                .as_ref()
-                .map(|a| pad_password(&a.password)),
-            interval_cs: interval_cs(cfg.advert_int),
-        };
-        let mut tracked = vec![(format!("interface:{}", cfg.interface), 0, true)];
-        tracked.extend(
-            cfg.track_interfaces
-                .iter()
-                .map(|i| (format!("interface:{i}"), 0, true)),
-        );
-        Ok(Instance {
-            name: name.to_owned(),
-            machine: Machine::new(settings, cfg.priority),
-            cfg: cfg.clone(),
-            group: group.map(str::to_owned),
-            expect,
-            socket,
-            send_socket,
-            vmac_name,
-            source,
-            destinations,
-            vips,
-            announcers,
-            tracked,
-            counters: Counters::default(),
-        })
-    }
-
-    fn status(&self) -> InstanceStatus {
-        InstanceStatus {
-            name: self.name.clone(),
-            interface: self.cfg.interface.clone(),
-            vrid: self.cfg.virtual_router_id,
-            version: self.cfg.version,
-            state: self.machine.state().as_str().to_owned(),
-            priority: self.machine.priority(),
-            base_priority: self.cfg.priority,
-            master: self.machine.master(),
-            source: Some(self.source),
-            vips: self.vips.iter().map(|v| v.net.to_string()).collect(),
-            sync_group: self.group.clone(),
-            failing: self
-                .tracked
-                .iter()
-                .filter(|(_, _, ok)| !ok)
-                .map(|(n, ..)| n.clone())
-                .collect(),
-            counters: Counters {
-                transitions: self.machine.transitions(),
-                ..self.counters.clone()
-            },
-        }
-    }
-
-    fn reject(&mut self, reason: Reject) {
-        *self
-            .counters
-            .rejected
-            .entry(reason.as_str().to_owned())
-            .or_default() += 1;
-    }
-
-    /// The tracking outcome for the machine.
-    fn effective(&self) -> Effective {
-        let items: Vec<Tracked> = self
-            .tracked
-            .iter()
-            .map(|(_, w, ok)| Tracked {
-                weight: *w,
-                ok: *ok,
-            })
-            .collect();
-        effective(self.cfg.priority, &items)
-    }
-}
-
-fn interval_cs(d: Duration) -> u16 {
-    u16::try_from(d.as_millis() / 10).unwrap_or(u16::MAX)
-}
-
 struct Engine {
     instances: Vec<Instance>,
+    next_id: u64,
     handle: Handle,
     user: ScriptUser,
     status: Arc<StdMutex<VrrpStatus>>,
@@ -389,21 +142,49 @@ struct Engine {
     notifying: Vec<JoinHandle<()>>,
     /// Each sync group's scripts and the state they were last run for.
     groups: BTreeMap<String, (crate::config::Notify, Option<State>)>,
+    /// Where instances' socket tasks send adverts: (instance id, advert).
+    packets: mpsc::Sender<(u64, Received)>,
+    /// Where trackers send their changes.
+    track: mpsc::Sender<TrackEvent>,
+    /// The running vrrp_script trackers, each once however many instances
+    /// use it.
+    scripts: BTreeMap<String, (VrrpScript, JoinHandle<()>)>,
+    /// The interface tracker.
+    interfaces: Option<JoinHandle<()>>,
+    /// The first config has been applied (instances that start later do
+    /// not resume kept VIPs).
+    started: bool,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for (_, (_, task)) in std::mem::take(&mut self.scripts) {
+            task.abort();
+        }
+        if let Some(t) = self.interfaces.take() {
+            t.abort();
+        }
+    }
+}
+
+/// What a reload does to one configured instance.
+enum Plan {
+    /// The running instance at this position, with its new layout.
+    Update(usize, Layout),
+    /// A new instance, opened but not started.
+    Start(Box<Instance>),
 }
 
 impl Engine {
     async fn run(
         &mut self,
-        mut packets: mpsc::Receiver<(usize, Received)>,
+        mut packets: mpsc::Receiver<(u64, Received)>,
         mut tracking: mpsc::Receiver<TrackEvent>,
-        mut stop: oneshot::Receiver<()>,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: oneshot::Receiver<bool>,
     ) {
-        let now = Instant::now();
-        for i in 0..self.instances.len() {
-            let actions = self.instances[i].machine.start(now);
-            self.execute(i, actions, true).await;
-        }
         self.publish();
+        let keep_vips;
         loop {
             let deadline = self
                 .instances
@@ -417,9 +198,23 @@ impl Engine {
                 }
             };
             tokio::select! {
-                _ = &mut stop => break,
-                Some((i, received)) = packets.recv() => self.on_packet(i, received).await,
+                keep = &mut stop => {
+                    keep_vips = keep.unwrap_or(false);
+                    break;
+                }
+                Some((id, received)) = packets.recv() => {
+                    // Adverts of an instance a reload removed are dropped.
+                    if let Some(i) = self.instances.iter().position(|x| x.id == id) {
+                        self.on_packet(i, received).await;
+                    }
+                }
                 Some(event) = tracking.recv() => self.on_track(event).await,
+                Some(command) = commands.recv() => match command {
+                    Command::Reload { config, user, done } => {
+                        let result = self.apply(&config, user).await;
+                        let _ = done.send(result);
+                    }
+                },
                 _ = sleep => {
                     let now = Instant::now();
                     for i in 0..self.instances.len() {
@@ -431,9 +226,14 @@ impl Engine {
             self.publish();
         }
         for i in 0..self.instances.len() {
+            let inst = &self.instances[i];
+            if keep_vips && inst.machine.state() == State::Master {
+                info!(instance = %inst.name, "VIPs kept for the next lbd: {}", inst.vip_list());
+                continue;
+            }
             let actions = self.instances[i].machine.shutdown();
             self.execute(i, actions, false).await;
-            if let Some(vmac) = &self.instances[i].vmac_name {
+            if let Some(vmac) = &self.instances[i].router.vmac_name {
                 netlink::remove_link(&self.handle, vmac).await;
             }
         }
@@ -443,6 +243,350 @@ impl Engine {
             let _ = tokio::time::timeout(NOTIFY_TIMEOUT, h).await;
         }
         info!("VRRP stopped");
+    }
+
+    /// Brings the running instances to the vrrp_* sections of `config`
+    /// (at start, from none). Opens what is new first: when that fails,
+    /// nothing changed.
+    async fn apply(&mut self, config: &Config, user: ScriptUser) -> Result<String, String> {
+        let group_of: BTreeMap<&str, &str> = config
+            .vrrp_sync_groups
+            .iter()
+            .flat_map(|(g, sg)| sg.instances.iter().map(move |i| (i.as_str(), g.as_str())))
+            .collect();
+        // 1. Prepare: layouts of kept instances, new ones opened.
+        let mut plans: Vec<(String, Plan)> = Vec::new();
+        for (name, cfg) in &config.vrrp_instances {
+            let running = self
+                .instances
+                .iter()
+                .position(|i| i.name == **name && same_router(&i.cfg, cfg));
+            let prepared = match running {
+                Some(pos) => Layout::of(cfg, &self.instances[pos].router, &self.handle)
+                    .await
+                    .map(|l| Plan::Update(pos, l)),
+                None => self.open(name, cfg).await.map(|i| Plan::Start(Box::new(i))),
+            };
+            match prepared {
+                Ok(p) => plans.push((name.to_string(), p)),
+                Err(e) => {
+                    self.discard(plans).await;
+                    return Err(format!("vrrp_instance {name}: {e:#}"));
+                }
+            }
+        }
+        // 2. Stop the instances that are no more (or are another router now).
+        let kept: BTreeSet<usize> = plans
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Plan::Update(pos, _) => Some(*pos),
+                Plan::Start(_) => None,
+            })
+            .collect();
+        let vmacs_in_use: BTreeSet<String> = plans
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Plan::Update(pos, _) => self.instances[*pos].router.vmac_name.clone(),
+                Plan::Start(i) => i.router.vmac_name.clone(),
+            })
+            .collect();
+        let (mut stopped, mut started, mut updated) = (0, 0, 0);
+        for pos in (0..self.instances.len()).rev() {
+            if kept.contains(&pos) {
+                continue;
+            }
+            let actions = self.instances[pos].machine.shutdown();
+            self.execute(pos, actions, false).await;
+            if let Some(vmac) = &self.instances[pos].router.vmac_name
+                && !vmacs_in_use.contains(vmac)
+            {
+                netlink::remove_link(&self.handle, vmac).await;
+            }
+            info!(instance = %self.instances[pos].name, "VRRP instance removed by the reload");
+            stopped += 1;
+        }
+        // Positions move: keep the instances by id.
+        let mut running: BTreeMap<usize, Instance> = std::mem::take(&mut self.instances)
+            .into_iter()
+            .enumerate()
+            .filter(|(pos, _)| kept.contains(pos))
+            .collect();
+        // 3. The sync groups, with the state their scripts last ran for.
+        let old_groups = std::mem::take(&mut self.groups);
+        self.groups = config
+            .vrrp_sync_groups
+            .iter()
+            .map(|(name, g)| {
+                let last = old_groups.get(name).and_then(|(_, last)| *last);
+                (name.clone(), (g.notify.clone(), last))
+            })
+            .collect();
+        // 4. Trackers: changed scripts restart (their state with them).
+        self.user = user;
+        let restarted = self.sync_trackers(config);
+        let script_weight = |n: &str| config.vrrp_scripts.get(n).map_or(0, |s| s.weight);
+        let now = Instant::now();
+        let mut fresh = Vec::new();
+        for (name, plan) in plans {
+            let cfg = &config.vrrp_instances[name.as_str()];
+            let group = group_of.get(name.as_str()).map(|g| (*g).to_owned());
+            match plan {
+                Plan::Update(pos, layout) => {
+                    let mut inst = running.remove(&pos).expect("kept instance");
+                    let old: Vec<(String, i32, bool)> = inst
+                        .tracked
+                        .iter()
+                        .filter(|t| !restarted.contains(&t.0))
+                        .cloned()
+                        .collect();
+                    inst.tracked = tracked_items(cfg, script_weight, &old);
+                    let old_vips = std::mem::replace(&mut inst.layout, layout).vips;
+                    inst.machine.reconfigure(inst.layout.settings.clone());
+                    inst.cfg = cfg.clone();
+                    inst.group = group;
+                    self.instances.push(inst);
+                    let i = self.instances.len() - 1;
+                    self.move_vips(i, &old_vips).await;
+                    let actions = self.follow_tracking(i, now);
+                    self.execute(i, actions, true).await;
+                    updated += 1;
+                }
+                Plan::Start(mut inst) => {
+                    inst.tracked = tracked_items(cfg, script_weight, &[]);
+                    inst.group = group;
+                    self.instances.push(*inst);
+                    fresh.push(self.instances.len() - 1);
+                }
+            }
+        }
+        // 5. New instances start (tracking applies as its events come in).
+        // At lbd's start, one whose VIPs an earlier lbd kept resumes as
+        // master.
+        let resume = !self.started && config.global.keep_vips_on_exit;
+        self.started = true;
+        for i in fresh {
+            self.listen(i);
+            let actions = if resume && self.vips_in_place(i).await {
+                info!(instance = %self.instances[i].name, "VIPs found in place: resuming as master");
+                self.instances[i].machine.resume_master(now)
+            } else {
+                self.instances[i].machine.start(now)
+            };
+            self.execute(i, actions, true).await;
+            started += 1;
+        }
+        self.publish();
+        let summary =
+            format!("VRRP: {updated} instance(s) kept, {started} started, {stopped} stopped");
+        if stopped + started > 0 || updated > 0 {
+            info!("{summary}");
+        }
+        Ok(summary)
+    }
+
+    /// Opens a new instance (socket, macvlan, layout); not started.
+    async fn open(
+        &mut self,
+        name: &str,
+        cfg: &crate::config::VrrpInstance,
+    ) -> anyhow::Result<Instance> {
+        let router = Router::open(cfg, &self.handle).await?;
+        let layout = match Layout::of(cfg, &router, &self.handle).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(vmac) = &router.vmac_name
+                    && !self.vmac_in_use(vmac)
+                {
+                    netlink::remove_link(&self.handle, vmac).await;
+                }
+                return Err(e);
+            }
+        };
+        self.next_id += 1;
+        Ok(Instance {
+            id: self.next_id,
+            name: name.to_owned(),
+            machine: Machine::new(layout.settings.clone(), cfg.priority),
+            cfg: cfg.clone(),
+            group: None,
+            router,
+            layout,
+            tracked: Vec::new(),
+            counters: Counters::default(),
+            receiver: None,
+        })
+    }
+
+    fn vmac_in_use(&self, vmac: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.router.vmac_name.as_deref() == Some(vmac))
+    }
+
+    /// Undoes the opening of new instances of a reload that failed.
+    async fn discard(&mut self, plans: Vec<(String, Plan)>) {
+        for (_, plan) in plans {
+            if let Plan::Start(inst) = plan
+                && let Some(vmac) = &inst.router.vmac_name
+                && !self.vmac_in_use(vmac)
+            {
+                netlink::remove_link(&self.handle, vmac).await;
+            }
+        }
+    }
+
+    /// Whether every VIP of instance `i` is on its interface already.
+    async fn vips_in_place(&self, i: usize) -> bool {
+        let vips = &self.instances[i].layout.vips;
+        if vips.is_empty() {
+            return false;
+        }
+        for v in vips {
+            match netlink::addresses(&self.handle, v.index).await {
+                Ok(addrs) if addrs.iter().any(|(a, ..)| *a == v.net.addr()) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Starts the task that reads instance `i`'s socket.
+    fn listen(&mut self, i: usize) {
+        let inst = &mut self.instances[i];
+        let socket = inst.router.socket.clone();
+        let tx = self.packets.clone();
+        let id = inst.id;
+        inst.receiver = Some(tokio::spawn(async move {
+            loop {
+                match socket.recv().await {
+                    Ok(r) => {
+                        if tx.send((id, r)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("vrrp socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Runs a tracker for every vrrp_script in use and one for the
+    /// interfaces. A script whose definition (or the script user) changed
+    /// restarts; returns the tracked keys (`script:NAME`) that did.
+    fn sync_trackers(&mut self, config: &Config) -> BTreeSet<String> {
+        let used: BTreeSet<&str> = config
+            .vrrp_instances
+            .values()
+            .flat_map(|i| i.track_scripts.iter().map(|t| t.name.as_str()))
+            .collect();
+        let mut old = std::mem::take(&mut self.scripts);
+        let mut restarted = BTreeSet::new();
+        for name in used {
+            let Some(script) = config.vrrp_scripts.get(name) else {
+                continue;
+            };
+            match old.remove(name) {
+                Some((s, task)) if s == *script && !task.is_finished() => {
+                    self.scripts.insert(name.to_owned(), (s, task));
+                }
+                previous => {
+                    if let Some((_, task)) = previous {
+                        task.abort();
+                    }
+                    let task = track::spawn_script(
+                        name.to_owned(),
+                        script.clone(),
+                        self.user.clone(),
+                        self.track.clone(),
+                    );
+                    self.scripts.insert(name.to_owned(), (script.clone(), task));
+                    restarted.insert(format!("script:{name}"));
+                }
+            }
+        }
+        for (_, (_, task)) in old {
+            task.abort();
+        }
+        // The interface tracker reports every interface's first state, so
+        // a fresh one brings new instances up to date.
+        if let Some(t) = self.interfaces.take() {
+            t.abort();
+        }
+        let interfaces: BTreeSet<String> = config
+            .vrrp_instances
+            .values()
+            .flat_map(|i| {
+                std::iter::once(i.interface.clone()).chain(i.track_interfaces.iter().cloned())
+            })
+            .collect();
+        if !interfaces.is_empty() {
+            self.interfaces = Some(track::spawn_interfaces(
+                interfaces.into_iter().collect(),
+                self.track.clone(),
+            ));
+        }
+        restarted
+    }
+
+    /// A master's VIPs after a reload: the new ones added (and announced),
+    /// the dropped ones removed. Others hold none.
+    async fn move_vips(&mut self, i: usize, old: &[super::instance::Vip]) {
+        let inst = &self.instances[i];
+        if inst.machine.state() != State::Master {
+            return;
+        }
+        let mut changed = false;
+        for v in old {
+            if !inst
+                .layout
+                .vips
+                .iter()
+                .any(|n| n.net == v.net && n.index == v.index)
+            {
+                match netlink::remove_vip(&self.handle, v.index, &v.net).await {
+                    Ok(_) => changed = true,
+                    Err(e) => warn!(instance = %inst.name, "{e:#}"),
+                }
+            }
+        }
+        let added: Vec<super::instance::Vip> = inst
+            .layout
+            .vips
+            .iter()
+            .filter(|n| !old.contains(n))
+            .cloned()
+            .collect();
+        for v in &added {
+            if let Err(e) =
+                netlink::add_vip(&self.handle, v.index, &v.net, v.label.as_deref()).await
+            {
+                warn!(instance = %inst.name, "{e:#}");
+            }
+        }
+        if !added.is_empty() {
+            info!(instance = %inst.name, "VIPs added by the reload: {}", vip_text(&added));
+            self.announce(i);
+            changed = true;
+        }
+        if changed {
+            info!(instance = %self.instances[i].name, "VIPs now: {}", self.instances[i].vip_list());
+        }
+    }
+
+    /// The machine's actions for the instance's tracking outcome.
+    fn follow_tracking(&mut self, i: usize, now: Instant) -> Vec<Action> {
+        let inst = &mut self.instances[i];
+        match inst.effective() {
+            Effective::Fault => inst.machine.set_fault(now, true),
+            Effective::Priority(p) => {
+                let mut a = inst.machine.set_fault(now, false);
+                a.extend(inst.machine.set_priority(now, p));
+                a
+            }
+        }
     }
 
     fn publish(&self) {
@@ -466,11 +610,11 @@ impl Engine {
         if msg.len() >= 2 && msg[1] != inst.cfg.virtual_router_id {
             return;
         }
-        if meta.src == inst.source {
+        if meta.src == inst.router.source {
             return;
         }
         let advert = match packet::decode(&meta, &msg).and_then(|a| {
-            inst.expect.check(&a)?;
+            inst.layout.expect.check(&a)?;
             Ok(a)
         }) {
             Ok(a) => a,
@@ -507,14 +651,7 @@ impl Engine {
             if !touched {
                 continue;
             }
-            let actions = match inst.effective() {
-                Effective::Fault => inst.machine.set_fault(now, true),
-                Effective::Priority(p) => {
-                    let mut a = inst.machine.set_fault(now, false);
-                    a.extend(inst.machine.set_priority(now, p));
-                    a
-                }
-            };
+            let actions = self.follow_tracking(i, now);
             self.execute(i, actions, true).await;
         }
     }
@@ -561,18 +698,22 @@ impl Engine {
             vrid: inst.cfg.virtual_router_id,
             priority,
             interval_cs: interval_cs(inst.cfg.advert_int),
-            addresses: inst.vips.iter().map(|v| v.net.addr()).collect(),
-            password: inst.expect.password,
+            addresses: inst.layout.vips.iter().map(|v| v.net.addr()).collect(),
+            password: inst.layout.expect.password,
         };
         let checksum = if inst.cfg.v3_checksum_pseudo_header {
             V3Ipv4Checksum::WithPseudoHeader
         } else {
             V3Ipv4Checksum::WithoutPseudoHeader
         };
-        for dst in &inst.destinations {
-            let msg = packet::encode(&advert, inst.source, *dst, checksum);
-            let socket = inst.send_socket.as_ref().unwrap_or(&inst.socket);
-            match socket.send(inst.source, *dst, &msg) {
+        for dst in &inst.layout.destinations {
+            let msg = packet::encode(&advert, inst.router.source, *dst, checksum);
+            let socket = inst
+                .router
+                .send_socket
+                .as_ref()
+                .unwrap_or(&inst.router.socket);
+            match socket.send(inst.router.source, *dst, &msg) {
                 Ok(()) => inst.counters.adverts_sent += 1,
                 Err(e) => warn!(instance = %inst.name, %dst, "sending advert: {e}"),
             }
@@ -581,20 +722,20 @@ impl Engine {
 
     async fn add_vips(&mut self, i: usize) {
         let inst = &self.instances[i];
-        for v in &inst.vips {
+        for v in &inst.layout.vips {
             if let Err(e) =
                 netlink::add_vip(&self.handle, v.index, &v.net, v.label.as_deref()).await
             {
                 warn!(instance = %inst.name, "{e:#}");
             }
         }
-        info!(instance = %inst.name, "VIPs added: {}", vip_list(inst));
+        info!(instance = %inst.name, "VIPs added: {}", inst.vip_list());
     }
 
     async fn remove_vips(&mut self, i: usize) {
         let inst = &self.instances[i];
         let mut removed = 0;
-        for v in &inst.vips {
+        for v in &inst.layout.vips {
             match netlink::remove_vip(&self.handle, v.index, &v.net).await {
                 Ok(true) => removed += 1,
                 Ok(false) => {}
@@ -602,15 +743,20 @@ impl Engine {
             }
         }
         if removed > 0 {
-            info!(instance = %inst.name, "VIPs removed: {}", vip_list(inst));
+            info!(instance = %inst.name, "VIPs removed: {}", inst.vip_list());
         }
     }
 
     fn announce(&mut self, i: usize) {
         let inst = &self.instances[i];
         for _ in 0..inst.cfg.garp_master_repeat {
-            for (index, announcer) in &inst.announcers {
-                let on_link: Vec<&Vip> = inst.vips.iter().filter(|v| v.index == *index).collect();
+            for (index, announcer) in &inst.layout.announcers {
+                let on_link: Vec<_> = inst
+                    .layout
+                    .vips
+                    .iter()
+                    .filter(|v| v.index == *index)
+                    .collect();
                 let Some(mac) = on_link.first().map(|v| v.mac) else {
                     continue;
                 };
@@ -711,12 +857,4 @@ impl Engine {
             }));
         }
     }
-}
-
-fn vip_list(inst: &Instance) -> String {
-    inst.vips
-        .iter()
-        .map(|v| v.net.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -159,6 +159,20 @@ impl Machine {
         out
     }
 
+    /// Startup of an instance whose VIPs an earlier lbd kept on exit
+    /// (`keep_vips_on_exit`): master at once, as it was, so a restart
+    /// costs no failover. A better master's advert sends it to Backup as
+    /// usual.
+    pub fn resume_master(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.fault {
+            self.enter_fault(&mut out);
+        } else {
+            self.enter_master(now, &mut out);
+        }
+        out
+    }
+
     fn leave_initialize(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.fault {
             self.enter_fault(out);
@@ -310,6 +324,16 @@ impl Machine {
         out
     }
 
+    /// A reload changed the settings (timing, preemption, GARP): they
+    /// apply from the next event on; the state stays.
+    pub fn reconfigure(&mut self, settings: Settings) {
+        // A v3 backup keeps the interval it learned from the master.
+        if self.state != State::Backup || settings.version == 2 {
+            self.master_adver_interval = settings.advert_int;
+        }
+        self.settings = settings;
+    }
+
     /// Tracking changed the effective priority.
     pub fn set_priority(&mut self, now: Instant, priority: u8) -> Vec<Action> {
         let mut out = Vec::new();
@@ -394,6 +418,47 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_state_and_a_v3_backups_learned_interval() {
+        let (mut backup, t0) = started(settings(3), 100);
+        backup.on_advert(t0, ip("10.0.0.9"), 200, 3 * SEC);
+        assert_eq!(backup.master_adver_interval(), 3 * SEC);
+        backup.reconfigure(Settings {
+            advert_int: 2 * SEC,
+            preempt: false,
+            ..settings(3)
+        });
+        assert_eq!(backup.state(), State::Backup);
+        assert_eq!(backup.master_adver_interval(), 3 * SEC);
+        // A master advertises at its own new interval from then on.
+        let now = Instant::now();
+        let mut master = Machine::new(settings(3), 255);
+        master.start(now);
+        master.reconfigure(Settings {
+            advert_int: 2 * SEC,
+            ..settings(3)
+        });
+        assert_eq!(master.state(), State::Master);
+        assert_eq!(master.master_adver_interval(), 2 * SEC);
+        let later = now + 2 * SEC;
+        master.on_timer(later);
+        assert_eq!(master.next_deadline(), Some(later + 2 * SEC));
+    }
+
+    #[test]
+    fn a_resumed_instance_is_master_at_once_unless_faulty() {
+        let now = Instant::now();
+        let mut m = Machine::new(settings(3), 100);
+        let actions = m.resume_master(now);
+        assert_eq!(m.state(), State::Master);
+        assert!(actions.contains(&Action::SendAdvert { priority: 100 }));
+        assert!(actions.contains(&Action::AnnounceVips));
+        let mut f = Machine::new(settings(3), 100);
+        f.set_fault(now, true);
+        f.resume_master(now);
+        assert_eq!(f.state(), State::Fault);
+    }
 
     const SEC: Duration = Duration::from_secs(1);
 

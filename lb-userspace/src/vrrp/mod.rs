@@ -7,11 +7,13 @@
 //! - `netlink`: interface facts, VIPs and use_vmac's macvlan via rtnetlink.
 //! - `announce`: gratuitous ARP / unsolicited NA frames and their socket.
 //! - `track`: vrrp_scripts (rise/fall) and interface link state.
-//! - `engine`: runs the instances, carries out their actions.
+//! - `instance`: one instance's router (socket, source, macvlan) and layout.
+//! - `engine`: runs the instances, carries out their actions, reloads.
 //! - `status`: what `lbctl vrrp` shows.
 
 pub mod announce;
 pub mod engine;
+mod instance;
 pub mod machine;
 pub mod netlink;
 pub mod packet;

@@ -54,7 +54,7 @@ pub async fn link(handle: &Handle, name: &str) -> anyhow::Result<Link> {
 }
 
 /// Addresses on the interface: (address, prefix, secondary, label).
-async fn addresses(
+pub async fn addresses(
     handle: &Handle,
     index: u32,
 ) -> anyhow::Result<Vec<(IpAddr, u8, bool, AddressScope)>> {

@@ -150,6 +150,7 @@ pub(super) fn global(raw: Option<S<RawGlobal>>, errors: &mut Errors) -> Global {
         new_conn_rate_limit,
         bpf_pin_dir,
         tunnel_source,
+        keep_vips_on_exit: raw.and_then(|g| g.keep_vips_on_exit).unwrap_or(false),
         api: Api { socket, metrics },
     }
 }
