@@ -20,9 +20,13 @@ pub struct HealthArgs {
     /// Real servers checked (split over services of at most 250).
     #[arg(long, default_value_t = 1000)]
     reals: usize,
-    /// Seconds measured, after the checks have all passed once.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds of each measured window, after the checks have all passed
+    /// once.
+    #[arg(long, default_value_t = 12)]
     seconds: u64,
+    /// Windows measured: the report gives their median (and range).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// The checks' delay_loop, in seconds.
     #[arg(long, default_value_t = 1.0)]
     delay_loop: f64,
@@ -71,7 +75,8 @@ fn config(args: &HealthArgs, pin_dir: &Path, socket: &Path) -> String {
     c
 }
 
-/// (utime, stime) of a process, in seconds.
+/// (utime, stime) of a process, in seconds, from the scheduler tick's
+/// sampling (/proc/PID/stat).
 fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at ")".
@@ -79,6 +84,50 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     Ok((f[11].parse::<f64>()? / hz, f[12].parse::<f64>()? / hz))
+}
+
+/// A cgroup (v2) of its own for lbd: its `cpu.stat` counts the exact CPU
+/// time of all its threads (also those that ended), where /proc's utime
+/// and stime are tick samples that periodic work like timed probes can
+/// alias with.
+struct CpuCgroup {
+    dir: PathBuf,
+}
+
+impl CpuCgroup {
+    /// None when no cgroup2 hierarchy is mounted (then /proc is used).
+    fn enter(pid: u32, tag: &str) -> Option<CpuCgroup> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        let root = mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+        })?;
+        let dir = root.join(tag);
+        std::fs::create_dir(&dir).ok()?;
+        let group = CpuCgroup { dir };
+        std::fs::write(group.dir.join("cgroup.procs"), pid.to_string()).ok()?;
+        Some(group)
+    }
+
+    /// CPU seconds used: (total, user, system).
+    fn usage(&self) -> anyhow::Result<(f64, f64, f64)> {
+        let stat = std::fs::read_to_string(self.dir.join("cpu.stat"))?;
+        let get = |key: &str| -> anyhow::Result<f64> {
+            let v = stat
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+                .with_context(|| format!("{key} in cpu.stat"))?;
+            Ok(v.trim().parse::<f64>()? / 1e6)
+        };
+        Ok((get("usage_usec")?, get("user_usec")?, get("system_usec")?))
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        // Empty once lbd has exited.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// VmRSS and VmHWM (peak) in MiB.
@@ -186,15 +235,34 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
-        "health bench: {} reals up, measuring {} s",
-        args.reals, args.seconds
+        "health bench: {} reals up, measuring {} windows of {} s",
+        args.reals, args.rounds, args.seconds
     );
-    let cpu0 = cpu_seconds(pid)?;
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(args.seconds));
-    let cpu1 = cpu_seconds(pid)?;
-    let (user, system) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
-    let wall = t0.elapsed().as_secs_f64();
+    let cgroup = CpuCgroup::enter(pid, &tag);
+    let usage = |cgroup: &Option<CpuCgroup>| -> anyhow::Result<(f64, f64, f64)> {
+        match cgroup {
+            Some(c) => c.usage(),
+            None => cpu_seconds(pid).map(|(u, s)| (u + s, u, s)),
+        }
+    };
+    // Per window: (total %, user %, system %) of one core.
+    let mut windows: Vec<(f64, f64, f64)> = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let cpu0 = usage(&cgroup)?;
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(args.seconds));
+        let cpu1 = usage(&cgroup)?;
+        let wall = t0.elapsed().as_secs_f64();
+        let pct = |a: f64, b: f64| 100.0 * (b - a) / wall;
+        windows.push((
+            pct(cpu0.0, cpu1.0),
+            pct(cpu0.1, cpu1.1),
+            pct(cpu0.2, cpu1.2),
+        ));
+    }
+    windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (cpu_pct, user_pct, system_pct) = windows[windows.len() / 2];
+    let (lowest, highest) = (windows[0].0, windows[windows.len() - 1].0);
     let (rss, peak) = rss_mib(pid)?;
     let checks = lbctl_health(&socket)?;
     let failures: u64 = checks
@@ -227,21 +295,29 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
         .collect();
     let mean_latency = latency.iter().sum::<f64>() / latency.len().max(1) as f64;
     child.stop(Duration::from_secs(10))?;
+    let had_cgroup = cgroup.is_some();
+    drop(cgroup);
     drop(nginx);
 
     let probes = args.reals as f64 / args.delay_loop;
-    let cpu_pct = 100.0 * (user + system) / wall;
-    let (user_pct, system_pct) = (100.0 * user / wall, 100.0 * system / wall);
+    let cpu_source = if had_cgroup {
+        "exact, from a cgroup of lbd's own (`cpu.stat`; its user/system split is the kernel's tick estimate)"
+    } else {
+        "tick samples from /proc (no cgroup2 hierarchy here)"
+    };
     let mut md = String::new();
     let _ = writeln!(md, "# Health checks: cost in lbd\n");
     let _ = writeln!(
         md,
         "`cargo xtask bench -- health` (lb-bench health): {} real servers, half TCP and half HTTP checks \
          (GET /health, HTTP/1.0, a new connection each), every {} s, against nginx on the namespace's \
-         loopback. lbd: debug={}, measured over {wall:.0} s after every check had passed once.\n",
+         loopback. lbd: debug={}; after every check had passed once, {} windows of {} s: the median \
+         window (its range in brackets). CPU time: {cpu_source}.\n",
         args.reals,
         args.delay_loop,
-        cfg!(debug_assertions)
+        cfg!(debug_assertions),
+        windows.len(),
+        args.seconds
     );
     let _ = writeln!(
         md,
@@ -250,7 +326,7 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     let _ = writeln!(
         md,
-        "| {probes:.0} | {cpu_pct:.1} % | {user_pct:.1} % / {system_pct:.1} % | {rss:.1} MiB | {peak:.1} MiB | {failures} | {mean_latency:.2} ms |"
+        "| {probes:.0} | {cpu_pct:.1} % [{lowest:.1}–{highest:.1}] | {user_pct:.1} % / {system_pct:.1} % | {rss:.1} MiB | {peak:.1} MiB | {failures} | {mean_latency:.2} ms |"
     );
     let _ = writeln!(
         md,
