@@ -201,7 +201,9 @@ fn ns_per_packet(args: Args) -> anyhow::Result<()> {
     };
     dp.apply(&DesiredState::default().diff(&state))?;
     for r in &reals {
-        dp.set_neighbor(r.addr, Some(real_mac(1)))?;
+        // As lbd does: the next hop with the interface it was learned on.
+        // As lbd does: the next hop with the interface it was learned on.
+        dp.set_next_hop(r.addr, Some(real_mac(1)), LOOPBACK_IFINDEX)?;
     }
     let _ = real_ip;
     for name in ["bench_harness", "xdp_drop"] {

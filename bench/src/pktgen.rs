@@ -454,8 +454,10 @@ fn start_lbd(
     let state = service(method, args.reals);
     dp.check(&state)?;
     dp.apply(&DesiredState::default().diff(&state))?;
+    // As lbd does: each next hop with the interface it was learned on.
+    let d0 = pair.dir.ifindex_of("d0")?;
     for i in 0..args.reals {
-        dp.set_neighbor(IpAddr::V4(real_ip(i)), Some(pair.g0_mac))?;
+        dp.set_next_hop(IpAddr::V4(real_ip(i)), Some(pair.g0_mac), d0)?;
     }
     Ok(guard)
 }

@@ -231,6 +231,9 @@ pub struct RealConns {
 
 /// The real server has a resolved MAC address.
 pub const REAL_F_MAC_RESOLVED: u8 = 1;
+/// `src_mac` holds the MAC of the interface `ifindex` (the program needs no
+/// interface lookup to forward to this real).
+pub const REAL_F_SRC_MAC: u8 = 2;
 
 /// A real server in a slot of the REALS array.
 #[repr(C)]
@@ -251,6 +254,9 @@ pub struct RealInfo {
     /// Interface the real is reached through (two-arm NAT: not the one
     /// the packet came in on, so it is redirected there).
     pub ifindex: u32,
+    /// That interface's MAC, the frames' new source (with `REAL_F_SRC_MAC`).
+    pub src_mac: [u8; 6],
+    pub _pad2: [u8; 2],
 }
 
 /// NAT's reverse mapping, keyed by the reply's 5-tuple (real → client):

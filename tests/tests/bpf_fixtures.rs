@@ -57,6 +57,36 @@ fn tcp_syn_to_vip_goes_to_a_real_with_only_macs_rewritten() {
     assert!((1..=3).contains(&f.real_of(&o)));
 }
 
+/// lbd learns a real's next hop with the interface it lives on: the real's
+/// slot then carries that interface's MAC (the program looks nothing else
+/// up), follows a change of it, and loses it with the interface.
+#[test]
+fn a_next_hop_learned_on_an_interface_carries_its_mac() {
+    let mut f = mh_web();
+    for i in 1..=3 {
+        f.dp.set_next_hop(
+            std::net::IpAddr::V4(real_ip(i)),
+            Some(real_mac(i)),
+            LOOPBACK_IFINDEX,
+        )
+        .unwrap();
+    }
+    let p = client(7);
+    let syn = p.tcp(SYN);
+    let o = f.run(&syn);
+    assert_dr_rewrite(&syn, &o);
+    assert_eq!(dst_mac(&o.frame), real_mac(f.real_of(&o)));
+    let new_mac = [0x02, 0, 0, 0, 0x99, 1];
+    f.dp.set_interface(LOOPBACK_IFINDEX, new_mac).unwrap();
+    let o = f.run(&p.tcp(ACK));
+    assert_eq!(o.action, XDP_TX);
+    assert_eq!(src_mac(&o.frame), new_mac);
+    f.dp.remove_interface(LOOPBACK_IFINDEX).unwrap();
+    let o = f.run(&p.tcp(ACK));
+    assert_eq!(o.action, XDP_DROP);
+    assert_eq!(f.dp.reason_count(Reason::DropNoIface), 1);
+}
+
 #[test]
 fn ack_and_fin_of_a_flow_follow_its_syn() {
     let f = mh_web();

@@ -10,7 +10,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{AF_INET, FlowKey, IfaceInfo, RealInfo, Reason};
+use lb_common::{AF_INET, FlowKey, IfaceInfo, REAL_F_SRC_MAC, RealInfo, Reason};
 
 use crate::maps::IFACES;
 use crate::parse::{EthHdr, ptr_at};
@@ -54,6 +54,10 @@ pub fn egress(ingress: u32, real: &RealInfo) -> Option<(u32, &'static IfaceInfo)
 /// other hosts, and their MAC as our source would poison its learning.)
 #[inline(always)]
 pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
+    if real.flags & REAL_F_SRC_MAC != 0 {
+        // lbd put the interface's MAC beside the real's: no lookup.
+        return emit(ctx, ingress, real.ifindex, &real.mac, &real.src_mac);
+    }
     let Some((egress, iface)) = egress(ingress, real) else {
         stats::count(Reason::DropNoIface);
         return xdp_action::XDP_DROP;

@@ -23,9 +23,9 @@ use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
     CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, Globals, HASH_TABLE_SIZE,
     IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NatReverse,
-    REAL_F_MAC_RESOLVED, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT,
-    VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, ipvs_hash,
-    maglev, wrr,
+    REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind,
+    VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey,
+    conn_is_active, ipvs_hash, maglev, wrr,
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, VIP_PREFIX_HEAD_BITS, VipPrefix,
@@ -679,6 +679,26 @@ impl XdpDataplane {
     /// `set_interface` with MTU and tunnel source addresses.
     pub fn set_interface_info(&mut self, ifindex: u32, info: IfaceInfo) -> anyhow::Result<()> {
         self.maps.ifaces.insert(ifindex, info, 0)?;
+        self.rewrite_reals_on(ifindex)
+    }
+
+    /// Rewrites the reals reached through `ifindex` (they carry its MAC).
+    fn rewrite_reals_on(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let slots: Vec<(Real, u32)> = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter())
+            .filter(|r| {
+                self.neighbors
+                    .get(&r.real.addr)
+                    .is_some_and(|h| h.1 == ifindex)
+            })
+            .map(|r| (r.real.clone(), r.slot))
+            .collect();
+        for (real, slot) in slots {
+            let info = self.real_info(&real, slot);
+            self.maps.reals.set(slot, info, 0)?;
+        }
         Ok(())
     }
 
@@ -743,7 +763,7 @@ impl XdpDataplane {
     /// Forgets an interface (fixtures: traffic arriving on it is dropped).
     pub fn remove_interface(&mut self, ifindex: u32) -> anyhow::Result<()> {
         self.maps.ifaces.remove(&ifindex)?;
-        Ok(())
+        self.rewrite_reals_on(ifindex)
     }
 
     /// The data plane's clock (ns), as the program reads it.
@@ -966,14 +986,25 @@ impl XdpDataplane {
         let (addr, family) = addr_words(real.addr);
         let hop = self.neighbors.get(&real.addr).copied();
         let mac = hop.map(|h| h.0);
+        // The egress interface's MAC, when lbd knows the interface: saves
+        // the program a lookup per packet.
+        let src_mac = hop
+            .filter(|h| h.1 != 0)
+            .and_then(|h| self.maps.ifaces.get(&h.1, 0).ok())
+            .map(|i| i.mac);
+        let mut flags = 0;
+        if mac.is_some() {
+            flags |= REAL_F_MAC_RESOLVED;
+        }
+        if src_mac.is_some() {
+            flags |= REAL_F_SRC_MAC;
+        }
         RealInfo {
             addr,
             mac: mac.unwrap_or([0; 6]),
-            flags: if mac.is_some() {
-                REAL_F_MAC_RESOLVED
-            } else {
-                0
-            },
+            src_mac: src_mac.unwrap_or([0; 6]),
+            _pad2: [0; 2],
+            flags,
             family,
             generation: self.slots.generation(slot),
             port: real.port.to_be(),
