@@ -119,14 +119,9 @@ struct Bench {
 }
 
 impl Bench {
-    /// Median ns per run of the harness around `target` for `frame`.
-    fn measure(
-        &mut self,
-        target: &str,
-        frame: &[u8],
-        vary_off: u32,
-        rounds: usize,
-    ) -> anyhow::Result<f64> {
+    /// One measurement: ns per run of the harness around `target` for
+    /// `frame`.
+    fn sample(&mut self, target: &str, frame: &[u8], vary_off: u32) -> anyhow::Result<f64> {
         let fd = {
             let prog: &Xdp = self
                 .dp
@@ -137,22 +132,18 @@ impl Bench {
             prog.fd()?.try_clone()?
         };
         self.progs.set(0, &fd, 0)?;
-        let mut samples = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            self.frames.set(0, template(frame, vary_off), 0)?;
-            let harness: &Xdp = self
-                .dp
-                .ebpf_mut()
-                .program("bench_harness")
-                .unwrap()
-                .try_into()?;
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(frame);
-            opts.repeat = self.repeat;
-            let r = harness.test_run(opts)?;
-            samples.push(r.duration.as_nanos() as f64);
-        }
-        Ok(median(samples))
+        self.frames.set(0, template(frame, vary_off), 0)?;
+        let harness: &Xdp = self
+            .dp
+            .ebpf_mut()
+            .program("bench_harness")
+            .unwrap()
+            .try_into()?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = self.repeat;
+        let r = harness.test_run(opts)?;
+        Ok(r.duration.as_nanos() as f64)
     }
 }
 
@@ -236,25 +227,32 @@ fn ns_per_packet(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let rounds = args.rounds;
-    let floor_syn = bench.measure("xdp_drop", &syn, SADDR_OFFSET, rounds)?;
-    let floor = bench.measure("xdp_drop", &ack, 0, rounds)?;
+    // Rounds interleave the cases, and each case is net of the floor
+    // measured next to it: the machine's slow drifts (other tenants) then
+    // touch every case alike instead of whichever ran at the time.
+    let rounds = args.rounds.max(1);
+    let mut floors_syn = Vec::new();
+    let mut floors = Vec::new();
+    let mut nets: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        let floor_syn = bench.sample("xdp_drop", &syn, SADDR_OFFSET)?;
+        let floor = bench.sample("xdp_drop", &ack, 0)?;
+        nets[0].push(bench.sample("balancer", &syn, SADDR_OFFSET)? - floor_syn);
+        nets[1].push(bench.sample("balancer", &ack, 0)? - floor);
+        nets[2].push(bench.sample("balancer", &non_vip, 0)? - floor);
+        floors_syn.push(floor_syn);
+        floors.push(floor);
+    }
+    let (floor_syn, floor) = (median(floors_syn), median(floors));
+    let [syn_ns, ack_ns, non_vip_ns] = nets.map(median);
     let cases = [
-        (
-            "TCP SYN, new flow (100 reals, mh)",
-            bench.measure("balancer", &syn, SADDR_OFFSET, rounds)? - floor_syn,
-        ),
-        (
-            "TCP ACK, established flow",
-            bench.measure("balancer", &ack, 0, rounds)? - floor,
-        ),
-        (
-            "non-VIP packet (XDP_PASS)",
-            bench.measure("balancer", &non_vip, 0, rounds)? - floor,
-        ),
+        ("TCP SYN, new flow (100 reals, mh)", syn_ns),
+        ("TCP ACK, established flow", ack_ns),
+        ("non-VIP packet (XDP_PASS)", non_vip_ns),
     ];
     println!(
-        "balancer, BPF_PROG_TEST_RUN, {} runs x {} rounds (median), CPU {}; net of the harness floor",
+        "balancer, BPF_PROG_TEST_RUN, {} runs x {} rounds interleaved across cases (median of \
+         each case net of the floor measured beside it), CPU {}",
         args.repeat, rounds, args.cpu
     );
     println!(
