@@ -623,7 +623,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<RealConns>(), 8);
-        assert_eq!(size_of::<RealInfo>(), 40);
+        assert_eq!(size_of::<RealInfo>(), 48);
         assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);
         assert_eq!(size_of::<LblcEntry>(), 40);
