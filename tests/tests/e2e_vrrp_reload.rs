@@ -115,11 +115,12 @@ fn kept_vips_survive_a_restart_without_failover() -> Result<()> {
     let lab = VrrpLab::new(&["client", "lbd-a", "lbd-b"])?;
     let (a_host, b_host) = (&lab.hosts[1], &lab.hosts[2]);
     let timeout = Duration::from_secs(15);
-    // advert_int 2 s: the backup waits 7.2 s for a silent master.
+    // advert_int 3 s: the backup waits 10.8 s for a silent master, time
+    // enough for a restart on a loaded CI machine.
     let config = |priority: u8| {
         format!(
             "vrrp_instances:\n  VI_1:\n    interface: eth0\n    virtual_router_id: 51\n    \
-priority: {priority}\n    version: 3\n    advert_int: 2s\n    garp_master_delay: 0\n    \
+priority: {priority}\n    version: 3\n    advert_int: 3s\n    garp_master_delay: 0\n    \
 virtual_ipaddresses: [{{ address: \"{VIP1}/24\" }}]\n"
         )
     };
@@ -151,7 +152,7 @@ virtual_ipaddresses: [{{ address: \"{VIP1}/24\" }}]\n"
             let resumed = a.wait_state("MASTER", Duration::from_secs(1));
             // Two more adverts heard by b after the restart.
             let heard = b.instance()?.counters.adverts_received;
-            let more = wait_for("b to hear the new a", Duration::from_secs(5), || {
+            let more = wait_for("b to hear the new a", Duration::from_secs(10), || {
                 b.instance()
                     .is_ok_and(|i| i.counters.adverts_received >= heard + 2)
             });
