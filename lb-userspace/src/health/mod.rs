@@ -708,6 +708,9 @@ impl CheckRuntime {
             .name("lbd-health".into())
             .spawn(move || {
                 let _ = runtime.block_on(stopped);
+                // Probes are cancelled; a blocking call still running
+                // (a resolver) must not hold lbd's exit.
+                runtime.shutdown_timeout(Duration::from_secs(1));
             })?;
         Ok(CheckRuntime {
             handle,
