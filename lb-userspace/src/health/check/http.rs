@@ -204,18 +204,7 @@ impl HttpProbe {
 
     /// One probe. The caller bounds it by the check's timeout.
     pub async fn check(&self) -> Outcome {
-        let tcp = super::connect(&self.target).await?;
-        let (status, body) = match &self.tls {
-            None => fetch(tcp, &self.get).await?,
-            Some(tls) => {
-                let stream = tls
-                    .connector
-                    .connect(tls.name.clone(), tcp)
-                    .await
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
-                fetch(stream, &self.get).await?
-            }
-        };
+        let (status, body) = self.get_once().await?;
         if !status_accepted(&self.status_code, status) {
             return Err(format!("HTTP {status} (not an accepted status)"));
         }
@@ -228,6 +217,23 @@ impl HttpProbe {
             }
         }
         Ok(format!("HTTP {status}"))
+    }
+
+    /// A fresh connection to the target (TLS on it for HTTPS), the GET on
+    /// it: the status and the body.
+    async fn get_once(&self) -> Result<(u16, Vec<u8>), String> {
+        let tcp = super::connect(&self.target).await?;
+        match &self.tls {
+            None => fetch(tcp, &self.get).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                fetch(stream, &self.get).await
+            }
+        }
     }
 }
 
@@ -365,24 +371,7 @@ pub async fn genhash(
     let mut probe = HttpProbe::new(&check, &target, https)?;
     // The Host header names the URL's port, wherever lbctl connects.
     probe.get.host = host_header(&host, port, https);
-    let tcp = tokio::time::timeout(timeout, super::connect(&target))
-        .await
-        .map_err(|_| anyhow::anyhow!("no connection within {timeout:?}"))?
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let fetched = async {
-        match &probe.tls {
-            None => fetch(tcp, &probe.get).await,
-            Some(tls) => {
-                let stream = tls
-                    .connector
-                    .connect(tls.name.clone(), tcp)
-                    .await
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
-                fetch(stream, &probe.get).await
-            }
-        }
-    };
-    let (status, body) = tokio::time::timeout(timeout, fetched)
+    let (status, body) = tokio::time::timeout(timeout, probe.get_once())
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
         .map_err(|e| anyhow::anyhow!(e))?;
