@@ -412,25 +412,29 @@ fn vips(node: &Node, m: &mut Map, ctx: &mut Ctx) -> Vec<String> {
     devs
 }
 
-fn unicast_peers(node: &Node, m: &mut Map, ctx: &mut Ctx) {
-    let mut peers = Vec::new();
+/// A block of one keyword per line (addresses, interface names): the
+/// keywords, each line's further words dropped with `why`.
+fn keyword_list(node: &Node, m: &mut Map, ctx: &mut Ctx, why: &str) -> Value {
+    let mut items = Vec::new();
     for entry in node.children() {
-        peers.push(str(entry.keyword()));
+        items.push(str(entry.keyword()));
         if entry.arg(0).is_some() {
-            let c = ctx.drop_part(
-                entry,
-                &entry
-                    .args()
-                    .iter()
-                    .map(|w| w.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                "lbd checks the TTL of every advert (255) and has no per-peer limits",
-            );
+            let rest: Vec<&str> = entry.args().iter().map(|w| w.text.as_str()).collect();
+            let c = ctx.drop_part(entry, &rest.join(" "), why);
             m.comment(&c);
         }
     }
-    m.set("unicast_peers", Value::FlowList(peers));
+    Value::FlowList(items)
+}
+
+fn unicast_peers(node: &Node, m: &mut Map, ctx: &mut Ctx) {
+    let peers = keyword_list(
+        node,
+        m,
+        ctx,
+        "lbd checks the TTL of every advert (255) and has no per-peer limits",
+    );
+    m.set("unicast_peers", peers);
 }
 
 fn track_scripts(node: &Node, script_names: &BTreeSet<String>, m: &mut Map, ctx: &mut Ctx) {
@@ -490,24 +494,13 @@ fn track_scripts(node: &Node, script_names: &BTreeSet<String>, m: &mut Map, ctx:
 }
 
 fn track_interfaces(node: &Node, m: &mut Map, ctx: &mut Ctx) {
-    let mut names = Vec::new();
-    for entry in node.children() {
-        names.push(str(entry.keyword()));
-        if entry.arg(0).is_some() {
-            let c = ctx.drop_part(
-                entry,
-                &entry
-                    .args()
-                    .iter()
-                    .map(|w| w.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                "lbd puts the instance in FAULT while a tracked interface is down (no weights)",
-            );
-            m.comment(&c);
-        }
-    }
-    m.set("track_interfaces", Value::FlowList(names));
+    let names = keyword_list(
+        node,
+        m,
+        ctx,
+        "lbd puts the instance in FAULT while a tracked interface is down (no weights)",
+    );
+    m.set("track_interfaces", names);
 }
 
 pub(crate) fn sync_group(
