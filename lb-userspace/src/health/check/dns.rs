@@ -3,8 +3,6 @@
 //! back without an error code. Replies with another id are ignored (a
 //! stray or forged datagram cannot pass the check).
 
-use std::net::SocketAddr;
-
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -38,20 +36,7 @@ pub fn query(check: &DnsCheck, id: u16) -> Result<Vec<u8>, String> {
 pub async fn check(t: &Target, check: &DnsCheck) -> Outcome {
     let id: u16 = rand::random();
     let datagram = query(check, id)?;
-    let local = SocketAddr::new(
-        t.bindto.unwrap_or(match t.addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        }),
-        0,
-    );
-    let socket = tokio::net::UdpSocket::bind(local)
-        .await
-        .map_err(|e| format!("bind {local}: {e}"))?;
-    socket
-        .connect(t.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", t.addr))?;
+    let socket = super::connect_udp(t).await?;
     socket
         .send(&datagram)
         .await

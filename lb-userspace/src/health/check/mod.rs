@@ -130,3 +130,23 @@ pub(crate) async fn connect(t: &Target) -> Result<tokio::net::TcpStream, String>
         .await
         .map_err(|e| format!("connect {}: {e}", t.addr))
 }
+
+/// A UDP socket from `bindto` (if set), connected to the target: ICMP
+/// errors come back as errors of its receives.
+pub(crate) async fn connect_udp(t: &Target) -> Result<tokio::net::UdpSocket, String> {
+    let local = SocketAddr::new(
+        t.bindto.unwrap_or(match t.addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        }),
+        0,
+    );
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("bind {local}: {e}"))?;
+    socket
+        .connect(t.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", t.addr))?;
+    Ok(socket)
+}

@@ -3,26 +3,11 @@
 //! connected socket); with `require_reply`, also when nothing answers
 //! within `connect_timeout`.
 
-use std::net::SocketAddr;
-
 use super::{Outcome, Target};
 use crate::config::UdpCheck;
 
 pub async fn check(t: &Target, check: &UdpCheck) -> Outcome {
-    let local = SocketAddr::new(
-        t.bindto.unwrap_or(match t.addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        }),
-        0,
-    );
-    let socket = tokio::net::UdpSocket::bind(local)
-        .await
-        .map_err(|e| format!("bind {local}: {e}"))?;
-    socket
-        .connect(t.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", t.addr))?;
+    let socket = super::connect_udp(t).await?;
     let payload = check.payload.as_deref().unwrap_or("").as_bytes();
     socket
         .send(payload)
