@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use anyhow::{Context as _, anyhow};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressScope};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, MacVlanMode};
 use rtnetlink::{Handle, LinkMacVlan};
 
@@ -53,11 +55,8 @@ pub async fn link(handle: &Handle, name: &str) -> anyhow::Result<Link> {
     })
 }
 
-/// Addresses on the interface: (address, prefix, secondary, label).
-pub async fn addresses(
-    handle: &Handle,
-    index: u32,
-) -> anyhow::Result<Vec<(IpAddr, u8, bool, AddressScope)>> {
+/// The address messages of the interface `index`.
+async fn address_messages(handle: &Handle, index: u32) -> anyhow::Result<Vec<AddressMessage>> {
     let mut out = Vec::new();
     let mut stream = handle
         .address()
@@ -66,9 +65,20 @@ pub async fn addresses(
         .execute();
     while let Some(msg) = stream.try_next().await? {
         // The kernel filters by index only when asked strictly: check again.
-        if msg.header.index != index {
-            continue;
+        if msg.header.index == index {
+            out.push(msg);
         }
+    }
+    Ok(out)
+}
+
+/// Addresses on the interface: (address, prefix, secondary, label).
+pub async fn addresses(
+    handle: &Handle,
+    index: u32,
+) -> anyhow::Result<Vec<(IpAddr, u8, bool, AddressScope)>> {
+    let mut out = Vec::new();
+    for msg in address_messages(handle, index).await? {
         let addr = msg.attributes.iter().find_map(|a| match a {
             AddressAttribute::Local(a) => Some(*a),
             _ => None,
@@ -141,15 +151,7 @@ pub async fn add_vip(
 
 /// Removes `vip` from `index` if it is there. Returns whether it was.
 pub async fn remove_vip(handle: &Handle, index: u32, vip: &IpNet) -> anyhow::Result<bool> {
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    while let Some(msg) = stream.try_next().await? {
-        if msg.header.index != index {
-            continue;
-        }
+    for msg in address_messages(handle, index).await? {
         let matches = msg.attributes.iter().any(|a| {
             matches!(a, AddressAttribute::Local(x) | AddressAttribute::Address(x) if *x == vip.addr())
         });
