@@ -233,6 +233,31 @@ impl Director {
         self.child.as_ref().map(|c| c.log()).unwrap_or_default()
     }
 
+    /// `n` HTTP GETs on fresh connections from `client` to `vip`: how many
+    /// each real answered (a real answers with its name). A failed request
+    /// fails the test with lbd's log.
+    pub fn spread(
+        &self,
+        client: &Netns,
+        vip: std::net::SocketAddr,
+        n: usize,
+        timeout: Duration,
+    ) -> std::collections::HashMap<String, u32> {
+        let bodies: Vec<Result<String>> = client.run(move || {
+            (0..n)
+                .map(|_| crate::traffic::http_get(vip, timeout))
+                .collect()
+        });
+        let mut per_real = std::collections::HashMap::new();
+        for (i, b) in bodies.into_iter().enumerate() {
+            let body = b.unwrap_or_else(|e| {
+                panic!("request {i} to {vip}: {e:#}\nlbd log:\n{}", self.log())
+            });
+            *per_real.entry(body).or_default() += 1;
+        }
+        per_real
+    }
+
     /// Runs `lbctl --socket <ours> args...` and returns its stdout.
     pub fn lbctl(&self, args: &[&str]) -> Result<String> {
         lbctl(&self.socket, args)

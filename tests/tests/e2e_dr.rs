@@ -3,7 +3,6 @@
 //! from the repository's lab config. Root; every namespace, link, pin and
 //! socket is removed even when a test fails (guards).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,16 +23,7 @@ fn lab_with_lbd() -> (DrLab, Director) {
 fn http_over_fresh_connections_all_succeed_and_spread_evenly() {
     let (lab, director) = lab_with_lbd();
     let vip = lab.vip_http();
-    let bodies: Vec<anyhow::Result<String>> = lab
-        .client
-        .ns
-        .run(move || (0..300).map(|_| http_get(vip, TIMEOUT)).collect());
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body =
-            b.unwrap_or_else(|e| panic!("request {i} failed: {e:#}\nlbd log:\n{}", director.log()));
-        *per_real.entry(body).or_default() += 1;
-    }
+    let per_real = director.spread(&lab.client.ns, vip, 300, TIMEOUT);
     assert_eq!(per_real.len(), 3, "{per_real:?}");
     for (real, n) in &per_real {
         assert!(

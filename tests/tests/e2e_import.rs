@@ -4,13 +4,11 @@
 //! client's HTTP to every real server, which the lab prepared with
 //! `lbctl realserver setup`.
 
-use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
 use lb_tests::director::{Director, workspace_bin};
 use lb_tests::lab::DrLab;
-use lb_tests::traffic::http_get;
 
 const KEEPALIVED_CONF: &str = "! Configuration File for keepalived
 global_defs {
@@ -91,16 +89,7 @@ fn an_imported_keepalived_conf_serves_the_lab() {
     lab.start_servers().expect("starting real servers");
     let director = Director::start(&lab, &yaml).expect("starting lbd with the imported config");
     let http = lab.vip_http();
-    let bodies: Vec<anyhow::Result<String>> = lab.client.ns.run(move || {
-        (0..60)
-            .map(|_| http_get(http, Duration::from_secs(5)))
-            .collect()
-    });
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i}: {e:#}\nlbd log:\n{}", director.log()));
-        *per_real.entry(body).or_default() += 1;
-    }
+    let per_real = director.spread(&lab.client.ns, http, 60, Duration::from_secs(5));
     // rr over three reals of weight 1 (a cursor per CPU: about even).
     assert_eq!(per_real.len(), 3, "{per_real:?}");
     assert!(per_real.values().all(|n| *n >= 10), "{per_real:?}");

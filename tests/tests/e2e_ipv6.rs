@@ -5,7 +5,7 @@
 //! namespace, link, pin and socket is removed even when a test fails.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use lb_tests::director::Director;
@@ -47,22 +47,6 @@ fn assert_even(per_real: &HashMap<String, u32>, lab: &DrLab, total: u32) {
             "{real} got {n} of {total}: {per_real:?}"
         );
     }
-}
-
-/// `n` HTTP GETs on fresh connections from the client; answers per real.
-fn spread(lab: &DrLab, director: &Director, vip: SocketAddr, n: usize) -> HashMap<String, u32> {
-    let bodies: Vec<anyhow::Result<String>> = lab
-        .client
-        .ns
-        .run(move || (0..n).map(|_| http_get(vip, TIMEOUT)).collect());
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| {
-            panic!("request {i} to {vip}: {e:#}\nlbd log:\n{}", director.log())
-        });
-        *per_real.entry(body).or_default() += 1;
-    }
-    per_real
 }
 
 #[test]
@@ -116,7 +100,7 @@ fn dr6_http_over_fresh_connections_reaches_every_real_evenly() {
     let (lab, director) = dr6_lab();
     let vip = lab.vip6_addr(HTTP_PORT);
     assert_eq!(vip.ip(), VIP6);
-    let per_real = spread(&lab, &director, vip, 60);
+    let per_real = director.spread(&lab.client.ns, vip, 60, TIMEOUT);
     assert_even(&per_real, &lab, 60);
 
     let status = director.status().unwrap();
@@ -214,7 +198,7 @@ fn nat6_http_reaches_every_real_and_replies_come_from_the_vip() {
     assert_eq!(vip.ip(), NAT_VIP6);
     // A connected TCP socket only accepts segments from [VIP6]:8080, so
     // every successful request proves the reply was translated back.
-    let per_real = spread(&lab, &director, vip, 60);
+    let per_real = director.spread(&lab.client.ns, vip, 60, TIMEOUT);
     assert_even(&per_real, &lab, 60);
 
     let status = director.status().unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lb_tests::director::Director;
 use lb_tests::lab::{DrLab, NAT_VIP};
-use lb_tests::traffic::{HttpKeepAlive, http_get, udp_exchange};
+use lb_tests::traffic::{HttpKeepAlive, udp_exchange};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,15 +31,7 @@ fn http_through_nat_reaches_every_real_and_replies_come_from_the_vip() {
     let vip: SocketAddr = SocketAddrV4::new(NAT_VIP, 8080).into();
     // A connected TCP socket only accepts segments from VIP:8080, so every
     // successful request proves the reply was translated back.
-    let bodies: Vec<anyhow::Result<String>> = lab
-        .client
-        .ns
-        .run(move || (0..60).map(|_| http_get(vip, TIMEOUT)).collect());
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i}: {e:#}\nlbd log:\n{}", director.log()));
-        *per_real.entry(body).or_default() += 1;
-    }
+    let per_real = director.spread(&lab.client.ns, vip, 60, TIMEOUT);
     assert_eq!(per_real.len(), 3, "{per_real:?}");
     let status = director.status().unwrap();
     let reasons: HashMap<String, u64> = status.reasons.into_iter().collect();

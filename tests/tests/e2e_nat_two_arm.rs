@@ -71,15 +71,7 @@ fn http_through_two_arm_nat_reaches_every_real_and_replies_come_from_the_vip() {
     let vip = vip(8080);
     // A connected TCP socket only accepts segments from VIP:8080, so every
     // successful request proves the reply was translated back.
-    let bodies: Vec<anyhow::Result<String>> = lab
-        .client
-        .ns
-        .run(move || (0..60).map(|_| http_get(vip, TIMEOUT)).collect());
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i}: {e:#}\nlbd log:\n{}", director.log()));
-        *per_real.entry(body).or_default() += 1;
-    }
+    let per_real = director.spread(&lab.client.ns, vip, 60, TIMEOUT);
     // rr keeps its position per CPU: even to within a few connections.
     assert_eq!(per_real.len(), 3, "rr over three reals: {per_real:?}");
     assert!(

@@ -3,13 +3,12 @@
 //! kernel has no ipip module), has the VIP on `lo` and answers the client
 //! directly, as in DR.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use lb_tests::director::Director;
 use lb_tests::lab::DrLab;
-use lb_tests::traffic::{http_get, udp_exchange};
+use lb_tests::traffic::udp_exchange;
 use lb_userspace::dataplane::decap::Decap;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,15 +38,7 @@ fn http_and_udp_through_ipip_tunnels_reach_every_real() {
     let director = Director::start(&lab, &tun_config()).expect("starting lbd");
 
     let http = lab.vip_http();
-    let bodies: Vec<anyhow::Result<String>> = lab
-        .client
-        .ns
-        .run(move || (0..60).map(|_| http_get(http, TIMEOUT)).collect());
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i}: {e:#}\nlbd log:\n{}", director.log()));
-        *per_real.entry(body).or_default() += 1;
-    }
+    let per_real = director.spread(&lab.client.ns, http, 60, TIMEOUT);
     assert_eq!(per_real.len(), 3, "{per_real:?}");
 
     let udp = lab.vip_udp();

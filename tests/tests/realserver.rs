@@ -4,7 +4,6 @@
 //! The TUN case also carries real traffic through the director to reals
 //! prepared only by the command.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +11,6 @@ use std::time::Duration;
 use lb_tests::director::{Director, workspace_bin};
 use lb_tests::lab::DrLab;
 use lb_tests::netns::Netns;
-use lb_tests::traffic::http_get;
 
 const ARP: [&str; 4] = [
     "net.ipv4.conf.all.arp_ignore",
@@ -259,16 +257,7 @@ fn tun_reals_set_up_by_the_command_serve_traffic() {
     .unwrap();
     let director = Director::start(&lab, &config).expect("starting lbd");
     let http = lab.vip_http();
-    let bodies: Vec<anyhow::Result<String>> = lab.client.ns.run(move || {
-        (0..60)
-            .map(|_| http_get(http, Duration::from_secs(5)))
-            .collect()
-    });
-    let mut per_real: HashMap<String, u32> = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i}: {e:#}\nlbd log:\n{}", director.log()));
-        *per_real.entry(body).or_default() += 1;
-    }
+    let per_real = director.spread(&lab.client.ns, http, 60, Duration::from_secs(5));
     assert_eq!(per_real.len(), 3, "{per_real:?}");
     for (real, dirs) in lab.reals.iter().zip(&dirs) {
         let out = realserver(&real.ns, dirs, &["teardown", "--vip", &vip]);
