@@ -42,35 +42,33 @@ fn a_good_file_passes() {
     assert_eq!(out.trim(), "FILE: OK");
 }
 
+/// Every config in `examples/` (the labs', the health checks') passes.
 #[test]
-fn the_repository_lab_config_passes() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lab-dr.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
-        .args(["--config", path, "--check"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
-fn the_health_check_example_passes() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/health-checks.yaml"
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
-        .args(["--config", path, "--check"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn every_example_config_passes() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    for name in ["lab-dr.yaml", "health-checks.yaml"] {
+        assert!(checked.iter().any(|c| c == name), "{name} not found");
+    }
 }
 
 #[test]
