@@ -684,15 +684,20 @@ impl XdpDataplane {
 
     /// Rewrites the reals reached through `ifindex` (they carry its MAC).
     fn rewrite_reals_on(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        self.rewrite_reals(|dp, r| {
+            dp.neighbors
+                .get(&r.addr)
+                .is_some_and(|hop| hop.1 == ifindex)
+        })
+    }
+
+    /// Writes again the REALS slot of every real that `which` picks.
+    fn rewrite_reals(&mut self, which: impl Fn(&Self, &Real) -> bool) -> anyhow::Result<()> {
         let slots: Vec<(Real, u32)> = self
             .services
             .values()
             .flat_map(|s| s.reals.iter())
-            .filter(|r| {
-                self.neighbors
-                    .get(&r.real.addr)
-                    .is_some_and(|h| h.1 == ifindex)
-            })
+            .filter(|r| which(self, &r.real))
             .map(|r| (r.real.clone(), r.slot))
             .collect();
         for (real, slot) in slots {
@@ -1464,21 +1469,7 @@ impl Dataplane for XdpDataplane {
         if !changed {
             return Ok(());
         }
-        let slots: Vec<(Real, u32)> = self
-            .services
-            .values()
-            .flat_map(|s| {
-                s.reals
-                    .iter()
-                    .filter(|r| r.real.addr == addr)
-                    .map(|r| (r.real.clone(), r.slot))
-            })
-            .collect();
-        for (real, slot) in slots {
-            let info = self.real_info(&real, slot);
-            self.maps.reals.set(slot, info, 0)?;
-        }
-        Ok(())
+        self.rewrite_reals(|_, r| r.addr == addr)
     }
 }
 
