@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use lb_common::{AF_INET, AF_INET6, DecapKey, IPPROTO_IPIP, IPPROTO_IPV6};
 
-use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at};
+use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at, write_mac};
 
 /// The VIPs this real server serves through a tunnel.
 #[map(name = "DECAP_VIPS")]
@@ -79,8 +79,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: bounds-checked by ptr_at.
     unsafe {
-        (*eth).dst = eth_copy;
-        (*eth).src = src_copy;
+        write_mac(&raw mut (*eth).dst, &eth_copy);
+        write_mac(&raw mut (*eth).src, &src_copy);
         (*eth).proto = inner_proto.to_be();
     }
     xdp_action::XDP_PASS

@@ -16,7 +16,7 @@ use lb_common::{
 
 use crate::fwd::nat_icmp;
 use crate::maps::{CONNS, GLOBALS, NAT_REV, REALS, VIP_ADDRS, VIPS};
-use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var};
+use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var, write_mac};
 use crate::stats;
 
 const ETH_P_IP: u16 = 0x0800;
@@ -100,8 +100,8 @@ fn too_big_v4(ctx: &XdpContext, mtu: u32) -> u32 {
     };
     // SAFETY: bounds-checked pointers into the rewritten frame.
     unsafe {
-        (*eth).dst = client_mac;
-        (*eth).src = own_mac;
+        write_mac(&raw mut (*eth).dst, &client_mac);
+        write_mac(&raw mut (*eth).src, &own_mac);
         (*eth).proto = ETH_P_IP.to_be();
         let mut h = Ipv4Hdr {
             vihl: 0x45,
@@ -159,8 +159,8 @@ fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
     let payload = (8 + QUOTE6) as u32;
     // SAFETY: bounds-checked pointers into the rewritten frame.
     unsafe {
-        (*eth).dst = client_mac;
-        (*eth).src = own_mac;
+        write_mac(&raw mut (*eth).dst, &client_mac);
+        write_mac(&raw mut (*eth).src, &own_mac);
         (*eth).proto = ETH_P_IPV6.to_be();
         *ip = Ipv6Hdr {
             vtc_flow: (6u32 << 28).to_be(),
@@ -256,9 +256,9 @@ fn echo_reply(ctx: &XdpContext, pkt: &Icmp, head: *mut IcmpHead) -> u32 {
     };
     // SAFETY: bounds-checked pointers into this frame.
     unsafe {
-        let mac = (*eth).dst;
-        (*eth).dst = (*eth).src;
-        (*eth).src = mac;
+        let (own, peer) = ((*eth).dst, (*eth).src);
+        write_mac(&raw mut (*eth).dst, &peer);
+        write_mac(&raw mut (*eth).src, &own);
         let reply = if pkt.family == AF_INET {
             ECHO_REPLY4
         } else {

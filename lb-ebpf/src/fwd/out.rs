@@ -13,7 +13,7 @@ use aya_ebpf::{
 use lb_common::{AF_INET, FlowKey, IfaceInfo, REAL_F_SRC_MAC, RealInfo, Reason};
 
 use crate::maps::IFACES;
-use crate::parse::{EthHdr, ptr_at};
+use crate::parse::{EthHdr, ptr_at, write_mac};
 use crate::stats;
 
 /// Writes both MAC addresses and sends the frame out of `egress`.
@@ -24,8 +24,8 @@ pub fn emit(ctx: &XdpContext, ingress: u32, egress: u32, dst: &[u8; 6], src: &[u
     };
     // SAFETY: the header lies inside the frame (checked by ptr_at).
     unsafe {
-        (*eth).dst = *dst;
-        (*eth).src = *src;
+        write_mac(&raw mut (*eth).dst, dst);
+        write_mac(&raw mut (*eth).src, src);
     }
     if egress == ingress {
         xdp_action::XDP_TX
