@@ -41,15 +41,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use aya::Ebpf;
 use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader};
 use clap::Args;
 use lb_common::trafficgen::{TG_SINK_OTHER, TG_SINK_UDP, TgConfig};
 use lb_tests::netns::{Netns, fmt_mac};
 use lb_userspace::config::{Method, Protocol, Scheduler, XdpMode as ConfigXdpMode};
 use lb_userspace::dataplane::Dataplane as _;
-use lb_userspace::dataplane::xdp::{DEFAULT_TIMEOUTS, EBPF_OBJECT, XdpDataplane, XdpOptions};
+use lb_userspace::dataplane::xdp::{
+    DEFAULT_TIMEOUTS, EBPF_OBJECT, XdpDataplane, XdpOptions, loader_with_small_tables,
+};
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
 #[derive(Args, Debug, Clone)]
@@ -286,8 +288,7 @@ impl Tools {
     fn load() -> anyhow::Result<Tools> {
         // Only these programs are wanted from the object: keep lbd's
         // tables small.
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("LB_CONNS", 1)
+        let mut ebpf = loader_with_small_tables(1)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (needs root)")?;
         for name in ["trafficgen", "sink_count", "l2_reflect", "xdp_pass"] {

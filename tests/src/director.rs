@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::{
-    EbpfLoader,
-    programs::{Xdp, XdpMode},
-};
+use aya::programs::{Xdp, XdpMode};
 use lb_userspace::dataplane::DataplaneStatus;
-use lb_userspace::dataplane::xdp::EBPF_OBJECT;
+use lb_userspace::dataplane::xdp::{EBPF_OBJECT, loader_with_small_tables};
 
 use crate::lab::DrLab;
 use crate::netns::{Netns, NsChild};
@@ -70,9 +67,7 @@ impl PeerPass {
         let ifname = ifname.to_string();
         ns.run(move || {
             // Small tables: only the program is wanted from this object.
-            let mut ebpf = EbpfLoader::new()
-                .map_max_entries("LB_CONNS", 1)
-                .load(EBPF_OBJECT)?;
+            let mut ebpf = loader_with_small_tables(1).load(EBPF_OBJECT)?;
             let prog: &mut Xdp = ebpf
                 .program_mut("xdp_pass")
                 .ok_or_else(|| anyhow!("xdp_pass missing"))?

@@ -3,9 +3,8 @@
 //! kernel lbd supports. Outside the VM these tests say so and pass: the
 //! host's own kernel is covered by the BPF fixture tests.
 
-use aya::EbpfLoader;
 use aya::programs::Xdp;
-use lb_userspace::dataplane::xdp::EBPF_OBJECT;
+use lb_userspace::dataplane::xdp::{EBPF_OBJECT, loader_with_small_tables};
 
 fn in_vm() -> bool {
     std::env::var_os("LBD_IN_VM").is_some()
@@ -18,9 +17,7 @@ fn every_xdp_program_loads_on_the_vm_kernel() {
         return;
     }
     // Small tables: the verifier, not the memory, is under test.
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries("LB_CONNS", 1024)
-        .map_max_entries("LB_NAT_REV", 1024)
+    let mut ebpf = loader_with_small_tables(1024)
         .load(EBPF_OBJECT)
         .expect("the eBPF object loads (maps, BTF)");
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();

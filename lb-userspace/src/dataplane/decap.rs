@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, Map, MapData},
     programs::{Xdp, XdpMode, links::FdLink},
 };
@@ -24,9 +24,7 @@ impl Decap {
     /// BPF_PROG_TEST_RUN).
     pub fn load(vips: &[IpAddr]) -> anyhow::Result<Decap> {
         // The object's other maps are not used here: keep them small.
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("LB_CONNS", 1)
-            .map_max_entries("LB_NAT_REV", 1)
+        let mut ebpf = super::xdp::loader_with_small_tables(1)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
         let prog: &mut Xdp = ebpf

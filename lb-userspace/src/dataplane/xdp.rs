@@ -43,6 +43,18 @@ use ipnet::IpNet;
 /// The eBPF object built by build.rs (aya-build), embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
+/// A loader of `EBPF_OBJECT` whose flow tables (connections and NAT's
+/// reverse mappings) hold `entries` each: for tools that want the object's
+/// other programs (decap, test peers, benchmarks) or only its verifier
+/// verdict, not gigabytes of preallocated tables.
+pub fn loader_with_small_tables(entries: u32) -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    for name in ["LB_CONNS", "LB_NAT_REV"] {
+        loader.map_max_entries(name, entries.max(1));
+    }
+    loader
+}
+
 /// Where and how to attach.
 #[derive(Clone, Debug)]
 pub struct XdpOptions {
