@@ -24,8 +24,8 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{Array, ProgramArray};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use clap::{Parser, Subcommand};
-use lb_common::{BENCH_FRAME_WORDS, BenchFrame};
-use lb_tests::fixture::{LOOPBACK_IFINDEX, real_ip, real_mac};
+use lb_common::{BENCH_FRAME_WORDS, BenchFrame, DEFAULT_CONN_TABLE_SIZE};
+use lb_tests::fixture::{LOOPBACK_IFINDEX, real_mac};
 use lb_tests::packet::{ACK, DIRECTOR_MAC, Pkt, SYN};
 use lb_userspace::config::{Method, Protocol, Scheduler};
 use lb_userspace::dataplane::Dataplane as _;
@@ -75,10 +75,14 @@ struct Args {
     /// CPU to pin to.
     #[arg(long, default_value_t = 0)]
     cpu: usize,
-    /// Connection table entries.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Connection table entries (lbd's default: rounds × repeat new flows
+    /// never fill it, so the new-flow case never evicts).
+    #[arg(long, default_value_t = DEFAULT_CONN_TABLE_SIZE)]
     conn_table_size: u32,
 }
+
+/// Table of the full-table case: filled by an untimed sample first.
+const FULL_TABLE_SIZE: u32 = 65_536;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// Offset of the IPv4 source address in an Ethernet frame.
@@ -92,7 +96,7 @@ fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn template(frame: &[u8], vary_off: u32) -> BenchFrame {
+fn template(frame: &[u8], vary_off: u32, counter: u32) -> BenchFrame {
     let mut bytes = [0u8; BENCH_FRAME_WORDS * 8];
     bytes[..frame.len()].copy_from_slice(frame);
     let mut words = [0u64; BENCH_FRAME_WORDS];
@@ -102,7 +106,7 @@ fn template(frame: &[u8], vary_off: u32) -> BenchFrame {
     BenchFrame {
         words,
         vary_off,
-        counter: 0,
+        counter,
     }
 }
 
@@ -116,9 +120,67 @@ struct Bench {
     frames: Array<aya::maps::MapData, BenchFrame>,
     progs: ProgramArray<aya::maps::MapData>,
     repeat: u32,
+    /// The harness's source-address counter, carried from one sample to
+    /// the next: a "fresh source address" is fresh across rounds too, so
+    /// every SYN of every round is a new flow (restarting it each round
+    /// would time known flows from the second round on).
+    counter: u32,
 }
 
 impl Bench {
+    /// The balancer with 100 real servers behind one VIP (mh, DR) and a
+    /// connection table of `conn_table_size` entries, plus the harness.
+    fn new(conn_table_size: u32, repeat: u32) -> anyhow::Result<Bench> {
+        let mut dp = XdpDataplane::load_detached(conn_table_size)?;
+        dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC)?;
+        let reals: Vec<Real> = (1..=100u8)
+            .map(|i| Real {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)),
+                port: 80,
+                weight: 1,
+                u_threshold: 0,
+                l_threshold: 0,
+            })
+            .collect();
+        let key = ServiceKey {
+            vip: IpAddr::V4(VIP).into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+        };
+        let service = Service {
+            key: key.clone(),
+            attrs: ServiceAttrs {
+                name: "bench".into(),
+                scheduler: Scheduler::Mh,
+                scheduler_flags: vec![],
+                method: Method::Dr,
+                persistence: None,
+            },
+            reals: reals.clone(),
+        };
+        let state = DesiredState {
+            services: [(key, service)].into(),
+        };
+        dp.apply(&DesiredState::default().diff(&state))?;
+        for r in &reals {
+            // As lbd does: the next hop with the interface it was learned on.
+            dp.set_next_hop(r.addr, Some(real_mac(1)), LOOPBACK_IFINDEX)?;
+        }
+        for name in ["bench_harness", "xdp_drop"] {
+            let p: &mut Xdp = dp.ebpf_mut().program_mut(name).unwrap().try_into()?;
+            p.load()?;
+        }
+        let frames = Array::try_from(dp.ebpf_mut().take_map("BENCH_FRAME").unwrap())?;
+        let progs = ProgramArray::try_from(dp.ebpf_mut().take_map("BENCH_PROGS").unwrap())?;
+        Ok(Bench {
+            dp,
+            frames,
+            progs,
+            repeat,
+            counter: 0,
+        })
+    }
+
     /// One measurement: ns per run of the harness around `target` for
     /// `frame`.
     fn sample(&mut self, target: &str, frame: &[u8], vary_off: u32) -> anyhow::Result<f64> {
@@ -132,7 +194,8 @@ impl Bench {
             prog.fd()?.try_clone()?
         };
         self.progs.set(0, &fd, 0)?;
-        self.frames.set(0, template(frame, vary_off), 0)?;
+        self.frames
+            .set(0, template(frame, vary_off, self.counter), 0)?;
         let harness: &Xdp = self
             .dp
             .ebpf_mut()
@@ -143,7 +206,15 @@ impl Bench {
         opts.data_in = Some(frame);
         opts.repeat = self.repeat;
         let r = harness.test_run(opts)?;
+        self.counter = self.frames.get(&0, 0)?.counter;
         Ok(r.duration.as_nanos() as f64)
+    }
+
+    /// Runs `frame` through the balancer once (not timed); its verdict.
+    fn run_once(&self, frame: &[u8]) -> anyhow::Result<u32> {
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(frame);
+        Ok(self.dp.balancer().test_run(o)?.return_value)
     }
 }
 
@@ -160,100 +231,53 @@ fn main() -> anyhow::Result<()> {
 
 fn ns_per_packet(args: Args) -> anyhow::Result<()> {
     pin_to_cpu(args.cpu)?;
-    let mut dp = XdpDataplane::load_detached(args.conn_table_size)?;
-    dp.set_interface(LOOPBACK_IFINDEX, DIRECTOR_MAC)?;
-    let reals: Vec<Real> = (1..=100u8)
-        .map(|i| Real {
-            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)),
-            port: 80,
-            weight: 1,
-            u_threshold: 0,
-            l_threshold: 0,
-        })
-        .collect();
-    let key = ServiceKey {
-        vip: IpAddr::V4(VIP).into(),
-        port: 80,
-        protocol: Protocol::Tcp,
-    };
-    let service = Service {
-        key: key.clone(),
-        attrs: ServiceAttrs {
-            name: "bench".into(),
-            scheduler: Scheduler::Mh,
-            scheduler_flags: vec![],
-            method: Method::Dr,
-            persistence: None,
-        },
-        reals: reals.clone(),
-    };
-    let state = DesiredState {
-        services: [(key, service)].into(),
-    };
-    dp.apply(&DesiredState::default().diff(&state))?;
-    for r in &reals {
-        // As lbd does: the next hop with the interface it was learned on.
-        // As lbd does: the next hop with the interface it was learned on.
-        dp.set_next_hop(r.addr, Some(real_mac(1)), LOOPBACK_IFINDEX)?;
-    }
-    let _ = real_ip;
-    for name in ["bench_harness", "xdp_drop"] {
-        let p: &mut Xdp = dp.ebpf_mut().program_mut(name).unwrap().try_into()?;
-        p.load()?;
-    }
-    let frames = Array::try_from(dp.ebpf_mut().take_map("BENCH_FRAME").unwrap())?;
-    let progs = ProgramArray::try_from(dp.ebpf_mut().take_map("BENCH_PROGS").unwrap())?;
-    let mut bench = Bench {
-        dp,
-        frames,
-        progs,
-        repeat: args.repeat,
-    };
-
+    let mut bench = Bench::new(args.conn_table_size, args.repeat)?;
+    // A table that is full before timing starts: every new flow then
+    // evicts the least recently used one (a SYN flood's steady state).
+    let full_size = FULL_TABLE_SIZE.min(args.repeat);
+    let mut full = Bench::new(full_size, args.repeat)?;
     let flow = Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 1, 0, 1), 40000);
     let syn = flow.tcp(SYN);
     let ack = flow.tcp(ACK);
     let non_vip = Pkt::to(Ipv4Addr::new(10, 0, 0, 3), 80).tcp(ACK);
     // Make the ACK's flow established before timing it.
-    {
-        let prog = bench.dp.balancer();
-        let mut o = TestRunOptions::new();
-        o.data_in = Some(&syn);
-        let r = prog.test_run(o)?;
-        anyhow::ensure!(
-            r.return_value == 3,
-            "the SYN was not forwarded ({})",
-            r.return_value
-        );
-    }
-
+    let verdict = bench.run_once(&syn)?;
+    anyhow::ensure!(verdict == 3, "the SYN was not forwarded ({verdict})");
+    full.sample("balancer", &syn, SADDR_OFFSET)?;
     // Rounds interleave the cases, and each case is net of the floor
     // measured next to it: the machine's slow drifts (other tenants) then
     // touch every case alike instead of whichever ran at the time.
     let rounds = args.rounds.max(1);
     let mut floors_syn = Vec::new();
     let mut floors = Vec::new();
-    let mut nets: [Vec<f64>; 3] = Default::default();
+    let mut nets: [Vec<f64>; 4] = Default::default();
     for _ in 0..rounds {
         let floor_syn = bench.sample("xdp_drop", &syn, SADDR_OFFSET)?;
         let floor = bench.sample("xdp_drop", &ack, 0)?;
         nets[0].push(bench.sample("balancer", &syn, SADDR_OFFSET)? - floor_syn);
-        nets[1].push(bench.sample("balancer", &ack, 0)? - floor);
-        nets[2].push(bench.sample("balancer", &non_vip, 0)? - floor);
+        nets[1].push(full.sample("balancer", &syn, SADDR_OFFSET)? - floor_syn);
+        nets[2].push(bench.sample("balancer", &ack, 0)? - floor);
+        nets[3].push(bench.sample("balancer", &non_vip, 0)? - floor);
         floors_syn.push(floor_syn);
         floors.push(floor);
     }
     let (floor_syn, floor) = (median(floors_syn), median(floors));
-    let [syn_ns, ack_ns, non_vip_ns] = nets.map(median);
+    let [syn_ns, syn_full_ns, ack_ns, non_vip_ns] = nets.map(median);
+    let full_case = format!(
+        "TCP SYN, new flow, table full ({full_size} entries: each new flow evicts the least \
+         recently used)"
+    );
     let cases = [
         ("TCP SYN, new flow (100 reals, mh)", syn_ns),
+        (full_case.as_str(), syn_full_ns),
         ("TCP ACK, established flow", ack_ns),
         ("non-VIP packet (XDP_PASS)", non_vip_ns),
     ];
     println!(
         "balancer, BPF_PROG_TEST_RUN, {} runs x {} rounds interleaved across cases (median of \
-         each case net of the floor measured beside it), CPU {}",
-        args.repeat, rounds, args.cpu
+         each case net of the floor measured beside it), CPU {}, connection table of {} entries \
+         (new flows: a fresh source address per run, never seen before)",
+        args.repeat, rounds, args.cpu, args.conn_table_size
     );
     println!(
         "floor (harness + XDP_DROP): {floor:.1} ns/packet ({floor_syn:.1} with a fresh source address)"
