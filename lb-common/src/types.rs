@@ -231,8 +231,9 @@ pub struct RealConns {
 
 /// The real server has a resolved MAC address.
 pub const REAL_F_MAC_RESOLVED: u8 = 1;
-/// `src_mac` holds the MAC of the interface `ifindex` (the program needs no
-/// interface lookup to forward to this real).
+/// `src_mac`, `mtu` and `tun_src` hold what lbd knows of the interface
+/// `ifindex` (the program needs no interface lookup to forward to this
+/// real, tunnelled or not).
 pub const REAL_F_SRC_MAC: u8 = 2;
 
 /// A real server in a slot of the REALS array.
@@ -256,7 +257,12 @@ pub struct RealInfo {
     pub ifindex: u32,
     /// That interface's MAC, the frames' new source (with `REAL_F_SRC_MAC`).
     pub src_mac: [u8; 6],
-    pub _pad2: [u8; 2],
+    /// That interface's MTU (with `REAL_F_SRC_MAC`; TUN's size limit).
+    pub mtu: u16,
+    /// That interface's tunnel source for the real's family (with
+    /// `REAL_F_SRC_MAC`; TUN's outer source; IPv4 in word 0). 64 bytes in
+    /// all: one cache line per real.
+    pub tun_src: [u32; 4],
 }
 
 /// NAT's reverse mapping, keyed by the reply's 5-tuple (real → client):
@@ -623,7 +629,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<RealConns>(), 8);
-        assert_eq!(size_of::<RealInfo>(), 48);
+        assert_eq!(size_of::<RealInfo>(), 64);
         assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);
         assert_eq!(size_of::<LblcEntry>(), 40);

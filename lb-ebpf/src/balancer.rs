@@ -220,19 +220,19 @@ fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, slot: u32, new_co
 fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Some((egress, iface)) = fwd::out::egress(ingress, real) else {
+    let Some(path) = fwd::tun::path(ingress, real) else {
         return drop(Reason::DropNoIface);
     };
     let overhead = fwd::tun::overhead(real.family);
-    if flow.ip_len as u32 + overhead > iface.mtu {
+    if flow.ip_len as u32 + overhead > path.mtu {
         stats::count(Reason::TunTooBig);
-        return icmp::too_big(ctx, flow, iface.mtu - overhead);
+        return icmp::too_big(ctx, flow, path.mtu - overhead);
     }
-    if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, real, iface) {
+    if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, real, &path) {
         return drop(Reason::DropUnsupported);
     }
     // The new Ethernet header gets both addresses.
-    fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac)
+    fwd::out::emit(ctx, ingress, path.egress, &real.mac, path.mac)
 }
 
 /// A packet for no VIP: a NAT real's reply to translate back, or not ours.

@@ -103,17 +103,17 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
             return xdp_action::XDP_DROP;
         }
     } else if t.method == FwdMethod::Tun as u8 {
-        let Some((egress, iface)) = fwd::out::egress(ingress, &real) else {
+        let Some(path) = fwd::tun::path(ingress, &real) else {
             stats::count(Reason::DropNoIface);
             return xdp_action::XDP_DROP;
         };
-        if frag.ip_len as u32 + fwd::tun::overhead(real.family) > iface.mtu
-            || !fwd::tun::encap(ctx, frag.ip_len, &real, iface)
+        if frag.ip_len as u32 + fwd::tun::overhead(real.family) > path.mtu
+            || !fwd::tun::encap(ctx, frag.ip_len, &real, &path)
         {
             stats::count(Reason::TunTooBig);
             return xdp_action::XDP_DROP;
         }
-        let action = fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac);
+        let action = fwd::out::emit(ctx, ingress, path.egress, &real.mac, path.mac);
         stats::count(Reason::FragmentForwarded);
         stats::forwarded(t.vip_id, t.real, frag.ip_len as u64, false);
         return action;

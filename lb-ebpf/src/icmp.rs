@@ -379,14 +379,14 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if vip.method == FwdMethod::Tun as u8 {
-        let Some((egress, iface)) = crate::fwd::out::egress(ingress, real) else {
+        let Some(path) = crate::fwd::tun::path(ingress, real) else {
             return xdp_action::XDP_DROP;
         };
-        if !crate::fwd::tun::encap(ctx, pkt.ip_len, real, iface) {
+        if !crate::fwd::tun::encap(ctx, pkt.ip_len, real, &path) {
             return xdp_action::XDP_DROP;
         }
         stats::count(Reason::IcmpErrorToReal);
-        return crate::fwd::out::emit(ctx, ingress, egress, &real.mac, &iface.mac);
+        return crate::fwd::out::emit(ctx, ingress, path.egress, &real.mac, path.mac);
     } else if vip.method == FwdMethod::Nat as u8 {
         // The real knows the connection by its own address and port.
         let port = if real.port == 0 { key.dport } else { real.port };

@@ -10,6 +10,7 @@ use lb_common::{IfaceInfo, Reason, csum::checksum};
 use lb_tests::fixture::*;
 use lb_tests::packet::*;
 use lb_userspace::config::{Method, Protocol, Scheduler};
+use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::decap::Decap;
 use lb_userspace::dataplane::xdp::addr_words;
 use lb_userspace::state::Service;
@@ -264,4 +265,66 @@ fn the_outer_source_can_be_configured() {
     let o = f.run(&Pkt::to(VIP, 80).tcp(SYN));
     assert_eq!(&o.frame[26..30], &[192, 0, 2, 7]);
     assert_eq!(checksum(&o.frame[14..34]), 0);
+}
+
+/// A next hop learned on an interface puts the interface's MAC, MTU and
+/// tunnel source into the real's slot (the program then looks nothing up
+/// per packet): every change of the interface must reach the slot.
+#[test]
+fn a_real_learned_on_an_interface_carries_its_tunnel_details() {
+    let mut f = v4();
+    for i in 1..=2 {
+        f.dp.set_next_hop(IpAddr::V4(real_ip(i)), Some(real_mac(i)), LOOPBACK_IFINDEX)
+            .unwrap();
+    }
+    let p = Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 5, 0, 2), 2000);
+    let o = f.run(&p.tcp(SYN));
+    assert_eq!(o.action, XDP_TX);
+    assert_eq!(src_mac(&o.frame), DIRECTOR_MAC);
+    assert_eq!(dst_mac(&o.frame), real_mac(f.real_of(&o)));
+    assert_eq!(&o.frame[26..30], &DIRECTOR_IP.octets());
+    assert_eq!(checksum(&o.frame[14..34]), 0);
+
+    f.dp.set_tunnel_source(&[IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))])
+        .unwrap();
+    let o = f.run(&p.tcp(ACK));
+    assert_eq!(&o.frame[26..30], &[192, 0, 2, 9], "new outer source");
+    assert_eq!(checksum(&o.frame[14..34]), 0);
+
+    // A smaller MTU and another MAC on the interface.
+    let new_mac = [0x02, 0, 0, 0, 0x99, 2];
+    let info = IfaceInfo {
+        mac: new_mac,
+        mtu: 1000,
+        addr4: addr_words(IpAddr::V4(DIRECTOR_IP)).0[0],
+        ..IfaceInfo::default()
+    };
+    f.dp.set_interface_info(LOOPBACK_IFINDEX, info).unwrap();
+    let o = f.run(&p.clone().payload(&[7u8; 940]).tcp(PSH_ACK));
+    assert_eq!(o.frame[23], 4, "980 + 20 bytes fit: IPIP");
+    assert_eq!(src_mac(&o.frame), new_mac);
+    assert_eq!(&o.frame[26..30], &DIRECTOR_IP.octets());
+    let o = f.run(&p.clone().payload(&[7u8; 941]).tcp(PSH_ACK));
+    assert_eq!(o.frame[23], 1, "one byte more: ICMP back to the client");
+    assert_eq!(u16::from_be_bytes([o.frame[40], o.frame[41]]), 980);
+}
+
+#[test]
+fn an_ipv6_real_learned_on_an_interface_carries_its_tunnel_source() {
+    let mut f = fixture(
+        vec![tun(service6(
+            VIP6,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1)],
+        ))],
+        1500,
+    );
+    f.dp.set_next_hop(IpAddr::V6(real_ip6(1)), Some(real_mac(1)), LOOPBACK_IFINDEX)
+        .unwrap();
+    let o = f.run(&Pkt6::to(VIP6, 80).tcp(SYN));
+    assert_eq!(o.action, XDP_TX);
+    assert_eq!(&o.frame[14 + 8..14 + 24], &DIRECTOR_IP6.octets());
+    assert_eq!(&o.frame[14 + 24..14 + 40], &real_ip6(1).octets());
 }

@@ -4,12 +4,46 @@
 //! `decap` program) and answers the client directly, as in DR.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{AF_INET, IPPROTO_IPIP, IPPROTO_IPV6, IfaceInfo, RealInfo};
+use lb_common::{AF_INET, IPPROTO_IPIP, IPPROTO_IPV6, REAL_F_SRC_MAC, RealInfo};
 
+use crate::fwd::out;
 use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+
+/// How a tunnelled packet to a real leaves: the egress interface, its MAC
+/// (the new Ethernet source), its MTU, and the outer source address.
+pub struct TunPath<'a> {
+    pub egress: u32,
+    pub mac: &'a [u8; 6],
+    pub mtu: u32,
+    pub src4: u32,
+    pub src6: &'a [u32; 4],
+}
+
+/// The tunnel path to `real`: from its slot when lbd put the interface's
+/// details there (no lookup per packet), else from the interface map.
+#[inline(always)]
+pub fn path(ingress: u32, real: &RealInfo) -> Option<TunPath<'_>> {
+    if real.flags & REAL_F_SRC_MAC != 0 {
+        return Some(TunPath {
+            egress: real.ifindex,
+            mac: &real.src_mac,
+            mtu: real.mtu as u32,
+            src4: real.tun_src[0],
+            src6: &real.tun_src,
+        });
+    }
+    let (egress, iface) = out::egress(ingress, real)?;
+    Some(TunPath {
+        egress,
+        mac: &iface.mac,
+        mtu: iface.mtu,
+        src4: iface.addr4,
+        src6: &iface.addr6,
+    })
+}
 
 /// Bytes the outer header adds for a real of `family`.
 #[inline(always)]
@@ -33,11 +67,11 @@ fn ipv4_header_checksum(h: &Ipv4Hdr) -> u16 {
     !(sum as u16)
 }
 
-/// Wraps the IP packet (`ip_len` bytes) in an outer header from `iface`'s
-/// address to the real, with a new Ethernet header whose addresses `out`
+/// Wraps the IP packet (`ip_len` bytes) in an outer header from the path's
+/// source to the real, with a new Ethernet header whose addresses `out`
 /// then sets. False if the frame could not grow.
 #[inline(always)]
-pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, iface: &IfaceInfo) -> bool {
+pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, path: &TunPath) -> bool {
     let v4 = real.family == AF_INET;
     let delta = overhead(real.family) as i32;
     // SAFETY: the helper only moves the start of this packet's data.
@@ -67,7 +101,7 @@ pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, iface: &IfaceInfo) 
                 ttl: 64,
                 proto: IPPROTO_IPIP,
                 check: 0,
-                saddr: iface.addr4,
+                saddr: path.src4,
                 daddr: real.addr[0],
             };
             h.check = ipv4_header_checksum(&h);
@@ -81,7 +115,7 @@ pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, iface: &IfaceInfo) 
                 payload_len: ip_len.to_be(),
                 next_header: IPPROTO_IPV6,
                 hop_limit: 64,
-                saddr: iface.addr6,
+                saddr: *path.src6,
                 daddr: real.addr,
             };
         }

@@ -496,7 +496,9 @@ impl XdpDataplane {
         self.maps
             .ifaces
             .insert(ifindex, interface_info(ifname, mac)?, 0)?;
-        Ok(())
+        // Reals already known through it (an adopted data plane) carry
+        // its details.
+        self.rewrite_reals_on(ifindex)
     }
 
     /// Pins the balancer's link `id` at `pin`, so it outlives lbd.
@@ -773,6 +775,8 @@ impl XdpDataplane {
                 }
             }
             self.maps.ifaces.insert(ifindex, info, 0)?;
+            // The reals through it carry its tunnel source.
+            self.rewrite_reals_on(ifindex)?;
         }
         Ok(())
     }
@@ -1003,12 +1007,12 @@ impl XdpDataplane {
         let (addr, family) = addr_words(real.addr);
         let hop = self.neighbors.get(&real.addr).copied();
         let mac = hop.map(|h| h.0);
-        // The egress interface's MAC, when lbd knows the interface: saves
-        // the program a lookup per packet.
-        let src_mac = hop
+        // The egress interface's MAC, MTU and tunnel source, when lbd
+        // knows the interface: saves the program a lookup per packet.
+        let iface = hop
             .filter(|h| h.1 != 0)
-            .and_then(|h| self.maps.ifaces.get(&h.1, 0).ok())
-            .map(|i| i.mac);
+            .and_then(|h| self.maps.ifaces.get(&h.1, 0).ok());
+        let src_mac = iface.map(|i| i.mac);
         let mut flags = 0;
         if mac.is_some() {
             flags |= REAL_F_MAC_RESOLVED;
@@ -1020,7 +1024,14 @@ impl XdpDataplane {
             addr,
             mac: mac.unwrap_or([0; 6]),
             src_mac: src_mac.unwrap_or([0; 6]),
-            _pad2: [0; 2],
+            mtu: iface.map_or(0, |i| i.mtu.min(u16::MAX as u32) as u16),
+            tun_src: iface.map_or([0; 4], |i| {
+                if family == AF_INET {
+                    [i.addr4, 0, 0, 0]
+                } else {
+                    i.addr6
+                }
+            }),
             flags,
             family,
             generation: self.slots.generation(slot),
