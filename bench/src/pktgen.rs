@@ -789,7 +789,9 @@ fn report(bench: &Bench) -> String {
          BPF_PROG_TEST_RUN live frames (batch {}), 64-byte Ethernet/IPv4/UDP frames \
          (60 + FCS), {} flows (varying source ports/addresses), into `g0` ══ veth ══ `d0` \
          (director namespace); `sink_count` on `g0` counts what comes back. No Linux \
-         bridge on the path. {} rounds × {:.1} s per case, interleaved across cases, \
+         bridge on the path. The generator is also attached to an idle veth, which keeps \
+         it in the kernel's XDP dispatcher: otherwise every test_run call would add and \
+         remove it there, each time idling the CPU for an RCU grace period. {} rounds × {:.1} s per case, interleaved across cases, \
          after a {:.1} s warm-up; median (min–max) of the rounds. The generating thread \
          is pinned to CPU {}.\n\n",
         machine(),
