@@ -15,6 +15,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod common;
 mod health;
 mod ns_per_packet;
 mod pktgen;

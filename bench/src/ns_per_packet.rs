@@ -26,6 +26,8 @@ use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::xdp::{XdpDataplane, addr_words};
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
+use crate::common::{GREY, PALETTE, machine, median, pin_to_cpu};
+
 #[derive(Args)]
 pub struct NsArgs {
     /// Program runs per measurement (the kernel times them together).
@@ -70,14 +72,6 @@ const CASES: [(&str, Option<f64>); 3] = [
 ];
 const NON_VIP_AIM: f64 = 30.0;
 
-fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .context("pinning to a CPU")?;
-    Ok(())
-}
-
 fn template(frame: &[u8], vary_off: u32, counter: u32) -> BenchFrame {
     let mut bytes = [0u8; BENCH_FRAME_WORDS * 8];
     bytes[..frame.len()].copy_from_slice(frame);
@@ -90,11 +84,6 @@ fn template(frame: &[u8], vary_off: u32, counter: u32) -> BenchFrame {
         vary_off,
         counter,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn services() -> Vec<Service> {
@@ -311,15 +300,15 @@ pub fn run(args: NsArgs) -> anyhow::Result<()> {
             args.cpu,
             machine(),
         ),
-        floor: median(floors),
-        floor_syn: median(floors_syn),
+        floor: median(&floors),
+        floor_syn: median(&floors_syn),
         per_method: per_method
             .into_iter()
-            .map(|cases| cases.into_iter().map(median).collect())
+            .map(|cases| cases.iter().map(|c| median(c)).collect())
             .collect(),
-        full_table: median(full_table),
+        full_table: median(&full_table),
         full_size,
-        non_vip: median(non_vips),
+        non_vip: median(&non_vips),
     };
     let md = report(&results);
     print!("{md}");
@@ -331,23 +320,6 @@ pub fn run(args: NsArgs) -> anyhow::Result<()> {
     chart(&results, &svg_path).map_err(|e| anyhow!("drawing {}: {e}", svg_path.display()))?;
     println!("\nwrote {} and {}", md_path.display(), svg_path.display());
     Ok(())
-}
-
-/// Kernel release and CPU model, for the report.
-fn machine() -> String {
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpus
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU")
-        .to_string();
-    let n = cpus.lines().filter(|l| l.starts_with("processor")).count();
-    format!("Linux {kernel}, {n} × {model}")
 }
 
 fn aim_text(aim: Option<f64>) -> String {
@@ -434,12 +406,7 @@ fn chart(r: &Results, path: &Path) -> anyhow::Result<()> {
         })
         .label_style(("sans-serif", 13))
         .draw()?;
-    let colors = [
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(120, 120, 120),
-    ];
+    let colors = [PALETTE[0], PALETTE[1], PALETTE[2], GREY];
     let label = ("sans-serif", 13)
         .into_font()
         .color(&BLACK)

@@ -54,6 +54,8 @@ use lb_userspace::dataplane::xdp::{
 };
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
+use crate::common::{GREY, PALETTE, machine, median, pin_to_cpu};
+
 #[derive(Args, Debug, Clone)]
 pub struct PktgenArgs {
     /// Measured rounds per case (interleaved across cases); the median is reported.
@@ -185,14 +187,6 @@ fn method_name(m: Method) -> &'static str {
         Method::Nat => "NAT",
         Method::Tun => "TUN",
     }
-}
-
-fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .context("pinning to a CPU")?;
-    Ok(())
 }
 
 /// A `gen`/`dir` pair of namespaces joined by the veth `g0` ══ `d0`.
@@ -690,12 +684,6 @@ impl Bench {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Summary of a measured case.
 struct Summary {
     median: f64,
@@ -749,25 +737,6 @@ fn ratio(a: f64, b: Option<f64>) -> String {
         Some(b) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "–".into(),
     }
-}
-
-fn machine() -> String {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("Linux {kernel}, {n} × {cpu}")
 }
 
 fn report(bench: &Bench) -> String {
@@ -933,13 +902,7 @@ fn chart(bench: &Bench, path: &Path) -> anyhow::Result<()> {
         })
         .label_style(("sans-serif", 14))
         .draw()?;
-    let colors = [
-        RGBColor(120, 120, 120),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-    ];
+    let colors = [GREY, PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3]];
     let label = ("sans-serif", 14)
         .into_font()
         .color(&BLACK)
