@@ -24,6 +24,8 @@ pub const MAX_REALS_PER_VIP: u32 = 256;
 pub const HASH_TABLE_SIZE: u32 = 256;
 /// Interfaces the program may be attached to at once.
 pub const MAX_IFACES: u32 = 64;
+/// 64-bit words of the NAT source filter (a bit per hash of an address).
+pub const NAT_SOURCE_WORDS: u32 = 1024;
 /// Connection table entries when the config does not say.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 4_194_304;
 
@@ -509,6 +511,17 @@ pub struct BenchFrame {
 /// maps a flow to the same real server (a DR flow survives a failover).
 pub const FLOW_HASH_SEED: u32 = 0x1bd0_5eed;
 
+/// The NAT source filter's bit for `addr` (0..NAT_SOURCE_WORDS × 64): set
+/// for every NAT real's address, so a packet for no VIP is looked up among
+/// NAT's reverse mappings only if its source may be a NAT real (another
+/// address sharing the bit only costs that lookup).
+#[inline(always)]
+pub fn nat_source_bit(addr: &[u32; 4]) -> u32 {
+    let folded = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    // Fibonacci hashing: the top 16 bits of the product.
+    folded.wrapping_mul(0x9e37_79b1) >> 16
+}
+
 /// Hash of a flow for table-driven scheduling. Only the words that can be
 /// non-zero for the family are mixed in.
 #[inline(always)]
@@ -583,6 +596,7 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     MAX_REALS_PER_VIP as u64,
     HASH_TABLE_SIZE as u64,
     MAX_IFACES as u64,
+    NAT_SOURCE_WORDS as u64,
     REASON_COUNT as u64,
     CONN_STATES as u64,
 ]);

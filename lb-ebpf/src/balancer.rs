@@ -6,11 +6,11 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey};
 
 use aya_ebpf::maps::lpm_trie::Key;
-use lb_common::{AF_INET, PersistKey, RealInfo, VIP_PREFIX_HEAD_BITS, VipPrefix};
+use lb_common::{AF_INET, PersistKey, RealInfo, VIP_PREFIX_HEAD_BITS, VipPrefix, nat_source_bit};
 
 use crate::{
     clock, conn, frag, fwd, icmp,
-    maps::{GLOBALS, NAT_REV, REALS, VIP_PREFIXES, VIPS},
+    maps::{GLOBALS, NAT_REV, NAT_SOURCES, REALS, VIP_PREFIXES, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -239,6 +239,14 @@ fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
 #[inline(never)]
 fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     if GLOBALS.get(0).is_none_or(|g| g.nat == 0) {
+        return pass(Reason::PassNotVip);
+    }
+    // Only a NAT real's address can send a reply to translate.
+    let bit = nat_source_bit(&flow.key.src);
+    if NAT_SOURCES
+        .get(bit / 64)
+        .is_some_and(|w| w & (1u64 << (bit % 64)) == 0)
+    {
         return pass(Reason::PassNotVip);
     }
     // SAFETY: lookup only; copied out at once.

@@ -11,8 +11,8 @@ use lb_common::{
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
 };
 use lb_common::{
-    DecapKey, FragKey, FragTarget, Globals, NatReverse, PersistInfo, PersistKey, RateWindow,
-    VipPrefix,
+    DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, NatReverse, PersistInfo, PersistKey,
+    RateWindow, VipPrefix,
 };
 
 /// `lb_common::MAP_LAYOUT` of the maps as created: a restarted lbd adopts
@@ -54,6 +54,12 @@ pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, 0);
 #[map(name = "LB_NAT_REV")]
 pub static NAT_REV: LruHashMap<FlowKey, NatReverse> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// NAT source filter: bit `nat_source_bit(addr)` is set for every NAT
+/// real's address (lbd keeps it), so packets for no VIP from elsewhere
+/// skip the NAT_REV lookup.
+#[map(name = "LB_NAT_SOURCES")]
+pub static NAT_SOURCES: Array<u64> = Array::with_max_entries(NAT_SOURCE_WORDS, 0);
 
 /// Every address that is a VIP of some service (fragments and ICMP carry
 /// no port: this tells whether they are for a VIP at all).

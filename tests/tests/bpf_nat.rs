@@ -236,6 +236,32 @@ fn mappings_of_a_removed_real_no_longer_translate() {
     });
 }
 
+/// Packets for no VIP are looked up among the reverse mappings only when
+/// their source may be a NAT real (a filter lbd keeps): reals a reload
+/// adds, and reals of a service that becomes NAT, must be in it.
+#[test]
+fn replies_of_reals_a_reload_makes_nat_are_translated() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.set(vec![web_nat(&[(5, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        let o = f.run(&reply(5, 40000, ACK));
+        assert_eq!(o.action, XDP_REDIRECT, "a real added by the reload");
+        assert_eq!(ip_src(&o.frame), VIP);
+
+        let dr = |i: u8| service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(i, 1)]);
+        let mut f = Fixture::new(vec![dr(6)]);
+        let mut as_nat = nat(dr(6));
+        as_nat.reals[0].port = 8080;
+        f.set(vec![as_nat]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40001).tcp(SYN));
+        let o = f.run(&reply(6, 40001, ACK));
+        assert_eq!(o.action, XDP_REDIRECT, "a service that became NAT");
+        assert_eq!(ip_src(&o.frame), VIP);
+    });
+}
+
 #[test]
 fn without_nat_services_replies_are_not_even_looked_up() {
     let f = Fixture::new(vec![service(

@@ -28,7 +28,8 @@ use lb_common::{
     conn_is_active, ipvs_hash, maglev, wrr,
 };
 use lb_common::{
-    DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, VIP_PREFIX_HEAD_BITS, VipPrefix,
+    DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
+    VIP_PREFIX_HEAD_BITS, VipPrefix, nat_source_bit,
 };
 use tracing::{debug, info, warn};
 
@@ -116,6 +117,7 @@ struct Maps {
     clock: Array<MapData, u64>,
     real_conns: Array<MapData, RealConns>,
     nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
+    nat_sources: Array<MapData, u64>,
     globals: Array<MapData, Globals>,
     vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
     vip_prefixes: LpmTrie<MapData, VipPrefix, VipInfo>,
@@ -158,6 +160,8 @@ pub struct XdpDataplane {
     /// Slots above their uthreshold (IPVS's IP_VS_DEST_F_OVERLOAD): they
     /// count as weight 0 for new connections until below lthreshold.
     overloaded: HashSet<u32>,
+    /// LB_NAT_SOURCES as last written (None: not yet, e.g. adopted maps).
+    nat_sources: Option<Vec<u64>>,
 }
 
 /// Every map that outlives lbd: pinned under `pin_dir/maps`, and found
@@ -171,6 +175,7 @@ const PINNED_MAPS: &[&str] = &[
     "LB_CLOCK",
     "LB_REAL_CONNS",
     "LB_NAT_REV",
+    "LB_NAT_SOURCES",
     "LB_VIP_ADDRS",
     "LB_FRAGS",
     "LB_RATE",
@@ -389,6 +394,7 @@ impl XdpDataplane {
             clock: take(&mut ebpf, "LB_CLOCK")?,
             real_conns: take(&mut ebpf, "LB_REAL_CONNS")?,
             nat_rev: take(&mut ebpf, "LB_NAT_REV")?,
+            nat_sources: take(&mut ebpf, "LB_NAT_SOURCES")?,
             globals: take(&mut ebpf, "LB_GLOBALS")?,
             vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS")?,
             vip_prefixes: take(&mut ebpf, "LB_VIP_PREFIXES")?,
@@ -411,6 +417,7 @@ impl XdpDataplane {
             slots: SlotPool::new(MAX_REALS),
             neighbors: HashMap::new(),
             overloaded: HashSet::new(),
+            nat_sources: None,
         })
     }
 
@@ -758,6 +765,29 @@ impl XdpDataplane {
         for a in wanted {
             self.maps.vip_addrs.insert(key(a), 1, 0)?;
         }
+        Ok(())
+    }
+
+    /// Keeps LB_NAT_SOURCES equal to the filter of the NAT reals'
+    /// addresses, writing only the words that change.
+    fn sync_nat_sources(&mut self) -> anyhow::Result<()> {
+        let mut words = vec![0u64; NAT_SOURCE_WORDS as usize];
+        for s in self.services.values() {
+            if s.attrs.method != Method::Nat {
+                continue;
+            }
+            for r in &s.reals {
+                let bit = nat_source_bit(&addr_words(r.real.addr).0);
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        let old = self.nat_sources.take();
+        for (i, w) in words.iter().enumerate() {
+            if old.as_ref().is_none_or(|o| o[i] != *w) {
+                self.maps.nat_sources.set(i as u32, *w, 0)?;
+            }
+        }
+        self.nat_sources = Some(words);
         Ok(())
     }
 
@@ -1356,6 +1386,9 @@ impl Dataplane for XdpDataplane {
                 }
             }
         }
+        // Before the services: a new NAT real's replies must not skip the
+        // reverse lookup once its first connection exists.
+        self.sync_nat_sources()?;
         for key in &touched {
             if self.services.contains_key(key) {
                 self.sync_service(key)?;
