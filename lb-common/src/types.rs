@@ -50,6 +50,30 @@ pub struct VipKey {
     pub family: u8,
 }
 
+/// Slots of the direct-mapped VIP table (VIP_FAST): a power of two.
+pub const VIP_FAST_SLOTS: u32 = 1024;
+
+/// A slot of VIP_FAST: the VIPS map's entry for `key`, found with one
+/// array index and one compare instead of a hash-map lookup (which hashes
+/// the key with jhash and walks a bucket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipFast {
+    pub key: VipKey,
+    /// 0: the slot is empty.
+    pub used: u32,
+    pub info: VipInfo,
+}
+
+/// The VIP_FAST slot of `key`.
+#[inline(always)]
+pub fn vip_fast_slot(key: &VipKey) -> u32 {
+    let a = key.addr[0] ^ key.addr[1] ^ key.addr[2] ^ key.addr[3];
+    let rest = ((key.port as u32) << 16) | ((key.proto as u32) << 8) | key.family as u32;
+    // Fibonacci hashing of the folded key: the product's top bits.
+    (a ^ rest.rotate_left(7)).wrapping_mul(0x9e37_79b1) >> (32 - VIP_FAST_SLOTS.trailing_zeros())
+}
+
 /// The data of a prefix VIP's LPM key: protocol, family and port come
 /// first and are always matched in full (32 bits), then the address's
 /// prefix. Port 0 = every port, tried after the exact port.
@@ -293,6 +317,9 @@ pub struct Globals {
     pub prefixes: u32,
     /// Some service has port 0: look up (VIP, 0, protocol) too.
     pub any_port: u32,
+    /// Some VIP is not in the VIP_FAST table (its slot is taken, or lbd is
+    /// changing the table): a miss there must ask the VIPS map too.
+    pub vip_spill: u32,
 }
 
 /// A fragmented datagram: (source, destination, IP id, protocol).
@@ -572,6 +599,8 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     MAP_LAYOUT_REVISION,
     core::mem::size_of::<VipKey>() as u64,
     core::mem::size_of::<VipInfo>() as u64,
+    core::mem::size_of::<VipFast>() as u64,
+    VIP_FAST_SLOTS as u64,
     core::mem::size_of::<VipPrefix>() as u64,
     core::mem::size_of::<FlowKey>() as u64,
     core::mem::size_of::<ConnInfo>() as u64,
@@ -609,6 +638,7 @@ mod pod {
     // pattern is a valid value and no byte is uninitialised.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for VipFast {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for ConnInfo {}
     unsafe impl aya::Pod for RealInfo {}
@@ -638,6 +668,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 24);
+        assert_eq!(size_of::<VipFast>(), 48);
         assert_eq!(size_of::<PersistKey>(), 36);
         assert_eq!(size_of::<PersistInfo>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
@@ -652,6 +683,27 @@ mod tests {
         assert_eq!(size_of::<DecapKey>(), 20);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<BenchFrame>(), 136);
+    }
+
+    #[test]
+    fn vip_fast_slots_stay_in_the_table_and_spread() {
+        let mut used = [false; VIP_FAST_SLOTS as usize];
+        for i in 0..64u32 {
+            let key = VipKey {
+                addr: [u32::from_be_bytes([10, 0, 0, i as u8]).to_be(), 0, 0, 0],
+                port: 80u16.to_be(),
+                proto: IPPROTO_TCP,
+                family: AF_INET,
+            };
+            let slot = vip_fast_slot(&key);
+            assert!(slot < VIP_FAST_SLOTS);
+            used[slot as usize] = true;
+        }
+        let distinct = used.iter().filter(|u| **u).count();
+        assert!(
+            distinct > 56,
+            "64 VIPs of a /24 share few slots: {distinct}"
+        );
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //! forward → count. Anything that is not for a VIP passes untouched; VIP
 //! traffic that cannot be forwarded is dropped and counted by reason.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, Reason, VipInfo, VipKey};
-
 use aya_ebpf::maps::lpm_trie::Key;
-use lb_common::{AF_INET, PersistKey, RealInfo, VIP_PREFIX_HEAD_BITS, VipPrefix, nat_source_bit};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{
+    AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, PersistKey, REAL_F_MAC_RESOLVED, RealInfo, Reason,
+    VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit, vip_fast_slot,
+};
 
 use crate::{
     clock, conn, frag, fwd, icmp,
-    maps::{GLOBALS, NAT_REV, NAT_SOURCES, REALS, VIP_PREFIXES, VIPS},
+    maps::{GLOBALS, NAT_REV, NAT_SOURCES, REALS, VIP_FAST, VIP_PREFIXES, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -27,34 +28,65 @@ fn drop(reason: Reason) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// VIP lookup: the exact port first, then the "every port" service. A
-/// reference into the map, not a copy: the balancer's own frame must stay
-/// small enough for 6.1's verifier (512 bytes along balancer → new_flow →
-/// memset), and a VIP's fields are only ever replaced whole by lbd.
+/// VIP lookup: the exact port first, then the "every port" service, each
+/// in the direct-mapped VIP_FAST table (and in the VIPS map only while some
+/// VIP is not there), then prefixes. A reference into the map, not a copy:
+/// the balancer's own frame must stay small enough for 6.1's verifier (512
+/// bytes along a call chain, each frame rounded up to 32).
 #[inline(always)]
 fn find_vip(key: &FlowKey) -> Option<&'static VipInfo> {
+    let vk = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
+    if let Some(v) = find_vip_fast(&vk) {
+        return Some(v);
+    }
+    find_vip_slow(key)
+}
+
+/// The rest of `find_vip`, in a frame of its own (the keys it builds for
+/// map lookups stay out of the balancer's frame).
+#[inline(never)]
+fn find_vip_slow(key: &FlowKey) -> Option<&'static VipInfo> {
     let mut vk = VipKey {
         addr: key.dst,
         port: key.dport,
         proto: key.proto,
         family: key.family,
     };
-    // SAFETY: a pointer into a map value, live for the program's run.
-    if let Some(v) = unsafe { VIPS.get(&vk) } {
-        return Some(v);
-    }
     let g = GLOBALS.get(0)?;
-    if g.any_port != 0 {
-        vk.port = 0;
-        // SAFETY: as above.
+    if g.vip_spill != 0 {
+        // SAFETY: a pointer into a map value, live for the program's run.
         if let Some(v) = unsafe { VIPS.get(&vk) } {
             return Some(v);
+        }
+    }
+    if g.any_port != 0 {
+        vk.port = 0;
+        if let Some(v) = find_vip_fast(&vk) {
+            return Some(v);
+        }
+        if g.vip_spill != 0 {
+            // SAFETY: as above.
+            if let Some(v) = unsafe { VIPS.get(&vk) } {
+                return Some(v);
+            }
         }
     }
     if g.prefixes == 0 {
         return None;
     }
     find_vip_prefix(key)
+}
+
+/// `key`'s entry in VIP_FAST, if its slot holds it.
+#[inline(always)]
+fn find_vip_fast(key: &VipKey) -> Option<&'static VipInfo> {
+    let e = VIP_FAST.get(vip_fast_slot(key))?;
+    (e.used != 0 && e.key == *key).then_some(&e.info)
 }
 
 /// The prefix VIPs' trie, exact port first, then every port.

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use lb_common::{
     CONN_STATES, ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, HASH_TABLE_SIZE, IfaceInfo,
     LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
-    REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VipInfo, VipKey,
+    REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VIP_FAST_SLOTS, VipFast, VipInfo, VipKey,
 };
 use lb_common::{
     DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, NatReverse, PersistInfo, PersistKey,
@@ -23,6 +23,12 @@ pub static META: Array<u64> = Array::with_max_entries(1, 0);
 /// Virtual services: (address, port, protocol) → VIP info.
 #[map(name = "LB_VIPS")]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// The VIPS entries again, direct-mapped by `vip_fast_slot`: what the
+/// per-packet path reads first (VIPS stays the complete set; a key whose
+/// slot is taken lives only there, and GLOBALS.vip_spill says so).
+#[map(name = "LB_VIP_FAST")]
+pub static VIP_FAST: Array<VipFast> = Array::with_max_entries(VIP_FAST_SLOTS, 0);
 
 /// Prefix VIPs (keepalived's virtual_server_group): every address in the
 /// prefix is a VIP of one service.

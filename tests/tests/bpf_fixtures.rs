@@ -651,3 +651,52 @@ fn connection_table_records_new_flows_once() {
     }
     assert_eq!(f.dp.conn_count(), 10);
 }
+
+/// Two VIPs whose VIP_FAST slot is the same: the program reads that
+/// direct-mapped table first, so one of them lives only in the VIPS map.
+/// Both must be served, and keep being served while reloads take either
+/// away and bring it back.
+#[test]
+fn vips_that_share_a_fast_slot_are_all_served_across_reloads() {
+    use lb_common::{AF_INET, IPPROTO_TCP, VipKey, vip_fast_slot};
+    let slot_of = |a: Ipv4Addr| {
+        vip_fast_slot(&VipKey {
+            addr: [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+            port: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            family: AF_INET,
+        })
+    };
+    let mut seen = HashMap::new();
+    let (a, b) = (0..=u16::MAX)
+        .map(|i| Ipv4Addr::new(10, 20, (i >> 8) as u8, i as u8))
+        .find_map(|addr| {
+            seen.insert(slot_of(addr), addr)
+                .map(|earlier| (earlier, addr))
+        })
+        .expect("two addresses of a /16 share one of 1024 slots");
+    let svc =
+        |vip: Ipv4Addr, real: u8| service(vip, 80, Protocol::Tcp, Scheduler::Rr, &[(real, 1)]);
+    let to = |vip: Ipv4Addr| {
+        Pkt::to(vip, 80)
+            .from(Ipv4Addr::new(10, 1, 0, 9), 40000)
+            .tcp(SYN)
+    };
+    let served_by = |f: &Fixture, vip: Ipv4Addr| {
+        let o = f.run(&to(vip));
+        (o.action == XDP_TX).then(|| f.real_of(&o))
+    };
+
+    let mut f = Fixture::new(vec![svc(a, 1), svc(b, 2)]);
+    assert_eq!(served_by(&f, a), Some(1));
+    assert_eq!(served_by(&f, b), Some(2));
+    for (kept, real, gone) in [(b, 2, a), (a, 1, b)] {
+        f.set(vec![svc(kept, real)]);
+        assert_eq!(served_by(&f, kept), Some(real), "{kept} after {gone} left");
+        let frame = to(gone);
+        assert_passed_unchanged(&frame, &f.run(&frame));
+        f.set(vec![svc(a, 1), svc(b, 2)]);
+        assert_eq!(served_by(&f, a), Some(1));
+        assert_eq!(served_by(&f, b), Some(2));
+    }
+}

@@ -29,7 +29,7 @@ use lb_common::{
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
-    VIP_PREFIX_HEAD_BITS, VipPrefix, nat_source_bit,
+    VIP_FAST_SLOTS, VIP_PREFIX_HEAD_BITS, VipFast, VipPrefix, nat_source_bit, vip_fast_slot,
 };
 use tracing::{debug, info, warn};
 
@@ -118,6 +118,7 @@ struct Maps {
     real_conns: Array<MapData, RealConns>,
     nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
     nat_sources: Array<MapData, u64>,
+    vip_fast: Array<MapData, VipFast>,
     globals: Array<MapData, Globals>,
     vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
     vip_prefixes: LpmTrie<MapData, VipPrefix, VipInfo>,
@@ -162,6 +163,8 @@ pub struct XdpDataplane {
     overloaded: HashSet<u32>,
     /// LB_NAT_SOURCES as last written (None: not yet, e.g. adopted maps).
     nat_sources: Option<Vec<u64>>,
+    /// LB_VIP_FAST as last written (None: not read yet, e.g. adopted maps).
+    vip_fast: Option<Vec<VipFast>>,
 }
 
 /// Every map that outlives lbd: pinned under `pin_dir/maps`, and found
@@ -176,6 +179,7 @@ const PINNED_MAPS: &[&str] = &[
     "LB_REAL_CONNS",
     "LB_NAT_REV",
     "LB_NAT_SOURCES",
+    "LB_VIP_FAST",
     "LB_VIP_ADDRS",
     "LB_FRAGS",
     "LB_RATE",
@@ -395,6 +399,7 @@ impl XdpDataplane {
             real_conns: take(&mut ebpf, "LB_REAL_CONNS")?,
             nat_rev: take(&mut ebpf, "LB_NAT_REV")?,
             nat_sources: take(&mut ebpf, "LB_NAT_SOURCES")?,
+            vip_fast: take(&mut ebpf, "LB_VIP_FAST")?,
             globals: take(&mut ebpf, "LB_GLOBALS")?,
             vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS")?,
             vip_prefixes: take(&mut ebpf, "LB_VIP_PREFIXES")?,
@@ -418,6 +423,7 @@ impl XdpDataplane {
             neighbors: HashMap::new(),
             overloaded: HashSet::new(),
             nat_sources: None,
+            vip_fast: None,
         })
     }
 
@@ -768,6 +774,77 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// A VIP_FAST slot as lbd last wrote it (read from the map the first
+    /// time: adopted maps).
+    fn vip_fast_get(&mut self, slot: u32) -> anyhow::Result<VipFast> {
+        if self.vip_fast.is_none() {
+            let all = (0..VIP_FAST_SLOTS)
+                .map(|i| self.maps.vip_fast.get(&i, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.vip_fast = Some(all);
+        }
+        Ok(self.vip_fast.as_ref().expect("filled above")[slot as usize])
+    }
+
+    fn vip_fast_set(&mut self, slot: u32, entry: VipFast) -> anyhow::Result<()> {
+        self.maps.vip_fast.set(slot, entry, 0)?;
+        if let Some(cache) = &mut self.vip_fast {
+            cache[slot as usize] = entry;
+        }
+        Ok(())
+    }
+
+    /// A VIPS entry written: its VIP_FAST slot gets it too, unless another
+    /// VIP holds the slot (then it stays in VIPS only; `vip_spill` is set
+    /// during `apply`, and `sync_vip_fast` settles the table after).
+    fn vip_fast_put(&mut self, key: VipKey, info: VipInfo) -> anyhow::Result<()> {
+        let slot = vip_fast_slot(&key);
+        let cur = self.vip_fast_get(slot)?;
+        if cur.used == 0 || cur.key == key {
+            let entry = VipFast { key, used: 1, info };
+            if entry != cur {
+                self.vip_fast_set(slot, entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A VIPS entry about to go: out of VIP_FAST first, like out of VIPS
+    /// before its tables are reused.
+    fn vip_fast_remove(&mut self, key: &VipKey) -> anyhow::Result<()> {
+        let slot = vip_fast_slot(key);
+        let cur = self.vip_fast_get(slot)?;
+        if cur.used != 0 && cur.key == *key {
+            self.vip_fast_set(slot, VipFast::default())?;
+        }
+        Ok(())
+    }
+
+    /// Puts every VIPS entry in its VIP_FAST slot (of VIPs sharing a slot,
+    /// the first in key order) and empties the other slots. True when some
+    /// VIP lives only in VIPS.
+    fn sync_vip_fast(&mut self) -> anyhow::Result<bool> {
+        let mut entries: Vec<(VipKey, VipInfo)> =
+            self.maps.vips.iter().filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|(k, _)| (k.family, k.addr, k.port, k.proto));
+        let mut want = vec![VipFast::default(); VIP_FAST_SLOTS as usize];
+        let mut spill = false;
+        for (key, info) in entries {
+            let slot = &mut want[vip_fast_slot(&key) as usize];
+            if slot.used == 0 {
+                *slot = VipFast { key, used: 1, info };
+            } else {
+                spill = true;
+            }
+        }
+        for (slot, entry) in want.into_iter().enumerate() {
+            if self.vip_fast_get(slot as u32)? != entry {
+                self.vip_fast_set(slot as u32, entry)?;
+            }
+        }
+        Ok(spill)
+    }
+
     /// Keeps LB_NAT_SOURCES equal to the filter of the NAT reals'
     /// addresses, writing only the words that change.
     fn sync_nat_sources(&mut self) -> anyhow::Result<()> {
@@ -1109,6 +1186,7 @@ impl XdpDataplane {
         if is_prefix(key) {
             let _ = self.maps.vip_prefixes.remove(&prefix_key(key));
         } else {
+            self.vip_fast_remove(&vip_key(key))?;
             let _ = self.maps.vips.remove(&vip_key(key));
         }
         freed.extend(s.reals.iter().map(|r| r.slot));
@@ -1222,6 +1300,7 @@ impl XdpDataplane {
             self.maps.vip_prefixes.insert(&prefix_key(key), info, 0)?;
         } else {
             self.maps.vips.insert(vip_key(key), info, 0)?;
+            self.vip_fast_put(vip_key(key), info)?;
         }
         self.services.get_mut(key).expect("checked above").maglev = Some(table);
         debug!(service = %key, "synced");
@@ -1326,6 +1405,10 @@ impl Dataplane for XdpDataplane {
     }
 
     fn apply(&mut self, changes: &[Change]) -> anyhow::Result<()> {
+        // While VIPs come and go, a VIP_FAST miss asks VIPS too.
+        let mut g = self.maps.globals.get(&0, 0)?;
+        g.vip_spill = 1;
+        self.maps.globals.set(0, g, 0)?;
         let mut touched = BTreeSet::new();
         // Slots of removed reals are freed only after the tables that
         // pointed at them have been rewritten.
@@ -1412,11 +1495,13 @@ impl Dataplane for XdpDataplane {
             .values()
             .any(|s| s.attrs.method == Method::Nat);
         self.sync_vip_addrs()?;
+        let vip_spill = self.sync_vip_fast()?;
         let globals = Globals {
             nat: nat as u32,
             new_conn_rate_limit: self.new_conn_rate_limit,
             prefixes: self.services.keys().any(is_prefix) as u32,
             any_port: self.services.keys().any(|k| k.port == 0) as u32,
+            vip_spill: vip_spill as u32,
         };
         self.maps.globals.set(0, globals, 0)?;
         result
