@@ -242,7 +242,10 @@ pub struct ConnInfo {
     pub timeout: u32,
     /// `CONN_*` state.
     pub state: u8,
-    pub _pad: [u8; 3],
+    // Padding as scalars, not a byte array: the program zeroes a byte
+    // array with a call to a byte-wise `memset` subprogram.
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 
 /// Active and inactive connections of a real-server slot: kept by the

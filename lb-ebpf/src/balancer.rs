@@ -5,7 +5,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, PersistKey, REAL_F_MAC_RESOLVED, RealInfo, Reason,
+    AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, RealInfo, Reason,
     VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit, vip_fast_slot,
 };
 
@@ -189,13 +189,11 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
 #[inline(never)]
 fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u32 {
     let persistent = vip.persist_timeout != 0;
-    let template = if persistent {
-        persist::key(vip, &flow.key)
-    } else {
-        PersistKey::default()
-    };
+    // The template is built only for persistent VIPs (and again to record
+    // it): a default PersistKey is zeroed by a byte-wise memset call, a
+    // cost every new flow paid.
     let mut slot = if persistent {
-        persist::lookup(vip, &template, now)
+        persist::lookup(vip, &persist::key(vip, &flow.key), now)
     } else {
         0
     };
@@ -220,7 +218,7 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u32 {
             sched::pick(vip, &flow.key, now)
         };
         if slot != 0 && persistent && record {
-            persist::record(&template, slot, now);
+            persist::record(&persist::key(vip, &flow.key), slot, now);
         }
     }
     if slot != 0 && record {

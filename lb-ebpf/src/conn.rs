@@ -155,7 +155,8 @@ pub fn record(key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
         last_seen: now,
         timeout: timeout_of(state),
         state,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     };
     if CONNS.insert(key, conn, 0).is_ok() {
         count_in(real, state);
