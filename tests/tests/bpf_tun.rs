@@ -50,6 +50,20 @@ fn v4() -> Fixture {
     )
 }
 
+/// One IPv6 TUN service, one real, MTU 1500.
+fn v6() -> Fixture {
+    fixture(
+        vec![tun(service6(
+            VIP6,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1)],
+        ))],
+        1500,
+    )
+}
+
 fn run_decap(d: &Decap, frame: &[u8]) -> Outcome {
     let mut out = vec![0u8; frame.len() + 64];
     let mut opts = TestRunOptions::new();
@@ -91,16 +105,7 @@ fn ipip_wraps_the_untouched_packet_to_the_real() {
 
 #[test]
 fn ip6ip6_wraps_the_untouched_packet_to_the_real() {
-    let f = fixture(
-        vec![tun(service6(
-            VIP6,
-            80,
-            Protocol::Tcp,
-            Scheduler::Rr,
-            &[(1, 1)],
-        ))],
-        1500,
-    );
+    let f = v6();
     let syn = Pkt6::to(VIP6, 80).payload(b"data").tcp(SYN);
     let o = f.run(&syn);
     assert_eq!(f.real_of(&o), 1);
@@ -170,16 +175,7 @@ fn a_packet_too_big_for_the_tunnel_gets_icmp_fragmentation_needed() {
 
 #[test]
 fn an_ipv6_packet_too_big_gets_icmpv6_packet_too_big() {
-    let f = fixture(
-        vec![tun(service6(
-            VIP6,
-            80,
-            Protocol::Tcp,
-            Scheduler::Rr,
-            &[(1, 1)],
-        ))],
-        1500,
-    );
+    let f = v6();
     let big = Pkt6::to(VIP6, 80).payload(&[1u8; 1440]).tcp(PSH_ACK);
     assert_eq!(big.len(), 14 + 1500);
     let o = f.run(&big);
@@ -221,16 +217,7 @@ fn decap_unwraps_packets_for_its_vips_back_to_the_original() {
 
 #[test]
 fn decap_unwraps_ip6ip6() {
-    let f = fixture(
-        vec![tun(service6(
-            VIP6,
-            80,
-            Protocol::Tcp,
-            Scheduler::Rr,
-            &[(1, 1)],
-        ))],
-        1500,
-    );
+    let f = v6();
     let syn = Pkt6::to(VIP6, 80).payload(b"hello").tcp(SYN);
     let wrapped = f.run(&syn).frame;
     let d = Decap::load(&[IpAddr::V6(VIP6)]).unwrap();
@@ -311,16 +298,7 @@ fn a_real_learned_on_an_interface_carries_its_tunnel_details() {
 
 #[test]
 fn an_ipv6_real_learned_on_an_interface_carries_its_tunnel_source() {
-    let mut f = fixture(
-        vec![tun(service6(
-            VIP6,
-            80,
-            Protocol::Tcp,
-            Scheduler::Rr,
-            &[(1, 1)],
-        ))],
-        1500,
-    );
+    let mut f = v6();
     f.dp.set_next_hop(IpAddr::V6(real_ip6(1)), Some(real_mac(1)), LOOPBACK_IFINDEX)
         .unwrap();
     let o = f.run(&Pkt6::to(VIP6, 80).tcp(SYN));

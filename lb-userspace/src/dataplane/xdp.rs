@@ -117,8 +117,8 @@ struct Maps {
     clock: Array<MapData, u64>,
     real_conns: Array<MapData, RealConns>,
     nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
-    nat_sources: Array<MapData, u64>,
-    vip_fast: Array<MapData, VipFast>,
+    nat_sources: CachedArray<u64>,
+    vip_fast: CachedArray<VipFast>,
     globals: Array<MapData, Globals>,
     vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
     vip_prefixes: LpmTrie<MapData, VipPrefix, VipInfo>,
@@ -161,10 +161,6 @@ pub struct XdpDataplane {
     /// Slots above their uthreshold (IPVS's IP_VS_DEST_F_OVERLOAD): they
     /// count as weight 0 for new connections until below lthreshold.
     overloaded: HashSet<u32>,
-    /// LB_NAT_SOURCES as last written (None: not yet, e.g. adopted maps).
-    nat_sources: Option<Vec<u64>>,
-    /// LB_VIP_FAST as last written (None: not read yet, e.g. adopted maps).
-    vip_fast: Option<Vec<VipFast>>,
 }
 
 /// Every map that outlives lbd: pinned under `pin_dir/maps`, and found
@@ -197,6 +193,52 @@ const PINNED_MAPS: &[&str] = &[
     "LB_REAL_STATS",
     "LB_DP_STATS",
 ];
+
+/// An array map lbd rewrites as a whole (LB_NAT_SOURCES, LB_VIP_FAST),
+/// with a copy of what it holds, so only entries that change are written.
+struct CachedArray<T: aya::Pod> {
+    map: Array<MapData, T>,
+    /// None until first needed: then read from the map (adopted maps hold
+    /// what the previous lbd wrote).
+    copy: Option<Vec<T>>,
+}
+
+impl<T: aya::Pod + PartialEq> CachedArray<T> {
+    fn new(map: Array<MapData, T>) -> Self {
+        CachedArray { map, copy: None }
+    }
+
+    fn copy(&mut self) -> anyhow::Result<&mut Vec<T>> {
+        if self.copy.is_none() {
+            let all = (0..self.map.len())
+                .map(|i| self.map.get(&i, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.copy = Some(all);
+        }
+        Ok(self.copy.as_mut().expect("filled above"))
+    }
+
+    fn get(&mut self, index: u32) -> anyhow::Result<T> {
+        Ok(self.copy()?[index as usize])
+    }
+
+    /// Writes `value` at `index` unless it is there already.
+    fn set(&mut self, index: u32, value: T) -> anyhow::Result<()> {
+        if self.copy()?[index as usize] != value {
+            self.map.set(index, value, 0)?;
+            self.copy()?[index as usize] = value;
+        }
+        Ok(())
+    }
+
+    /// Makes the map equal to `want` (one value per index).
+    fn sync(&mut self, want: &[T]) -> anyhow::Result<()> {
+        for (i, value) in want.iter().enumerate() {
+            self.set(i as u32, *value)?;
+        }
+        Ok(())
+    }
+}
 
 /// Takes a map out of the loaded object.
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
@@ -398,8 +440,8 @@ impl XdpDataplane {
             clock: take(&mut ebpf, "LB_CLOCK")?,
             real_conns: take(&mut ebpf, "LB_REAL_CONNS")?,
             nat_rev: take(&mut ebpf, "LB_NAT_REV")?,
-            nat_sources: take(&mut ebpf, "LB_NAT_SOURCES")?,
-            vip_fast: take(&mut ebpf, "LB_VIP_FAST")?,
+            nat_sources: CachedArray::new(take(&mut ebpf, "LB_NAT_SOURCES")?),
+            vip_fast: CachedArray::new(take(&mut ebpf, "LB_VIP_FAST")?),
             globals: take(&mut ebpf, "LB_GLOBALS")?,
             vip_addrs: take(&mut ebpf, "LB_VIP_ADDRS")?,
             vip_prefixes: take(&mut ebpf, "LB_VIP_PREFIXES")?,
@@ -422,8 +464,6 @@ impl XdpDataplane {
             slots: SlotPool::new(MAX_REALS),
             neighbors: HashMap::new(),
             overloaded: HashSet::new(),
-            nat_sources: None,
-            vip_fast: None,
         })
     }
 
@@ -774,37 +814,16 @@ impl XdpDataplane {
         Ok(())
     }
 
-    /// A VIP_FAST slot as lbd last wrote it (read from the map the first
-    /// time: adopted maps).
-    fn vip_fast_get(&mut self, slot: u32) -> anyhow::Result<VipFast> {
-        if self.vip_fast.is_none() {
-            let all = (0..VIP_FAST_SLOTS)
-                .map(|i| self.maps.vip_fast.get(&i, 0))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.vip_fast = Some(all);
-        }
-        Ok(self.vip_fast.as_ref().expect("filled above")[slot as usize])
-    }
-
-    fn vip_fast_set(&mut self, slot: u32, entry: VipFast) -> anyhow::Result<()> {
-        self.maps.vip_fast.set(slot, entry, 0)?;
-        if let Some(cache) = &mut self.vip_fast {
-            cache[slot as usize] = entry;
-        }
-        Ok(())
-    }
-
     /// A VIPS entry written: its VIP_FAST slot gets it too, unless another
     /// VIP holds the slot (then it stays in VIPS only; `vip_spill` is set
     /// during `apply`, and `sync_vip_fast` settles the table after).
     fn vip_fast_put(&mut self, key: VipKey, info: VipInfo) -> anyhow::Result<()> {
         let slot = vip_fast_slot(&key);
-        let cur = self.vip_fast_get(slot)?;
+        let cur = self.maps.vip_fast.get(slot)?;
         if cur.used == 0 || cur.key == key {
-            let entry = VipFast { key, used: 1, info };
-            if entry != cur {
-                self.vip_fast_set(slot, entry)?;
-            }
+            self.maps
+                .vip_fast
+                .set(slot, VipFast { key, used: 1, info })?;
         }
         Ok(())
     }
@@ -813,9 +832,9 @@ impl XdpDataplane {
     /// before its tables are reused.
     fn vip_fast_remove(&mut self, key: &VipKey) -> anyhow::Result<()> {
         let slot = vip_fast_slot(key);
-        let cur = self.vip_fast_get(slot)?;
+        let cur = self.maps.vip_fast.get(slot)?;
         if cur.used != 0 && cur.key == *key {
-            self.vip_fast_set(slot, VipFast::default())?;
+            self.maps.vip_fast.set(slot, VipFast::default())?;
         }
         Ok(())
     }
@@ -837,11 +856,7 @@ impl XdpDataplane {
                 spill = true;
             }
         }
-        for (slot, entry) in want.into_iter().enumerate() {
-            if self.vip_fast_get(slot as u32)? != entry {
-                self.vip_fast_set(slot as u32, entry)?;
-            }
-        }
+        self.maps.vip_fast.sync(&want)?;
         Ok(spill)
     }
 
@@ -858,14 +873,7 @@ impl XdpDataplane {
                 words[(bit / 64) as usize] |= 1 << (bit % 64);
             }
         }
-        let old = self.nat_sources.take();
-        for (i, w) in words.iter().enumerate() {
-            if old.as_ref().is_none_or(|o| o[i] != *w) {
-                self.maps.nat_sources.set(i as u32, *w, 0)?;
-            }
-        }
-        self.nat_sources = Some(words);
-        Ok(())
+        self.maps.nat_sources.sync(&words)
     }
 
     /// `global.tunnel_source`: the outer source of TUN packets, per family,
