@@ -248,6 +248,48 @@ pub struct ConnInfo {
     pub _pad2: u16,
 }
 
+/// Ways of a set of the connection table: a flow lives in one of the
+/// CONN_WAYS entries of the set its hash picks (`conn_set`).
+pub const CONN_WAYS: u32 = 4;
+
+/// An entry of the connection table (`LB_CONNS`, an array of sets of
+/// CONN_WAYS entries): one cache line. `key.family == 0`: empty.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnEntry {
+    pub key: FlowKey,
+    pub info: ConnInfo,
+}
+
+/// Entries of a connection table for `conn_table_size` flows: the next
+/// power of two, at least one set.
+pub const fn conn_table_entries(conn_table_size: u32) -> u32 {
+    let size = if conn_table_size > 1 << 31 {
+        1 << 31
+    } else {
+        conn_table_size
+    };
+    let size = if size < CONN_WAYS { CONN_WAYS } else { size };
+    size.next_power_of_two()
+}
+
+/// Seed of the connection table's hash: another than the schedulers'
+/// (FLOW_HASH_SEED), so flows that share a set do not also share a
+/// Maglev entry.
+pub const CONN_HASH_SEED: u32 = 0x0c0_11ec7;
+
+/// The set of `key` in a connection table of `entries` entries (a power
+/// of two, see `conn_table_entries`): the index of its first way.
+#[inline(always)]
+pub fn conn_set_base(key: &FlowKey, set_mask: u32) -> u32 {
+    (flow_hash_seeded(key, CONN_HASH_SEED) & set_mask) * CONN_WAYS
+}
+
+/// The set mask of a connection table of `entries` entries.
+pub const fn conn_set_mask(entries: u32) -> u32 {
+    entries / CONN_WAYS - 1
+}
+
 /// Active and inactive connections of a real-server slot: kept by the
 /// program as flows start and change state, recomputed by lbd's sweeper
 /// (expiry and LRU eviction have no callback). Approximate, like IPVS's.
@@ -469,9 +511,13 @@ pub enum Reason {
     /// hold (evicted from a full table, expired, or begun on another
     /// director): placed by the consistent choice and recorded.
     ConnMissMidFlow = 18,
+    /// A live flow replaced by a new one because its set of the
+    /// connection table was full (every way live): the least recently
+    /// seen of the set goes. Its next packet counts as conn_miss_mid_flow.
+    ConnEvicted = 19,
 }
 
-pub const REASON_COUNT: u32 = 19;
+pub const REASON_COUNT: u32 = 20;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -494,6 +540,7 @@ impl Reason {
         Reason::IcmpErrorToReal,
         Reason::IcmpErrorToClient,
         Reason::ConnMissMidFlow,
+        Reason::ConnEvicted,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -518,6 +565,7 @@ impl Reason {
             Reason::IcmpErrorToReal => "icmp_error_to_real",
             Reason::IcmpErrorToClient => "icmp_error_to_client",
             Reason::ConnMissMidFlow => "conn_miss_mid_flow",
+            Reason::ConnEvicted => "conn_evicted",
         }
     }
 }
@@ -556,16 +604,22 @@ pub fn nat_source_bit(addr: &[u32; 4]) -> u32 {
 /// non-zero for the family are mixed in.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
+    flow_hash_seeded(key, FLOW_HASH_SEED)
+}
+
+/// `flow_hash` with another seed.
+#[inline(always)]
+pub fn flow_hash_seeded(key: &FlowKey, seed: u32) -> u32 {
     let ports = ((key.sport as u32) << 16) | key.dport as u32;
     if key.family == AF_INET {
         crate::jhash::jhash_3words(
             key.src[0],
             key.dst[0],
             ports ^ ((key.proto as u32) << 24),
-            FLOW_HASH_SEED,
+            seed,
         )
     } else {
-        let s = crate::jhash::jhash_3words(key.src[0], key.src[1], key.src[2], FLOW_HASH_SEED);
+        let s = crate::jhash::jhash_3words(key.src[0], key.src[1], key.src[2], seed);
         let d = crate::jhash::jhash_3words(key.src[3], key.dst[0], key.dst[1], s);
         crate::jhash::jhash_3words(
             key.dst[2],
@@ -577,7 +631,7 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
 }
 
 /// Bump when a map changes meaning without changing size.
-const MAP_LAYOUT_REVISION: u64 = 1;
+const MAP_LAYOUT_REVISION: u64 = 2;
 
 /// FNV-1a over the numbers that shape the maps.
 const fn layout_hash(parts: &[u64]) -> u64 {
@@ -607,6 +661,8 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     core::mem::size_of::<VipPrefix>() as u64,
     core::mem::size_of::<FlowKey>() as u64,
     core::mem::size_of::<ConnInfo>() as u64,
+    core::mem::size_of::<ConnEntry>() as u64,
+    CONN_WAYS as u64,
     core::mem::size_of::<RealInfo>() as u64,
     core::mem::size_of::<RealConns>() as u64,
     core::mem::size_of::<NatReverse>() as u64,
@@ -644,6 +700,7 @@ mod pod {
     unsafe impl aya::Pod for VipFast {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for ConnInfo {}
+    unsafe impl aya::Pod for ConnEntry {}
     unsafe impl aya::Pod for RealInfo {}
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for Counters {}
@@ -676,6 +733,7 @@ mod tests {
         assert_eq!(size_of::<PersistInfo>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 24);
+        assert_eq!(size_of::<ConnEntry>(), 64, "one cache line");
         assert_eq!(size_of::<RealConns>(), 8);
         assert_eq!(size_of::<RealInfo>(), 64);
         assert_eq!(size_of::<NatReverse>(), 28);

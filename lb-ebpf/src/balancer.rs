@@ -132,31 +132,30 @@ pub fn process(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
-    let (slot, known) = match conn::lookup(&flow.key, flow.tcp_flags, now) {
-        Some((slot, real)) => {
-            if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
-                // A controlled connection ends: the template's timeout
-                // counts from here (IPVS keeps templates while they
-                // control connections).
-                persist::touch(vip, &flow.key, now);
-            }
-            (slot, Some(real))
+    let found = conn::lookup(&flow.key, flow.tcp_flags, now);
+    let known = found != 0;
+    let slot = if known {
+        if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
+            // A controlled connection ends: the template's timeout counts
+            // from here (IPVS keeps templates while they control
+            // connections).
+            persist::touch(vip, &flow.key, now);
         }
-        None => match new_flow(flow, vip, now) {
-            0 => return drop(Reason::DropNoReal),
-            slot => (slot, None),
-        },
+        found
+    } else {
+        let picked = new_flow(flow, vip, now);
+        if picked == 0 {
+            return drop(Reason::DropNoReal);
+        }
+        if picked & NEW_FLOW_RECORD != 0 {
+            conn::record_new(&flow.key, picked as u32, flow.tcp_flags, now);
+        }
+        picked as u32
     };
-    let new_conn = known.is_none();
-    // A reference into the map, not a copy: the stack frame is tight. A
-    // known flow's real was found by the lookup already.
-    let real = match known {
-        // SAFETY: a pointer into a map value, live for the program's run.
-        Some(r) => unsafe { &*r },
-        None => match REALS.get(slot) {
-            Some(r) => r,
-            None => return drop(Reason::DropNoReal),
-        },
+    let new_conn = !known;
+    // A reference into the map, not a copy: the stack frame is tight.
+    let Some(real) = REALS.get(slot) else {
+        return drop(Reason::DropNoReal);
     };
     if real.family == 0 {
         return drop(Reason::DropNoReal);
@@ -183,11 +182,15 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     action
 }
 
+/// `new_flow`'s answer for a flow to record in the connection table.
+const NEW_FLOW_RECORD: u64 = 1 << 32;
+
 /// A flow the connection table does not know: persistence template, or
 /// the scheduler (the consistent choice for mid-flow packets and above the
-/// new-connection rate); recorded unless rate-limited. 0: no real.
+/// new-connection rate). The slot, with NEW_FLOW_RECORD unless
+/// rate-limited; 0: no real.
 #[inline(never)]
-fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u32 {
+fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u64 {
     let persistent = vip.persist_timeout != 0;
     // The template is built only for persistent VIPs (and again to record
     // it): a default PersistKey is zeroed by a byte-wise memset call, a
@@ -221,17 +224,13 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u32 {
             persist::record(&persist::key(vip, &flow.key), slot, now);
         }
     }
-    if slot != 0 && record {
-        let generation = REALS.get(slot).map_or(0, |r| r.generation);
-        conn::record(
-            &flow.key,
-            slot,
-            generation,
-            conn::initial_state(flow.key.proto, flow.tcp_flags),
-            now,
-        );
+    if slot == 0 {
+        0
+    } else if record {
+        NEW_FLOW_RECORD | slot as u64
+    } else {
+        slot as u64
     }
-    slot
 }
 
 #[inline(never)]

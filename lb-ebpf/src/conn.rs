@@ -2,14 +2,51 @@
 //! the table holds it, its idle timeout has not run out, and the real's
 //! slot still holds the same real. It also moves each flow through IPVS's
 //! DR states and keeps the per-real active/inactive counts.
+//!
+//! The table is an array of sets of CONN_WAYS entries; a flow's hash picks
+//! its set. A lookup reads the set's ways and, on a miss, names the way a
+//! new flow takes: an empty or expired one, else the least recently seen
+//! (evicted and counted). No locks: two CPUs recording new flows in one
+//! way at the same instant can leave one of them unrecorded; its next
+//! packet is then a miss, placed by the consistent choice like any flow
+//! the table lost.
 
 use lb_common::{
-    CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT, CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo,
-    FlowKey, IPPROTO_TCP, RealInfo, conn_is_active,
+    CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT, CONN_TCP_SYN_RECV, CONN_UDP,
+    CONN_WAYS, ConnEntry, ConnInfo, FlowKey, IPPROTO_TCP, Reason, conn_is_active, conn_set_base,
 };
 
+use aya_ebpf::cty::c_void;
+
 use crate::atomic;
+use crate::each::for_each;
 use crate::maps::{CONNS, GLOBALS, RATE, REAL_CONNS, REALS, TIMEOUTS};
+use crate::stats;
+
+/// `conn_set_mask` of the table's size, set by lbd when it loads the
+/// program (read-only data: the verifier sees a constant).
+#[unsafe(no_mangle)]
+static CONN_SET_MASK: u32 = 0;
+
+#[inline(always)]
+fn set_base(key: &FlowKey) -> u32 {
+    // SAFETY: reading a global the loader initialised.
+    conn_set_base(key, unsafe { core::ptr::read_volatile(&CONN_SET_MASK) })
+}
+
+#[inline(always)]
+fn entry(index: u32) -> Option<&'static mut ConnEntry> {
+    // SAFETY: a pointer into a live map value (no other reference to it
+    // is held across this use).
+    CONNS.get_ptr_mut(index).map(|e| unsafe { &mut *e })
+}
+
+#[inline(always)]
+fn expired(c: &ConnInfo, now: u64) -> bool {
+    // saturating: another CPU may have stamped the entry after `now` was
+    // read; it is fresh, not 2^64 ns old.
+    now.saturating_sub(c.last_seen) > c.timeout as u64 * 1_000_000_000
+}
 use crate::parse::{TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN};
 
 /// The state a flow starts in, from its first packet.
@@ -85,27 +122,105 @@ fn count_out(slot: u32, state: u8) {
     }
 }
 
-/// The real server a known, live flow is pinned to; refreshes the flow
-/// and moves its state. `None` for an unknown, expired or orphaned flow.
+/// The real server slot a known, live flow is pinned to (slot 0 is no
+/// real: 0 means the table does not hold the flow, or holds it expired or
+/// orphaned); refreshes the flow and moves its state. A subprogram of its
+/// own, answering in one register: the set's walk stays out of the
+/// balancer's stack frame.
+#[inline(never)]
+pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
+    let base = set_base(key);
+    let mut way = 0;
+    while way < CONN_WAYS {
+        let index = base + way;
+        let Some(e) = entry(index) else {
+            break;
+        };
+        if same_flow(&e.key, key) {
+            return refresh(&mut e.info, key.proto, tcp_flags, now).unwrap_or(0);
+        }
+        way += 1;
+    }
+    0
+}
+
+/// The entry a new flow takes in its set: the first that holds the same
+/// flow (expired, or of a slot that holds another real now) or is empty
+/// or expired, else the least recently seen (evicted by `record`). A
+/// `bpf_loop`: unrolled, the ways' comparisons multiply into paths the
+/// verifier walks one by one.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const RealInfo)> {
-    let conn = CONNS.get_ptr_mut(key)?;
-    // SAFETY: the map returned a valid pointer to a ConnInfo.
-    let conn = unsafe { &mut *conn };
+fn free_entry(key: &FlowKey, now: u64) -> u32 {
+    let base = set_base(key);
+    let mut walk = VictimWalk {
+        key,
+        base,
+        now,
+        victim: base,
+        oldest: u64::MAX,
+    };
+    for_each(CONN_WAYS, victim_step, &mut walk);
+    walk.victim
+}
+
+struct VictimWalk<'a> {
+    key: &'a FlowKey,
+    base: u32,
+    now: u64,
+    victim: u32,
+    oldest: u64,
+}
+
+extern "C" fn victim_step(way: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `for_each` passes the VictimWalk it was given.
+    let w = unsafe { &mut *(ctx as *mut VictimWalk) };
+    let index = w.base + (way as u32 & (CONN_WAYS - 1));
+    let Some(e) = entry(index) else {
+        return 1;
+    };
+    if e.key.family == 0 || same_flow(&e.key, w.key) || expired(&e.info, w.now) {
+        w.victim = index;
+        return 1;
+    }
+    if e.info.last_seen < w.oldest {
+        w.oldest = e.info.last_seen;
+        w.victim = index;
+    }
+    0
+}
+
+/// Key equality as one test of or-ed differences: one branch, not one
+/// per field (the verifier walks every branch of every way).
+#[inline(always)]
+fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    let ports = |k: &FlowKey| {
+        (k.sport as u64) | (k.dport as u64) << 16 | (k.proto as u64) << 32 | (k.family as u64) << 40
+    };
+    let mut diff = ports(a) ^ ports(b);
+    let mut i = 0;
+    while i < 4 {
+        diff |= ((a.src[i] ^ b.src[i]) | (a.dst[i] ^ b.dst[i])) as u64;
+        i += 1;
+    }
+    diff == 0
+}
+
+/// A known flow's packet: its real, unless the flow expired or its slot
+/// holds another real now.
+#[inline(always)]
+fn refresh(conn: &mut ConnInfo, proto: u8, tcp_flags: u8, now: u64) -> Option<u32> {
     let real = REALS.get_ptr(conn.real)?;
     // SAFETY: the map returned a valid pointer to a RealInfo.
     if unsafe { (*real).generation } != conn.generation {
         // The slot holds another real now; its counts are not ours.
         return None;
     }
-    // saturating: another CPU may have stamped the entry after `now` was
-    // read; it is fresh, not 2^64 ns old.
-    if now.saturating_sub(conn.last_seen) > conn.timeout as u64 * 1_000_000_000 {
+    if expired(conn, now) {
         count_out(conn.real, conn.state);
         return None;
     }
     conn.last_seen = now;
-    if key.proto == IPPROTO_TCP {
+    if proto == IPPROTO_TCP {
         let next = next_state(conn.state, tcp_flags);
         if next != conn.state {
             if conn_is_active(next) != conn_is_active(conn.state) {
@@ -116,7 +231,44 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> Option<(u32, *const Rea
             conn.timeout = timeout_of(next);
         }
     }
-    Some((conn.real, real))
+    Some(conn.real)
+}
+
+/// The live connection `key` is pinned to, without refreshing it (ICMP
+/// errors about it). The walk is a `bpf_loop`: the ICMP paths that call
+/// this are many, and the verifier walks an inline loop on each.
+#[inline(never)]
+pub fn find(key: &FlowKey, now: u64) -> Option<ConnInfo> {
+    let mut walk = FindWalk {
+        key,
+        base: set_base(key),
+        now,
+        found: None,
+    };
+    for_each(CONN_WAYS, find_step, &mut walk);
+    walk.found
+}
+
+struct FindWalk<'a> {
+    key: &'a FlowKey,
+    base: u32,
+    now: u64,
+    found: Option<ConnInfo>,
+}
+
+extern "C" fn find_step(way: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `for_each` passes the FindWalk it was given.
+    let w = unsafe { &mut *(ctx as *mut FindWalk) };
+    let Some(e) = entry(w.base + way as u32) else {
+        return 1;
+    };
+    if !same_flow(&e.key, w.key) {
+        return 0;
+    }
+    if !expired(&e.info, w.now) {
+        w.found = Some(e.info);
+    }
+    1
 }
 
 /// Whether this CPU may record one more new flow in the current second
@@ -146,10 +298,42 @@ fn timeout_of(state: u8) -> u32 {
     (TIMEOUTS.get(state as u32).copied().unwrap_or(0) / 1_000_000_000) as u32
 }
 
-/// Pins a new flow to a real server slot.
+/// Records a new flow pinned to `slot` (see `free_entry` for where). A
+/// subprogram called after the scheduler returned: the verifier then
+/// walks its paths once per path into it, not once per scheduler path.
+#[inline(never)]
+pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, now: u64) {
+    let Some(real) = REALS.get(slot) else {
+        return;
+    };
+    record(
+        free_entry(key, now),
+        key,
+        slot,
+        real.generation,
+        initial_state(key.proto, tcp_flags),
+        now,
+    );
+}
+
+/// Pins a new flow to a real server slot, in the table entry `lookup`
+/// named. A live flow that held the entry (its set was full) is evicted.
 #[inline(always)]
-pub fn record(key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
-    let conn = ConnInfo {
+fn record(index: u32, key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
+    let Some(e) = entry(index) else {
+        return;
+    };
+    if e.key.family != 0 && !same_flow(&e.key, key) && !expired(&e.info, now) {
+        stats::count(Reason::ConnEvicted);
+        if REALS
+            .get(e.info.real)
+            .is_some_and(|r| r.generation == e.info.generation)
+        {
+            count_out(e.info.real, e.info.state);
+        }
+    }
+    e.key = *key;
+    e.info = ConnInfo {
         real,
         generation,
         last_seen: now,
@@ -158,7 +342,5 @@ pub fn record(key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
         _pad: 0,
         _pad2: 0,
     };
-    if CONNS.insert(key, conn, 0).is_ok() {
-        count_in(real, state);
-    }
+    count_in(real, state);
 }

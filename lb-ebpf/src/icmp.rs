@@ -15,9 +15,9 @@ use lb_common::{
 };
 
 use crate::fwd::nat_icmp;
-use crate::maps::{CONNS, GLOBALS, NAT_REV, REALS, VIP_ADDRS, VIPS};
+use crate::maps::{GLOBALS, NAT_REV, REALS, VIP_ADDRS, VIPS};
 use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var, write_mac};
-use crate::stats;
+use crate::{clock, conn, stats};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -350,8 +350,7 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     let Some(key) = quoted_reversed(ctx, pkt) else {
         return pass_malformed();
     };
-    // SAFETY: lookup only; copied out at once.
-    let Some(conn) = (unsafe { CONNS.get(&key) }).copied() else {
+    let Some(conn) = conn::find(&key, clock::now()) else {
         stats::count(Reason::PassNotVip);
         return xdp_action::XDP_PASS;
     };

@@ -13,6 +13,7 @@ mod bench;
 mod clock;
 mod conn;
 mod decap;
+mod each;
 mod frag;
 mod fwd;
 mod icmp;

@@ -2,11 +2,12 @@
 //! finds them by these names, pins them and fills them.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    CONN_STATES, ConnInfo, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, HASH_TABLE_SIZE, IfaceInfo,
+    CONN_STATES, ConnEntry, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, HASH_TABLE_SIZE, IfaceInfo,
     LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VIP_FAST_SLOTS, VipFast, VipInfo, VipKey,
 };
@@ -35,12 +36,15 @@ pub static VIP_FAST: Array<VipFast> = Array::with_max_entries(VIP_FAST_SLOTS, 0)
 #[map(name = "LB_VIP_PREFIXES")]
 pub static VIP_PREFIXES: LpmTrie<VipPrefix, VipInfo> = LpmTrie::with_max_entries(MAX_VIPS, 0);
 
-/// Connection table: 5-tuple → real-server slot. LRU, so a full table
-/// forgets the least recently used flow, never refuses a new one.
-/// User space sets the size from `global.conn_table_size`.
+/// Connection table: 5-tuple → real-server slot, in sets of CONN_WAYS
+/// entries of one cache line each (see conn.rs). An array, not an LRU hash
+/// map: a lookup reads one set with no locks and no hashing call, and a
+/// new flow writes one line (the kernel's LRU map cost ~370 ns per new
+/// flow here, this ~70). User space sizes it from `global.conn_table_size`
+/// and reads it through mmap (the sweeper, `lbctl conns`).
 #[map(name = "LB_CONNS")]
-pub static CONNS: LruHashMap<FlowKey, ConnInfo> =
-    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+pub static CONNS: Array<ConnEntry> =
+    Array::with_max_entries(DEFAULT_CONN_TABLE_SIZE, BPF_F_MMAPABLE);
 
 /// Idle timeout (ns) of a connection, by `CONN_*` state (ipvsadm --set).
 #[map(name = "LB_TIMEOUTS")]

@@ -10,18 +10,10 @@ use lb_common::{
     flow_hash, ipvs_hash,
 };
 
-use aya_ebpf::{cty::c_void, helpers::bpf_loop};
+use aya_ebpf::cty::c_void;
 
+use crate::each::for_each;
 use crate::maps::{HASH_TABLE, LBLC, MAGLEV, REAL_CONNS, REALS, SCHED_POS, SCHED_SEQ, VIP_REALS};
-
-/// Runs `step(i, ctx)` for i in 0..n with `bpf_loop`: the verifier checks
-/// the body once instead of walking every iteration. `step` returns 1 to
-/// stop early.
-#[inline(always)]
-fn for_each<C>(n: u32, step: extern "C" fn(u64, *mut c_void) -> i64, ctx: &mut C) {
-    // SAFETY: `step` casts `ctx` back to `C`, which outlives the call.
-    unsafe { bpf_loop(n, step as *mut c_void, ctx as *mut C as *mut c_void, 0) };
-}
 
 /// Slot id of the VIP's Maglev table entry for `hash` (0 = none).
 #[inline(always)]

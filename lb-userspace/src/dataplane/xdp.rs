@@ -25,7 +25,7 @@ use lb_common::{
     IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NatReverse,
     REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind,
     VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey,
-    conn_is_active, ipvs_hash, maglev, wrr,
+    conn_is_active, conn_set_mask, conn_table_entries, ipvs_hash, maglev, wrr,
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
@@ -33,6 +33,7 @@ use lb_common::{
 };
 use tracing::{debug, info, warn};
 
+use super::conn_table::ConnTable;
 use super::slots::{IdPool, SlotPool};
 use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
 use crate::config::{
@@ -49,10 +50,18 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// other programs (decap, test peers, benchmarks) or only its verifier
 /// verdict, not gigabytes of preallocated tables.
 pub fn loader_with_small_tables(entries: u32) -> EbpfLoader<'static> {
+    loader_for(entries)
+}
+
+/// A loader whose flow tables are sized for `conn_table_size` flows.
+fn loader_for(conn_table_size: u32) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
-    for name in ["LB_CONNS", "LB_NAT_REV"] {
-        loader.map_max_entries(name, entries.max(1));
-    }
+    let entries = conn_table_entries(conn_table_size);
+    loader.map_max_entries("LB_CONNS", entries);
+    // Leaked once per loader: the loader borrows its globals' bytes.
+    let mask: &'static u32 = Box::leak(Box::new(conn_set_mask(entries)));
+    loader.override_global("CONN_SET_MASK", mask, true);
+    loader.map_max_entries("LB_NAT_REV", conn_table_size.max(1));
     loader
 }
 
@@ -91,6 +100,16 @@ fn conn_timeout_ns(c: &ConnInfo) -> u64 {
     c.timeout as u64 * 1_000_000_000
 }
 
+/// Whether a connection-table entry is a live flow: not expired at `now`,
+/// and its slot (whose generation is `slot_generation`, None: unused)
+/// still holds the real it was pinned to.
+fn conn_live(c: &ConnInfo, now: u64, slot_generation: Option<u32>) -> bool {
+    // `now` was read before the walk: a flow created or refreshed since
+    // has last_seen > now and is live (a wrapping difference would call it
+    // expired).
+    slot_generation == Some(c.generation) && now.saturating_sub(c.last_seen) <= conn_timeout_ns(c)
+}
+
 /// The data plane's clock without its offset: what the program's
 /// `bpf_ktime_get_coarse_ns` reads.
 fn kernel_coarse_ns() -> u64 {
@@ -103,7 +122,7 @@ fn kernel_coarse_ns() -> u64 {
 struct Maps {
     meta: Array<MapData, u64>,
     vips: BpfHashMap<MapData, VipKey, VipInfo>,
-    conns: BpfHashMap<MapData, FlowKey, ConnInfo>,
+    conns: ConnTable,
     reals: Array<MapData, RealInfo>,
     maglev: Array<MapData, u32>,
     seq: Array<MapData, u32>,
@@ -272,7 +291,7 @@ fn not_adoptable(pin_dir: &Path, conn_table_size: u32) -> Option<String> {
         return Some("some maps are missing".into());
     }
     match MapInfo::from_pin(maps.join("LB_CONNS")) {
-        Ok(i) if i.max_entries() == conn_table_size.max(1) => None,
+        Ok(i) if i.max_entries() == conn_table_entries(conn_table_size) => None,
         Ok(i) => Some(format!(
             "conn_table_size changed ({} → {conn_table_size})",
             i.max_entries()
@@ -402,9 +421,7 @@ impl XdpDataplane {
         timeouts: &Timeouts,
         pin_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries("LB_CONNS", conn_table_size.max(1));
-        loader.map_max_entries("LB_NAT_REV", conn_table_size.max(1));
+        let mut loader = loader_for(conn_table_size);
         if let Some(dir) = pin_dir {
             // Pinned maps that exist are reused (adoption), others created
             // and pinned.
@@ -926,8 +943,9 @@ impl XdpDataplane {
     }
 
     /// Active and inactive connections of every real slot, recounted from
-    /// the connection table, whose expired and orphaned entries (timeouts
-    /// and slot reuse have no callback in the kernel) are removed.
+    /// the connection table's live entries. Expired and orphaned entries
+    /// (timeouts and slot reuse have no callback) stay: the data plane
+    /// reuses them for new flows before any live one.
     pub fn sweep(&mut self) -> anyhow::Result<()> {
         let now = self.now_ns();
         let live: HashMap<u32, u32> = self
@@ -940,16 +958,9 @@ impl XdpDataplane {
             })
             .collect();
         let mut counts: HashMap<u32, RealConns> = HashMap::new();
-        let mut dead = Vec::new();
-        for item in self.maps.conns.iter() {
-            let Ok((key, c)) = item else { continue };
-            let timeout = conn_timeout_ns(&c);
-            // `now` was read before the walk: a flow created or refreshed
-            // since has last_seen > now and is live (a wrapping difference
-            // would call it expired and delete it mid-connection).
-            let idle = now.saturating_sub(c.last_seen);
-            if live.get(&c.real) != Some(&c.generation) || idle > timeout {
-                dead.push(key);
+        for e in self.maps.conns.used() {
+            let c = e.info;
+            if !conn_live(&c, now, live.get(&c.real).copied()) {
                 continue;
             }
             let e = counts.entry(c.real).or_default();
@@ -958,9 +969,6 @@ impl XdpDataplane {
             } else {
                 e.inactive += 1;
             }
-        }
-        for key in dead {
-            let _ = self.maps.conns.remove(&key);
         }
         self.conn_table_entries = counts
             .values()
@@ -1067,9 +1075,28 @@ impl XdpDataplane {
         }
     }
 
-    /// Number of entries in the connection table.
+    /// Live flows in the connection table (not expired, of a slot that
+    /// still holds their real).
     pub fn conn_count(&self) -> usize {
-        self.maps.conns.keys().filter(|k| k.is_ok()).count()
+        let now = self.now_ns();
+        let live = self.live_generations();
+        self.maps
+            .conns
+            .used()
+            .filter(|e| conn_live(&e.info, now, live.get(&e.info.real).copied()))
+            .count()
+    }
+
+    /// Each real slot in use, with its generation.
+    fn live_generations(&self) -> HashMap<u32, u32> {
+        self.services
+            .values()
+            .flat_map(|s| {
+                s.reals
+                    .iter()
+                    .map(|r| (r.slot, self.slots.generation(r.slot)))
+            })
+            .collect()
     }
 
     /// Packets counted per reason, summed over CPUs.
@@ -1796,16 +1823,15 @@ impl XdpDataplane {
             })
             .collect();
         let mut out = ConnList::default();
-        for item in self.maps.conns.iter() {
-            let Ok((key, c)) = item else { continue };
+        for lb_common::ConnEntry { key, info: c } in self.maps.conns.used() {
             let Some(owner) = owners.get(&c.real) else {
                 continue;
             };
-            let timeout = conn_timeout_ns(&c);
-            let idle = now.saturating_sub(c.last_seen);
-            if owner.generation != c.generation || idle > timeout {
+            if !conn_live(&c, now, Some(owner.generation)) {
                 continue;
             }
+            let timeout = conn_timeout_ns(&c);
+            let idle = now.saturating_sub(c.last_seen);
             if out.entries.len() >= max {
                 out.truncated = true;
                 return Ok(out);
