@@ -290,6 +290,31 @@ pub const fn conn_set_mask(entries: u32) -> u32 {
     entries / CONN_WAYS - 1
 }
 
+/// An entry of NAT's reverse index (`LB_NAT_REV`, an array of sets of
+/// CONN_WAYS entries, as many as the connection table has): a reply's
+/// 5-tuple leads to the connection-table entry of its flow, which holds
+/// the VIP, the client and the real. `tag == 0`: empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatRevEntry {
+    /// `nat_rev_tag` of the reply's 5-tuple.
+    pub tag: u32,
+    /// Index of the flow's connection-table entry.
+    pub conn: u32,
+    /// Data-plane clock (ns) of the entry's last use: a full set replaces
+    /// its least recently used entry.
+    pub last_seen: u64,
+}
+
+/// Seed of the tag of a reply's 5-tuple in NAT's reverse index.
+pub const NAT_REV_TAG_SEED: u32 = 0x4e41_5472;
+
+/// The tag of a reply's 5-tuple (never 0, which marks an empty entry).
+#[inline(always)]
+pub fn nat_rev_tag(reply: &FlowKey) -> u32 {
+    flow_hash_seeded(reply, NAT_REV_TAG_SEED) | 1
+}
+
 /// Active and inactive connections of a real-server slot: kept by the
 /// program as flows start and change state, recomputed by lbd's sweeper
 /// (expiry and LRU eviction have no callback). Approximate, like IPVS's.
@@ -666,6 +691,7 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     core::mem::size_of::<RealInfo>() as u64,
     core::mem::size_of::<RealConns>() as u64,
     core::mem::size_of::<NatReverse>() as u64,
+    core::mem::size_of::<NatRevEntry>() as u64,
     core::mem::size_of::<Globals>() as u64,
     core::mem::size_of::<FragKey>() as u64,
     core::mem::size_of::<FragTarget>() as u64,
@@ -708,6 +734,7 @@ mod pod {
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}
+    unsafe impl aya::Pod for NatRevEntry {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for VipPrefix {}
     unsafe impl aya::Pod for FragKey {}
@@ -737,6 +764,7 @@ mod tests {
         assert_eq!(size_of::<RealConns>(), 8);
         assert_eq!(size_of::<RealInfo>(), 64);
         assert_eq!(size_of::<NatReverse>(), 28);
+        assert_eq!(size_of::<NatRevEntry>(), 16, "four to a cache line");
         assert_eq!(size_of::<LblcKey>(), 20);
         assert_eq!(size_of::<LblcEntry>(), 40);
         assert_eq!(size_of::<FragTarget>(), 32);

@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     clock, conn, frag, fwd, icmp,
-    maps::{GLOBALS, NAT_REV, NAT_SOURCES, REALS, VIP_FAST, VIP_PREFIXES, VIPS},
+    maps::{GLOBALS, NAT_SOURCES, REALS, VIP_FAST, VIP_PREFIXES, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -134,6 +134,8 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
     let found = conn::lookup(&flow.key, flow.tcp_flags, now);
     let known = found != 0;
+    // The new flow's connection-table entry (NAT indexes its replies).
+    let mut entry = conn::NO_ENTRY;
     let slot = if known {
         if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
             // A controlled connection ends: the template's timeout counts
@@ -148,7 +150,7 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
             return drop(Reason::DropNoReal);
         }
         if picked & NEW_FLOW_RECORD != 0 {
-            conn::record_new(&flow.key, picked as u32, flow.tcp_flags, now);
+            entry = conn::record_new(&flow.key, picked as u32, flow.tcp_flags, now);
         }
         picked as u32
     };
@@ -167,7 +169,7 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
         frag::record(flow, vip, slot, real.generation);
     }
     let action = if vip.method == FwdMethod::Nat as u8 {
-        forward_nat(ctx, flow, real, slot, new_conn)
+        forward_nat(ctx, flow, real, entry, now)
     } else if vip.method == FwdMethod::Tun as u8 {
         forward_tun(ctx, flow, real)
     } else if vip.method == FwdMethod::Dr as u8 {
@@ -233,13 +235,15 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u64 {
     }
 }
 
+/// NAT: the real's address and port as destination; a flow recorded now
+/// (`entry`, or conn::NO_ENTRY) is indexed by its replies' 5-tuple.
 #[inline(never)]
-fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, slot: u32, new_conn: bool) -> u32 {
+fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, entry: u32, now: u64) -> u32 {
     if real.family != flow.key.family || !fwd::nat::to_real(ctx, flow, &real.addr, real.port) {
         return drop(Reason::DropUnsupported);
     }
-    if new_conn {
-        fwd::nat::record_reverse(&flow.key, &real.addr, real.port, slot, real.generation);
+    if entry != conn::NO_ENTRY {
+        fwd::nat::record_reverse(&flow.key, &real.addr, real.port, entry, now);
     }
     // SAFETY: reading the context of this packet.
     fwd::out::to_real(ctx, unsafe { (*ctx.ctx).ingress_ifindex }, real)
@@ -278,17 +282,9 @@ fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     {
         return pass(Reason::PassNotVip);
     }
-    // SAFETY: lookup only; copied out at once.
-    let Some(rev) = (unsafe { NAT_REV.get(&flow.key) }).copied() else {
+    let Some(rev) = fwd::nat::reverse(&flow.key, clock::now()) else {
         return pass(Reason::PassNotVip);
     };
-    // A mapping of a slot that now holds another real is stale.
-    if REALS
-        .get(rev.real)
-        .is_none_or(|r| r.generation != rev.generation)
-    {
-        return pass(Reason::PassNotVip);
-    }
     if !fwd::nat::to_client(ctx, flow, &rev) {
         return pass(Reason::PassMalformed);
     }

@@ -29,20 +29,20 @@ use crate::stats;
 static CONN_SET_MASK: u32 = 0;
 
 #[inline(always)]
-fn set_base(key: &FlowKey) -> u32 {
+pub fn set_base(key: &FlowKey) -> u32 {
     // SAFETY: reading a global the loader initialised.
     conn_set_base(key, unsafe { core::ptr::read_volatile(&CONN_SET_MASK) })
 }
 
 #[inline(always)]
-fn entry(index: u32) -> Option<&'static mut ConnEntry> {
+pub fn entry(index: u32) -> Option<&'static mut ConnEntry> {
     // SAFETY: a pointer into a live map value (no other reference to it
     // is held across this use).
     CONNS.get_ptr_mut(index).map(|e| unsafe { &mut *e })
 }
 
 #[inline(always)]
-fn expired(c: &ConnInfo, now: u64) -> bool {
+pub fn expired(c: &ConnInfo, now: u64) -> bool {
     // saturating: another CPU may have stamped the entry after `now` was
     // read; it is fresh, not 2^64 ns old.
     now.saturating_sub(c.last_seen) > c.timeout as u64 * 1_000_000_000
@@ -192,7 +192,7 @@ extern "C" fn victim_step(way: u64, ctx: *mut c_void) -> i64 {
 /// Key equality as one test of or-ed differences: one branch, not one
 /// per field (the verifier walks every branch of every way).
 #[inline(always)]
-fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
     let ports = |k: &FlowKey| {
         (k.sport as u64) | (k.dport as u64) << 16 | (k.proto as u64) << 32 | (k.family as u64) << 40
     };
@@ -298,22 +298,28 @@ fn timeout_of(state: u8) -> u32 {
     (TIMEOUTS.get(state as u32).copied().unwrap_or(0) / 1_000_000_000) as u32
 }
 
-/// Records a new flow pinned to `slot` (see `free_entry` for where). A
-/// subprogram called after the scheduler returned: the verifier then
-/// walks its paths once per path into it, not once per scheduler path.
+/// `record_new`'s answer when it recorded nothing.
+pub const NO_ENTRY: u32 = u32::MAX;
+
+/// Records a new flow pinned to `slot` (see `free_entry` for where); the
+/// entry's index, or NO_ENTRY. A subprogram called after the scheduler
+/// returned: the verifier then walks its paths once per path into it, not
+/// once per scheduler path.
 #[inline(never)]
-pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, now: u64) {
+pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, now: u64) -> u32 {
     let Some(real) = REALS.get(slot) else {
-        return;
+        return NO_ENTRY;
     };
+    let index = free_entry(key, now);
     record(
-        free_entry(key, now),
+        index,
         key,
         slot,
         real.generation,
         initial_state(key.proto, tcp_flags),
         now,
     );
+    index
 }
 
 /// Pins a new flow to a real server slot, in the table entry `lookup`

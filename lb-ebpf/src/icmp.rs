@@ -14,8 +14,8 @@ use lb_common::{
     AF_INET, DecapKey, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason, VipKey,
 };
 
-use crate::fwd::nat_icmp;
-use crate::maps::{GLOBALS, NAT_REV, REALS, VIP_ADDRS, VIPS};
+use crate::fwd::{self, nat_icmp};
+use crate::maps::{GLOBALS, REALS, VIP_ADDRS, VIPS};
 use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var, write_mac};
 use crate::{clock, conn, stats};
 
@@ -423,18 +423,10 @@ fn error_to_client(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     let Some(key) = quoted_reversed(ctx, pkt) else {
         return pass_malformed();
     };
-    // SAFETY: lookup only; copied out at once.
-    let Some(rev) = (unsafe { NAT_REV.get(&key) }).copied() else {
+    let Some(rev) = fwd::nat::reverse(&key, clock::now()) else {
         stats::count(Reason::PassNotVip);
         return xdp_action::XDP_PASS;
     };
-    if REALS
-        .get(rev.real)
-        .is_none_or(|r| r.generation != rev.generation)
-    {
-        stats::count(Reason::PassNotVip);
-        return xdp_action::XDP_PASS;
-    }
     if !nat_icmp::to_client(ctx, pkt, &rev.vip, rev.vport) {
         return pass_malformed();
     }

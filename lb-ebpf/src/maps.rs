@@ -7,12 +7,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    CONN_STATES, ConnEntry, Counters, DEFAULT_CONN_TABLE_SIZE, FlowKey, HASH_TABLE_SIZE, IfaceInfo,
+    CONN_STATES, ConnEntry, Counters, DEFAULT_CONN_TABLE_SIZE, HASH_TABLE_SIZE, IfaceInfo,
     LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VIP_FAST_SLOTS, VipFast, VipInfo, VipKey,
 };
 use lb_common::{
-    DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, NatReverse, PersistInfo, PersistKey,
+    DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, NatRevEntry, PersistInfo, PersistKey,
     RateWindow, VipPrefix,
 };
 
@@ -59,11 +59,11 @@ pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "LB_REAL_CONNS")]
 pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, 0);
 
-/// NAT's reverse mappings, keyed by the reply's 5-tuple. Sized like the
-/// connection table by user space.
+/// NAT's reverse index: a reply's 5-tuple → its flow's CONNS entry (see
+/// fwd/nat.rs). Sets of CONN_WAYS entries, as many sets as CONNS has;
+/// user space sizes it with CONNS.
 #[map(name = "LB_NAT_REV")]
-pub static NAT_REV: LruHashMap<FlowKey, NatReverse> =
-    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+pub static NAT_REV: Array<NatRevEntry> = Array::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
 
 /// NAT source filter: bit `nat_source_bit(addr)` is set for every NAT
 /// real's address (lbd keeps it), so packets for no VIP from elsewhere

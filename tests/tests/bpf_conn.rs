@@ -323,3 +323,95 @@ fn a_full_table_evicts_the_least_recent_flows_and_counts_their_return() {
     f.run(&flow(0).tcp(ACK));
     assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 1);
 }
+
+/// A table of one set (4 ways): which flow a new one replaces.
+fn one_set() -> Fixture {
+    Fixture::with_conn_table_size(
+        vec![service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1), (3, 1)],
+        )],
+        4,
+    )
+}
+
+#[test]
+fn a_full_set_evicts_its_least_recently_seen_flow_and_counts_it() {
+    let mut f = one_set();
+    let mut reals = Vec::new();
+    for i in 0..4 {
+        reals.push(f.real_of(&f.run(&flow(i).tcp(SYN))));
+        f.run(&flow(i).tcp(ACK));
+    }
+    let active: u64 = conns(&f).iter().map(|c| c.0).sum();
+    assert_eq!(active, 4);
+    // Every flow but flow 1 is seen again later.
+    f.dp.advance_clock(secs(10)).unwrap();
+    for i in [0, 2, 3] {
+        f.run(&flow(i).tcp(ACK));
+    }
+    f.dp.advance_clock(secs(10)).unwrap();
+    f.run(&flow(4).tcp(SYN));
+    assert_eq!(f.dp.reason_count(Reason::ConnEvicted), 1);
+    assert_eq!(f.dp.conn_count(), 4);
+    // The evicted flow's count left its real at once (no sweep).
+    let total: u64 = conns(&f).iter().map(|c| c.0 + c.1).sum();
+    assert_eq!(total, 4, "three established flows and one SYN_RECV");
+    // The others kept their reals; flow 1 comes back as a miss.
+    for i in [0, 2, 3] {
+        assert_eq!(f.real_of(&f.run(&flow(i).tcp(ACK))), reals[i as usize]);
+    }
+    assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 0);
+    f.run(&flow(1).tcp(ACK));
+    assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 1);
+}
+
+#[test]
+fn an_expired_flow_makes_room_before_a_live_one_is_evicted() {
+    let mut f = one_set();
+    // Flow 0 stays in SYN_RECV (60 s); flows 1-3 are established (900 s).
+    f.run(&flow(0).tcp(SYN));
+    for i in 1..4 {
+        f.run(&flow(i).tcp(SYN));
+        f.run(&flow(i).tcp(ACK));
+    }
+    f.dp.advance_clock(secs(61)).unwrap();
+    f.run(&flow(4).tcp(SYN));
+    assert_eq!(f.dp.reason_count(Reason::ConnEvicted), 0);
+    assert_eq!(f.dp.conn_count(), 4, "flows 1-3 and the new one");
+    for i in 1..4 {
+        f.run(&flow(i).tcp(ACK));
+    }
+    assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 0);
+}
+
+/// `lbctl conns` reads the table through a mapping of the map: what it
+/// lists is what the program recorded.
+#[test]
+fn the_connection_list_shows_the_recorded_flows() {
+    let f = rr3(Protocol::Tcp, 80);
+    for i in 0..3 {
+        f.run(&flow(i).tcp(SYN));
+    }
+    let list = f.dp.list_conns(100).unwrap();
+    let mut clients: Vec<(String, u16, String)> = list
+        .entries
+        .iter()
+        .map(|e| (e.client.to_string(), e.client_port, e.state.clone()))
+        .collect();
+    clients.sort();
+    assert_eq!(
+        clients,
+        (0..3u8)
+            .map(|i| (
+                format!("10.2.0.{i}"),
+                40000 + i as u16,
+                "SYN_RECV".to_string()
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert!(!list.truncated);
+}

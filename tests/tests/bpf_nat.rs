@@ -329,3 +329,54 @@ fn a_reply_to_an_unresolved_client_is_translated_and_left_to_the_kernel() {
         assert_eq!(f.dp.reason_count(Reason::NatReplyToKernel), 1);
     });
 }
+
+/// IPVS keeps a connection alive on packets either way: a server that
+/// talks while the client is silent keeps its flow (and its replies'
+/// translation) past the idle timeout counted from the client's packets.
+#[test]
+fn replies_keep_their_flow_alive() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1), (2, 1)])]);
+        let client = Pkt::to(VIP, 80).from(CLIENT, 40000);
+        let r = f.real_of(&f.run(&client.tcp(SYN)));
+        f.run(&client.tcp(ACK));
+        for _ in 0..3 {
+            // 3 × 600 s: twice the established timeout (900 s).
+            f.dp.advance_clock(std::time::Duration::from_secs(600))
+                .unwrap();
+            assert_eq!(f.run(&reply(r, 40000, ACK)).action, XDP_REDIRECT);
+        }
+        assert_eq!(f.dp.reason_count(Reason::NatReply), 3);
+        assert_eq!(f.real_of(&f.run(&client.tcp(ACK))), r);
+        assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 0);
+    });
+}
+
+/// A NAT flow's replies are found through its connection-table entry: a
+/// flow the table evicted (its set was full) has no translation left, and
+/// the others keep theirs.
+#[test]
+fn replies_of_an_evicted_flow_pass_untranslated() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::with_conn_table_size(vec![web_nat(&[(1, 1)])], 4);
+        for port in 40000..40004 {
+            f.run(&Pkt::to(VIP, 80).from(CLIENT, port).tcp(SYN));
+        }
+        f.dp.advance_clock(std::time::Duration::from_secs(1))
+            .unwrap();
+        for port in 40001..40005 {
+            f.run(&Pkt::to(VIP, 80).from(CLIENT, port).tcp(SYN));
+        }
+        assert_eq!(f.dp.reason_count(Reason::ConnEvicted), 1);
+        let evicted = reply(1, 40000, ACK);
+        let o = f.run(&evicted);
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(o.frame, evicted);
+        for port in 40001..40005 {
+            assert_eq!(f.run(&reply(1, port, ACK)).action, XDP_REDIRECT);
+        }
+        assert_eq!(f.dp.reason_count(Reason::NatReply), 4);
+    });
+}

@@ -4,10 +4,15 @@
 //! incrementally (RFC 1624): the IPv4 header's, and the TCP/UDP one over
 //! the pseudo-header's address and the port.
 
+use aya_ebpf::cty::c_void;
 use aya_ebpf::programs::XdpContext;
-use lb_common::{AF_INET, FlowKey, IPPROTO_UDP, NatReverse, csum};
+use lb_common::{
+    AF_INET, CONN_WAYS, FlowKey, IPPROTO_UDP, NatRevEntry, NatReverse, csum, nat_rev_tag,
+};
 
-use crate::maps::NAT_REV;
+use crate::conn;
+use crate::each::for_each;
+use crate::maps::{NAT_REV, REALS};
 use crate::parse::{ETH_HLEN, Flow, Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at, ptr_at_var};
 
 /// The TCP header up to the checksum, so that the checksum and ports are
@@ -135,16 +140,10 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_addr: &[u32; 4], real_port: u
     rewrite(ctx, flow, true, real_addr, port)
 }
 
-/// Remembers how to turn the real's replies back into the VIP's.
+/// The 5-tuple of the real's replies to a NAT flow.
 #[inline(always)]
-pub fn record_reverse(
-    flow: &FlowKey,
-    real_addr: &[u32; 4],
-    real_port: u16,
-    slot: u32,
-    generation: u32,
-) {
-    let key = FlowKey {
+fn reply_key(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16) -> FlowKey {
+    FlowKey {
         src: *real_addr,
         dst: flow.src,
         sport: if real_port == 0 {
@@ -156,15 +155,108 @@ pub fn record_reverse(
         proto: flow.proto,
         family: flow.family,
         _pad: [0; 2],
+    }
+}
+
+/// Indexes a new NAT flow (recorded in CONNS entry `conn`) by the
+/// 5-tuple of its replies. The entry goes in the reply's set: where the
+/// same tag is (the tuple reused), else an empty way, else the least
+/// recently used one.
+#[inline(never)]
+pub fn record_reverse(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16, conn: u32, now: u64) {
+    let reply = reply_key(flow, real_addr, real_port);
+    let mut walk = RevVictimWalk {
+        base: conn::set_base(&reply),
+        tag: nat_rev_tag(&reply),
+        victim: 0,
+        oldest: u64::MAX,
     };
-    let rev = NatReverse {
-        vip: flow.dst,
-        vport: flow.dport,
+    walk.victim = walk.base;
+    for_each(CONN_WAYS, rev_victim_step, &mut walk);
+    if let Some(e) = NAT_REV.get_ptr_mut(walk.victim) {
+        // SAFETY: a pointer into a live map value.
+        unsafe {
+            *e = NatRevEntry {
+                tag: walk.tag,
+                conn,
+                last_seen: now,
+            }
+        };
+    }
+}
+
+struct RevVictimWalk {
+    base: u32,
+    tag: u32,
+    victim: u32,
+    oldest: u64,
+}
+
+extern "C" fn rev_victim_step(way: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `for_each` passes the RevVictimWalk it was given.
+    let w = unsafe { &mut *(ctx as *mut RevVictimWalk) };
+    let index = w.base + (way as u32 & (CONN_WAYS - 1));
+    let Some(e) = NAT_REV.get(index) else {
+        return 1;
+    };
+    if e.tag == 0 || e.tag == w.tag {
+        w.victim = index;
+        return 1;
+    }
+    if e.last_seen < w.oldest {
+        w.oldest = e.last_seen;
+        w.victim = index;
+    }
+    0
+}
+
+/// The NAT flow a reply belongs to: the first entry of the reply's set
+/// with its tag, if the CONNS entry it names still holds that flow, live,
+/// and the real it is pinned to sent the reply. Refreshes the flow (IPVS
+/// keeps a connection alive on packets either way).
+#[inline(never)]
+pub fn reverse(reply: &FlowKey, now: u64) -> Option<NatReverse> {
+    let base = conn::set_base(reply);
+    let tag = nat_rev_tag(reply);
+    let mut index = base;
+    let mut way = 0;
+    while way < CONN_WAYS {
+        if NAT_REV.get(base + way)?.tag == tag {
+            index = base + way;
+            break;
+        }
+        way += 1;
+    }
+    if way == CONN_WAYS {
+        return None;
+    }
+    let rev = NAT_REV.get_ptr_mut(index)?;
+    // SAFETY: a pointer into a live map value.
+    let e = conn::entry(unsafe { (*rev).conn })?;
+    let k = &e.key;
+    if k.family != reply.family
+        || k.proto != reply.proto
+        || k.src != reply.dst
+        || k.sport != reply.dport
+        || conn::expired(&e.info, now)
+    {
+        return None;
+    }
+    let real = REALS.get(e.info.real)?;
+    let sport = if real.port == 0 { k.dport } else { real.port };
+    if real.generation != e.info.generation || real.addr != reply.src || sport != reply.sport {
+        return None;
+    }
+    e.info.last_seen = now;
+    // SAFETY: as above.
+    unsafe { (*rev).last_seen = now };
+    Some(NatReverse {
+        vip: k.dst,
+        vport: k.dport,
         _pad: [0; 2],
-        real: slot,
-        generation,
-    };
-    let _ = NAT_REV.insert(&key, rev, 0);
+        real: e.info.real,
+        generation: e.info.generation,
+    })
 }
 
 /// Real → client: source becomes the VIP and virtual port again.

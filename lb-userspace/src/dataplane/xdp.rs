@@ -21,11 +21,11 @@ use aya::{
 };
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
-    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FlowKey, FwdMethod, Globals, HASH_TABLE_SIZE,
-    IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NatReverse,
-    REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind,
-    VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey,
-    conn_is_active, conn_set_mask, conn_table_entries, ipvs_hash, maglev, wrr,
+    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FwdMethod, Globals, HASH_TABLE_SIZE,
+    IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, REAL_F_MAC_RESOLVED,
+    REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT,
+    VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active,
+    conn_set_mask, conn_table_entries, ipvs_hash, maglev, wrr,
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
@@ -61,7 +61,7 @@ fn loader_for(conn_table_size: u32) -> EbpfLoader<'static> {
     // Leaked once per loader: the loader borrows its globals' bytes.
     let mask: &'static u32 = Box::leak(Box::new(conn_set_mask(entries)));
     loader.override_global("CONN_SET_MASK", mask, true);
-    loader.map_max_entries("LB_NAT_REV", conn_table_size.max(1));
+    loader.map_max_entries("LB_NAT_REV", entries);
     loader
 }
 
@@ -135,7 +135,6 @@ struct Maps {
     timeouts: Array<MapData, u64>,
     clock: Array<MapData, u64>,
     real_conns: Array<MapData, RealConns>,
-    nat_rev: BpfHashMap<MapData, FlowKey, NatReverse>,
     nat_sources: CachedArray<u64>,
     vip_fast: CachedArray<VipFast>,
     globals: Array<MapData, Globals>,
@@ -456,7 +455,6 @@ impl XdpDataplane {
             timeouts: take(&mut ebpf, "LB_TIMEOUTS")?,
             clock: take(&mut ebpf, "LB_CLOCK")?,
             real_conns: take(&mut ebpf, "LB_REAL_CONNS")?,
-            nat_rev: take(&mut ebpf, "LB_NAT_REV")?,
             nat_sources: CachedArray::new(take(&mut ebpf, "LB_NAT_SOURCES")?),
             vip_fast: CachedArray::new(take(&mut ebpf, "LB_VIP_FAST")?),
             globals: take(&mut ebpf, "LB_GLOBALS")?,
@@ -981,19 +979,6 @@ impl XdpDataplane {
         }
         self.shrink_lblcr_sets(now, &live, &counts);
         self.update_overload(&counts)?;
-        // NAT reverse mappings of reals that are gone. (A mapping whose
-        // forward flow expired is harmless and ages out of the LRU.)
-        let stale: Vec<FlowKey> = self
-            .maps
-            .nat_rev
-            .iter()
-            .filter_map(|i| i.ok())
-            .filter(|(_, r)| live.get(&r.real) != Some(&r.generation))
-            .map(|(k, _)| k)
-            .collect();
-        for k in stale {
-            let _ = self.maps.nat_rev.remove(&k);
-        }
         Ok(())
     }
 
