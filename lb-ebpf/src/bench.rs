@@ -40,3 +40,22 @@ pub fn run(ctx: &XdpContext) -> u32 {
     unsafe { BENCH_PROGS.tail_call(ctx, 0) };
     xdp_action::XDP_ABORTED
 }
+
+/// One read of a random connection-table entry (picked by the frame's
+/// IPv4 source address, which the harness varies): the memory floor of
+/// any lookup in a table of this size, for `lb-bench`.
+pub fn touch_conn_table(ctx: &XdpContext) -> u32 {
+    let Some(src) = ptr_at::<u32>(ctx, 14 + 12) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let key = lb_common::FlowKey {
+        // SAFETY: bounds checked by ptr_at.
+        src: [unsafe { src.read_unaligned() }, 0, 0, 0],
+        family: lb_common::AF_INET,
+        ..lb_common::FlowKey::default()
+    };
+    match crate::conn::entry(crate::conn::set_base(&key)) {
+        Some(e) if e.info.last_seen == 1 => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_DROP,
+    }
+}

@@ -144,55 +144,60 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
     0
 }
 
-/// The entry a new flow takes in its set: the first that holds the same
-/// flow (expired, or of a slot that holds another real now) or is empty
-/// or expired, else the least recently seen (evicted by `record`). A
-/// `bpf_loop`: unrolled, the ways' comparisons multiply into paths the
-/// verifier walks one by one.
+/// The entry a new flow takes in its set: the first that is empty,
+/// expired or holds the same flow (expired, or of a slot that holds
+/// another real now), else the least recently seen (evicted by `record`).
+/// Straight-line arithmetic, no branch per way: branches would multiply
+/// into paths the verifier walks one by one, and a `bpf_loop` costs a call
+/// per way.
 #[inline(always)]
 fn free_entry(key: &FlowKey, now: u64) -> u32 {
     let base = set_base(key);
-    let mut walk = VictimWalk {
-        key,
-        base,
-        now,
-        victim: base,
-        oldest: u64::MAX,
-    };
-    for_each(CONN_WAYS, victim_step, &mut walk);
-    walk.victim
+    let mut victim = base;
+    let mut victim_rank = u64::MAX >> 1;
+    let mut way = 0;
+    while way < CONN_WAYS {
+        let index = base + way;
+        let Some(e) = entry(index) else {
+            break;
+        };
+        // 0 for a way to take at once; else its last use (ns, odd).
+        let rank = (e.info.last_seen | 1) & (reusable(e, key, now) - 1);
+        // rank < victim_rank, both below 2^63: the difference's sign bit.
+        let lower = rank.wrapping_sub(victim_rank) >> 63;
+        let take = lower.wrapping_neg();
+        victim_rank ^= (victim_rank ^ rank) & take;
+        victim ^= (victim ^ index) & take as u32;
+        way += 1;
+    }
+    victim
 }
 
-struct VictimWalk<'a> {
-    key: &'a FlowKey,
-    base: u32,
-    now: u64,
-    victim: u32,
-    oldest: u64,
-}
-
-extern "C" fn victim_step(way: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `for_each` passes the VictimWalk it was given.
-    let w = unsafe { &mut *(ctx as *mut VictimWalk) };
-    let index = w.base + (way as u32 & (CONN_WAYS - 1));
-    let Some(e) = entry(index) else {
-        return 1;
-    };
-    if e.key.family == 0 || same_flow(&e.key, w.key) || expired(&e.info, w.now) {
-        w.victim = index;
-        return 1;
-    }
-    if e.info.last_seen < w.oldest {
-        w.oldest = e.info.last_seen;
-        w.victim = index;
-    }
-    0
+/// 1 if entry `e` may be reused for `key` without evicting a live flow
+/// (it is empty or expired, or holds `key` itself), else 0; branch-free.
+#[inline(always)]
+fn reusable(e: &ConnEntry, key: &FlowKey, now: u64) -> u64 {
+    // Expired: idle time above the timeout. An empty entry has a
+    // last_seen and timeout of 0: expired. An entry stamped after `now`
+    // has a "negative" idle time: live.
+    let idle = now.wrapping_sub(e.info.last_seen) as i64;
+    let timeout = e.info.timeout as i64 * 1_000_000_000;
+    let expired = (timeout.wrapping_sub(idle) >> 63) as u64 & 1;
+    let diff = flow_diff(&e.key, key);
+    let same = ((diff | diff.wrapping_neg()) >> 63) ^ 1;
+    expired | same
 }
 
 /// Key equality as one test of or-ed differences: one branch, not one
 /// per field (the verifier walks every branch of every way).
 #[inline(always)]
 pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    flow_diff(a, b) == 0
+}
+
+/// The or-ed differences of two keys' fields: 0 for the same flow.
+#[inline(always)]
+fn flow_diff(a: &FlowKey, b: &FlowKey) -> u64 {
     let ports = |k: &FlowKey| {
         (k.sport as u64) | (k.dport as u64) << 16 | (k.proto as u64) << 32 | (k.family as u64) << 40
     };
@@ -202,7 +207,7 @@ pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
         diff |= ((a.src[i] ^ b.src[i]) | (a.dst[i] ^ b.dst[i])) as u64;
         i += 1;
     }
-    diff == 0
+    diff
 }
 
 /// A known flow's packet: its real, unless the flow expired or its slot

@@ -84,3 +84,10 @@ pub fn sink_count(ctx: XdpContext) -> u32 {
 pub fn l2_reflect(ctx: XdpContext) -> u32 {
     trafficgen::reflect(&ctx)
 }
+
+/// Benchmark: reads one random connection-table entry (the memory floor
+/// of a lookup; see bench.rs).
+#[xdp]
+pub fn bench_touch_conns(ctx: XdpContext) -> u32 {
+    bench::touch_conn_table(&ctx)
+}

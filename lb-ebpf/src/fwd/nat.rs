@@ -4,14 +4,12 @@
 //! incrementally (RFC 1624): the IPv4 header's, and the TCP/UDP one over
 //! the pseudo-header's address and the port.
 
-use aya_ebpf::cty::c_void;
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     AF_INET, CONN_WAYS, FlowKey, IPPROTO_UDP, NatRevEntry, NatReverse, csum, nat_rev_tag,
 };
 
 use crate::conn;
-use crate::each::for_each;
 use crate::maps::{NAT_REV, REALS};
 use crate::parse::{ETH_HLEN, Flow, Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at, ptr_at_var};
 
@@ -159,25 +157,36 @@ fn reply_key(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16) -> FlowKey {
 }
 
 /// Indexes a new NAT flow (recorded in CONNS entry `conn`) by the
-/// 5-tuple of its replies. The entry goes in the reply's set: where the
-/// same tag is (the tuple reused), else an empty way, else the least
-/// recently used one.
+/// 5-tuple of its replies. The entry goes in the reply's set: the first
+/// way that is empty or has the same tag (the tuple reused), else the
+/// least recently used one. Straight-line arithmetic over the ways, as in
+/// `conn::free_entry`.
 #[inline(never)]
 pub fn record_reverse(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16, conn: u32, now: u64) {
     let reply = reply_key(flow, real_addr, real_port);
-    let mut walk = RevVictimWalk {
-        base: conn::set_base(&reply),
-        tag: nat_rev_tag(&reply),
-        victim: 0,
-        oldest: u64::MAX,
-    };
-    walk.victim = walk.base;
-    for_each(CONN_WAYS, rev_victim_step, &mut walk);
-    if let Some(e) = NAT_REV.get_ptr_mut(walk.victim) {
+    let base = conn::set_base(&reply);
+    let tag = nat_rev_tag(&reply);
+    let mut victim = base;
+    let mut victim_rank = u64::MAX >> 1;
+    let mut way = 0;
+    while way < CONN_WAYS {
+        let index = base + way;
+        let Some(e) = NAT_REV.get(index) else {
+            break;
+        };
+        // 0 for an empty way or one with this tag, else its last use.
+        let free = is_zero(e.tag as u64) | is_zero((e.tag ^ tag) as u64);
+        let rank = (e.last_seen | 1) & free.wrapping_sub(1);
+        let take = (rank.wrapping_sub(victim_rank) >> 63).wrapping_neg();
+        victim_rank ^= (victim_rank ^ rank) & take;
+        victim ^= (victim ^ index) & take as u32;
+        way += 1;
+    }
+    if let Some(e) = NAT_REV.get_ptr_mut(victim) {
         // SAFETY: a pointer into a live map value.
         unsafe {
             *e = NatRevEntry {
-                tag: walk.tag,
+                tag,
                 conn,
                 last_seen: now,
             }
@@ -185,29 +194,10 @@ pub fn record_reverse(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16, conn
     }
 }
 
-struct RevVictimWalk {
-    base: u32,
-    tag: u32,
-    victim: u32,
-    oldest: u64,
-}
-
-extern "C" fn rev_victim_step(way: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `for_each` passes the RevVictimWalk it was given.
-    let w = unsafe { &mut *(ctx as *mut RevVictimWalk) };
-    let index = w.base + (way as u32 & (CONN_WAYS - 1));
-    let Some(e) = NAT_REV.get(index) else {
-        return 1;
-    };
-    if e.tag == 0 || e.tag == w.tag {
-        w.victim = index;
-        return 1;
-    }
-    if e.last_seen < w.oldest {
-        w.oldest = e.last_seen;
-        w.victim = index;
-    }
-    0
+/// 1 if `x` (below 2^63) is 0, else 0, without a branch.
+#[inline(always)]
+fn is_zero(x: u64) -> u64 {
+    ((x | x.wrapping_neg()) >> 63) ^ 1
 }
 
 /// The NAT flow a reply belongs to: the first entry of the reply's set
