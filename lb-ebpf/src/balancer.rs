@@ -60,7 +60,7 @@ fn find_vip_slow(key: &FlowKey) -> Option<&'static VipInfo> {
     let g = GLOBALS.get(0)?;
     if g.vip_spill != 0 {
         // SAFETY: a pointer into a map value, live for the program's run.
-        if let Some(v) = unsafe { VIPS.get(&vk) } {
+        if let Some(v) = unsafe { VIPS.get(vk) } {
             return Some(v);
         }
     }
@@ -71,7 +71,7 @@ fn find_vip_slow(key: &FlowKey) -> Option<&'static VipInfo> {
         }
         if g.vip_spill != 0 {
             // SAFETY: as above.
-            if let Some(v) = unsafe { VIPS.get(&vk) } {
+            if let Some(v) = unsafe { VIPS.get(vk) } {
                 return Some(v);
             }
         }

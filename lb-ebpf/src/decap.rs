@@ -65,7 +65,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         _pad: [0; 3],
     };
     // SAFETY: lookup only.
-    if unsafe { DECAP_VIPS.get(&key) }.is_none() {
+    if unsafe { DECAP_VIPS.get(key) }.is_none() {
         return xdp_action::XDP_PASS;
     }
     // Drop the outer header: move the start past it, then write the

@@ -57,7 +57,7 @@ fn remember(flow: &Flow, target: &FragTarget) {
         family: flow.key.family,
         _pad: [0; 2],
     };
-    let _ = FRAGS.insert(&key, target, 0);
+    let _ = FRAGS.insert(key, target, 0);
 }
 
 #[inline(always)]
@@ -68,7 +68,7 @@ fn unplaced(frag: &Fragment) -> u32 {
         _pad: [0; 3],
     };
     // SAFETY: lookup only.
-    if unsafe { VIP_ADDRS.get(&key) }.is_some() {
+    if unsafe { VIP_ADDRS.get(key) }.is_some() {
         stats::count(Reason::DropFragment);
         xdp_action::XDP_DROP
     } else {
@@ -82,7 +82,7 @@ fn unplaced(frag: &Fragment) -> u32 {
 #[inline(never)]
 pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
     // SAFETY: lookup only; copied out at once.
-    let Some(t) = (unsafe { FRAGS.get(&frag.key) }).copied() else {
+    let Some(t) = (unsafe { FRAGS.get(frag.key) }).copied() else {
         return unplaced(frag);
     };
     let Some(real) = REALS.get(t.real).copied() else {

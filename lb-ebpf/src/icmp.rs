@@ -218,7 +218,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Icmp) -> u32 {
         _pad: [0; 3],
     };
     // SAFETY: lookup only.
-    if unsafe { VIP_ADDRS.get(&vip) }.is_none() {
+    if unsafe { VIP_ADDRS.get(vip) }.is_none() {
         return not_for_a_vip(ctx, pkt);
     }
     for_vip(ctx, pkt)
@@ -367,11 +367,7 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
         family: key.family,
     };
     // SAFETY: lookups only; copied out at once.
-    let vip = unsafe {
-        VIPS.get(&vk)
-            .or_else(|| VIPS.get(&VipKey { port: 0, ..vk }))
-    }
-    .copied();
+    let vip = unsafe { VIPS.get(vk).or_else(|| VIPS.get(VipKey { port: 0, ..vk })) }.copied();
     let Some(vip) = vip else {
         return xdp_action::XDP_PASS;
     };

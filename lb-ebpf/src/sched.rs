@@ -260,7 +260,7 @@ fn lblc(vip: &VipInfo, key: &FlowKey, set: bool, now: u64) -> u32 {
         vip_id: vip.id,
     };
     // SAFETY: a map value, copied out at once.
-    let mut entry = LBLC.get_ptr(&k).map(|e| unsafe { *e }).unwrap_or_default();
+    let mut entry = LBLC.get_ptr(k).map(|e| unsafe { *e }).unwrap_or_default();
     let members = if set { LBLC_SET } else { 1 };
     // The least loaded live member.
     let mut best = 0u32;
@@ -296,7 +296,7 @@ fn lblc(vip: &VipInfo, key: &FlowKey, set: bool, now: u64) -> u32 {
     entry.slots[at] = chosen;
     entry.generations[at] = generation;
     entry.lastmod = now;
-    let _ = LBLC.insert(&k, entry, 0);
+    let _ = LBLC.insert(k, entry, 0);
     chosen
 }
 

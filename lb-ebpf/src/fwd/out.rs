@@ -45,7 +45,7 @@ pub fn egress(ingress: u32, real: &RealInfo) -> Option<(u32, &'static IfaceInfo)
         real.ifindex
     };
     // SAFETY: lookup only; map values live as long as the map.
-    unsafe { IFACES.get(&ifindex) }.map(|i| (ifindex, i))
+    unsafe { IFACES.get(ifindex) }.map(|i| (ifindex, i))
 }
 
 /// To a real server: its MAC from lbd's neighbour map, out of the

@@ -62,11 +62,13 @@ pub struct ServiceStatus {
 pub struct DataplaneStatus {
     /// "xdp" or "ipvs".
     pub kind: String,
-    /// Capacity of the connection table (ipvsadm's "size=").
+    /// Capacity of the connection table (ipvsadm's "size="): the
+    /// configured `conn_table_size`; the table holds the next power of two.
     pub conn_table_size: u32,
-    /// Live entries the last sweep found in the connection table: when it
-    /// nears the size, the least recently used flows are evicted (their
-    /// next packets count as `conn_miss_mid_flow`).
+    /// Live entries the last sweep found in the connection table. A new
+    /// flow whose set (4 entries) is full evicts the set's least recently
+    /// seen flow (`conn_evicted`; the evicted flow's next packets count as
+    /// `conn_miss_mid_flow`), so evictions start before the table is full.
     #[serde(default)]
     pub conn_table_entries: u64,
     pub services: Vec<ServiceStatus>,
