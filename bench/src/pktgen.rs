@@ -73,6 +73,12 @@ pub struct PktgenArgs {
     /// Distinct flows (source port, then source address, counting up).
     #[arg(long, default_value_t = 65_536)]
     flows: u32,
+    /// Send the flows counting up (0, 1, 2, …) instead of in a scrambled
+    /// order. Counting up, consecutive frames are flows whose table entries
+    /// an allocator handed out one after the other: neighbours in memory,
+    /// which the prefetcher streams — not how traffic arrives.
+    #[arg(long)]
+    sequential_flows: bool,
     /// Real servers behind the VIP (lbd cases; all reached through g0).
     #[arg(long, default_value_t = 10)]
     reals: u8,
@@ -620,7 +626,7 @@ impl Bench {
             sport_count: SPORT_COUNT,
             dport: PORT,
             ttl: 64,
-            _pad: 0,
+            scramble: u8::from(!self.args.sequential_flows),
         };
         self.tools.config.set(0, cfg, 0)?;
         // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
@@ -756,7 +762,7 @@ fn report(bench: &Bench) -> String {
     md.push_str(&format!(
         "`lb-bench pktgen`: {}. Generator: lb-ebpf's `trafficgen` XDP program under \
          BPF_PROG_TEST_RUN live frames (batch {}), 64-byte Ethernet/IPv4/UDP frames \
-         (60 + FCS), {} flows (varying source ports/addresses), into `g0` ══ veth ══ `d0` \
+         (60 + FCS), {} flows (varying source ports/addresses) {}, into `g0` ══ veth ══ `d0` \
          (director namespace); `sink_count` on `g0` counts what comes back. No Linux \
          bridge on the path. The generator is also attached to an idle veth, which keeps \
          it in the kernel's XDP dispatcher: otherwise every test_run call would add and \
@@ -766,6 +772,11 @@ fn report(bench: &Bench) -> String {
         machine(),
         a.batch,
         a.flows,
+        if a.sequential_flows {
+            "sent counting up (`--sequential-flows`)"
+        } else {
+            "sent in a scrambled order (a permutation: each flow once per round of flows)"
+        },
         a.rounds,
         a.seconds,
         WARMUP.as_secs_f64(),

@@ -42,7 +42,33 @@ pub struct TgConfig {
     /// Destination port, host byte order.
     pub dport: u16,
     pub ttl: u8,
-    pub _pad: u8,
+    /// Non-zero: the frames take the flows in a scrambled order (a
+    /// permutation of 0..flows), not counting up.
+    pub scramble: u8,
+}
+
+/// The flow of the generator's `n`-th frame: counting up, or scrambled.
+/// Scrambled, each round of `flows` frames takes every flow once, in an
+/// order of its own: the flow number times an odd multiplier that changes
+/// every round, modulo the (power-of-two) flow count — a permutation. Any
+/// order repeated round after round would replay the order in which a
+/// table handed out its entries, which the prefetcher then streams; real
+/// traffic of many flows does not arrive like that. A flow count that is
+/// not a power of two keeps one fixed multiplier (a prime above any count).
+#[inline(always)]
+pub fn tg_flow(n: u32, flows: u32, scramble: bool) -> u32 {
+    let flows = if flows == 0 { 1 } else { flows };
+    let flow = n % flows;
+    if !scramble {
+        return flow;
+    }
+    if flows.is_power_of_two() {
+        let round = n / flows;
+        let multiplier = round.wrapping_mul(0x9e37_79b9).wrapping_add(0x85eb_ca6b) | 1;
+        flow.wrapping_mul(multiplier) & (flows - 1)
+    } else {
+        ((flow as u64 * 2_654_435_761) % flows as u64) as u32
+    }
 }
 
 #[cfg(feature = "user")]
@@ -56,6 +82,27 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scrambled_order_still_takes_every_flow_once_per_round() {
+        let mut seen = [0u32; 65_536];
+        for flows in [1u32, 7, 256, 1000, 65_536] {
+            for round in 0..3 {
+                for n in 0..flows {
+                    let f = tg_flow(round * flows + n, flows, true) as usize;
+                    assert!(seen[f] == round, "flow {f} twice in a round of {flows}");
+                    seen[f] = round + 1;
+                }
+            }
+            seen = [0; 65_536];
+        }
+        assert_ne!(tg_flow(1, 65_536, true), 1, "scrambled");
+        assert_eq!(tg_flow(65_537, 65_536, false), 1);
+        // Every round has an order of its own.
+        let round =
+            |r: u32| core::array::from_fn::<u32, 8, _>(|n| tg_flow(r * 256 + n as u32, 256, true));
+        assert_ne!(round(0), round(1));
+    }
 
     #[test]
     fn layout_has_no_implicit_padding() {

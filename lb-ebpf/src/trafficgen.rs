@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::trafficgen::{
-    TG_CONFIG_ENTRIES, TG_MIN_FRAME, TG_SINK_ENTRIES, TG_SINK_OTHER, TG_SINK_UDP, TgConfig,
+    TG_CONFIG_ENTRIES, TG_MIN_FRAME, TG_SINK_ENTRIES, TG_SINK_OTHER, TG_SINK_UDP, TgConfig, tg_flow,
 };
 
 /// The generator's configuration (entry 0).
@@ -88,13 +88,12 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         *seq = n.wrapping_add(1);
         n
     };
-    let flows = if cfg.flows == 0 { 1 } else { cfg.flows };
     let ports = if cfg.sport_count == 0 {
         1
     } else {
         cfg.sport_count as u32
     };
-    let flow = n % flows;
+    let flow = tg_flow(n, cfg.flows, cfg.scramble != 0);
     let sport = cfg.sport_base.wrapping_add((flow % ports) as u16);
     let saddr = cfg.saddr.wrapping_add(flow / ports);
     let daddr = cfg.daddr;
