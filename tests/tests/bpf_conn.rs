@@ -21,6 +21,20 @@ fn rr3(protocol: Protocol, port: u16) -> Fixture {
     )])
 }
 
+/// `rr3(Protocol::Tcp, 80)` with a connection table of `size` entries.
+fn rr3_in_table(size: u32) -> Fixture {
+    Fixture::with_conn_table_size(
+        vec![service(
+            VIP,
+            80,
+            Protocol::Tcp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1), (3, 1)],
+        )],
+        size,
+    )
+}
+
 fn flow(i: u8) -> Pkt {
     Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 2, 0, i), 40000 + i as u16)
 }
@@ -293,16 +307,7 @@ fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
 
 #[test]
 fn a_full_table_evicts_the_least_recent_flows_and_counts_their_return() {
-    let mut f = Fixture::with_conn_table_size(
-        vec![service(
-            VIP,
-            80,
-            Protocol::Tcp,
-            Scheduler::Rr,
-            &[(1, 1), (2, 1), (3, 1)],
-        )],
-        16,
-    );
+    let mut f = rr3_in_table(16);
     for i in 0..64 {
         assert_eq!(f.run(&flow(i).tcp(SYN)).action, XDP_TX);
     }
@@ -326,16 +331,7 @@ fn a_full_table_evicts_the_least_recent_flows_and_counts_their_return() {
 
 /// A table of one set (4 ways): which flow a new one replaces.
 fn one_set() -> Fixture {
-    Fixture::with_conn_table_size(
-        vec![service(
-            VIP,
-            80,
-            Protocol::Tcp,
-            Scheduler::Rr,
-            &[(1, 1), (2, 1), (3, 1)],
-        )],
-        4,
-    )
+    rr3_in_table(4)
 }
 
 #[test]
