@@ -20,7 +20,7 @@ use aya_ebpf::cty::c_void;
 
 use crate::atomic;
 use crate::each::for_each;
-use crate::maps::{CONNS, GLOBALS, RATE, REAL_CONNS, REALS, TIMEOUTS};
+use crate::maps::{CONN_HINT, CONNS, GLOBALS, RATE, REAL_CONNS, REALS, TIMEOUTS};
 use crate::stats;
 
 /// `conn_set_mask` of the table's size, set by lbd when it loads the
@@ -127,19 +127,39 @@ fn count_out(slot: u32, state: u8) {
 /// orphaned); refreshes the flow and moves its state. A subprogram of its
 /// own, answering in one register: the set's walk stays out of the
 /// balancer's stack frame.
+///
+/// A set fills from its first way and its entries are never emptied, so
+/// the walk stops at an empty way: a new flow in a set that is not full
+/// reads only the lines up to it, and leaves that way in CONN_HINT for
+/// `record_new` (kept in a map, not returned: a value returned here and
+/// compared after `new_flow` would make the verifier walk `new_flow` once
+/// per kind of answer).
 #[inline(never)]
 pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
     let base = set_base(key);
+    let mut hint = NO_ENTRY;
     let mut way = 0;
     while way < CONN_WAYS {
         let index = base + way;
         let Some(e) = entry(index) else {
             break;
         };
+        if e.key.family == 0 {
+            hint = index;
+            break;
+        }
         if same_flow(&e.key, key) {
-            return refresh(&mut e.info, key.proto, tcp_flags, now).unwrap_or(0);
+            if let Some(slot) = refresh(&mut e.info, key.proto, tcp_flags, now) {
+                return slot;
+            }
+            hint = index;
+            break;
         }
         way += 1;
+    }
+    if let Some(h) = CONN_HINT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; XDP runs to completion on one CPU.
+        unsafe { *h = hint };
     }
     0
 }
@@ -315,7 +335,12 @@ pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, now: u64) -> u32 {
     let Some(real) = REALS.get(slot) else {
         return NO_ENTRY;
     };
-    let index = free_entry(key, now);
+    let hint = CONN_HINT.get(0).copied().unwrap_or(NO_ENTRY);
+    let index = if hint != NO_ENTRY {
+        hint
+    } else {
+        free_entry(key, now)
+    };
     record(
         index,
         key,

@@ -46,6 +46,12 @@ pub static VIP_PREFIXES: LpmTrie<VipPrefix, VipInfo> = LpmTrie::with_max_entries
 pub static CONNS: Array<ConnEntry> =
     Array::with_max_entries(DEFAULT_CONN_TABLE_SIZE, BPF_F_MMAPABLE);
 
+/// Per CPU, from `conn::lookup` to `conn::record_new` in one run: the entry
+/// a flow the table does not hold can take without a search (the first
+/// empty way of its set, or the flow's own dead entry), or u32::MAX.
+#[map(name = "LB_CONN_HINT")]
+pub static CONN_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Idle timeout (ns) of a connection, by `CONN_*` state (ipvsadm --set).
 #[map(name = "LB_TIMEOUTS")]
 pub static TIMEOUTS: Array<u64> = Array::with_max_entries(CONN_STATES, 0);
