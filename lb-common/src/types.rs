@@ -317,7 +317,7 @@ pub fn nat_rev_tag(reply: &FlowKey) -> u32 {
 
 /// Active and inactive connections of a real-server slot: kept by the
 /// program as flows start and change state, recomputed by lbd's sweeper
-/// (expiry and LRU eviction have no callback). Approximate, like IPVS's.
+/// (expiry has no callback). Approximate, like IPVS's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RealConns {
@@ -533,7 +533,7 @@ pub enum Reason {
     /// (the VIP in place of the real) and passed to the kernel to forward.
     IcmpErrorToClient = 17,
     /// A TCP segment without SYN of a flow the connection table does not
-    /// hold (evicted from a full table, expired, or begun on another
+    /// hold (evicted from its full set, expired, or begun on another
     /// director): placed by the consistent choice and recorded.
     ConnMissMidFlow = 18,
     /// A live flow replaced by a new one because its set of the
