@@ -74,12 +74,9 @@ fn next_state(state: u8, tcp_flags: u8) -> u8 {
     } else if tcp_flags & TCP_FLAG_FIN != 0 {
         CONN_TCP_FIN_WAIT
     } else if tcp_flags & TCP_FLAG_SYN != 0 {
-        // A SYN reopens a closed tuple; in other states it is a retransmit.
-        if state == CONN_TCP_CLOSE || state == CONN_TCP_FIN_WAIT {
-            CONN_TCP_SYN_RECV
-        } else {
-            state
-        }
+        // A retransmit (`refresh` sends a SYN on a closing tuple to the
+        // scheduler as a new connection).
+        state
     } else if tcp_flags & TCP_FLAG_ACK != 0 && state == CONN_TCP_SYN_RECV {
         CONN_TCP_ESTABLISHED
     } else {
@@ -240,7 +237,13 @@ fn refresh(conn: &mut ConnInfo, proto: u8, tcp_flags: u8, now: u64) -> Option<u3
         // The slot holds another real now; its counts are not ours.
         return None;
     }
-    if expired(conn, now) {
+    // Expired; or a new connection reusing a closing tuple (a SYN without
+    // ACK after FIN or RST), which IPVS (conn_reuse_mode 1) schedules
+    // and counts anew rather than keep on the old one's real.
+    let reused = proto == IPPROTO_TCP
+        && tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+        && (conn.state == CONN_TCP_CLOSE || conn.state == CONN_TCP_FIN_WAIT);
+    if reused || expired(conn, now) {
         count_out(conn.real, conn.state);
         return None;
     }

@@ -411,3 +411,27 @@ fn the_connection_list_shows_the_recorded_flows() {
     );
     assert!(!list.truncated);
 }
+
+/// A client that reuses a closed connection's ports opens a new
+/// connection, as IPVS (conn_reuse_mode 1) sees it: scheduled anew and
+/// counted, its predecessor's count released.
+#[test]
+fn a_syn_on_a_closed_tuple_is_a_new_connection() {
+    let f = rr3(Protocol::Tcp, 80);
+    let first = f.real_of(&f.run(&flow(1).tcp(SYN)));
+    f.run(&flow(1).tcp(ACK));
+    f.run(&flow(1).tcp(Flags {
+        fin: true,
+        ack: true,
+        ..Flags::default()
+    }));
+    let again = f.real_of(&f.run(&flow(1).tcp(SYN)));
+    assert_ne!(again, first, "rr schedules the new connection anew");
+    let s = f.dp.status().unwrap();
+    assert_eq!(s.services[0].stats.conns, 2);
+    let total: u64 = conns(&f).iter().map(|c| c.0 + c.1).sum();
+    assert_eq!(total, 1, "only the new connection is counted");
+    // A retransmitted SYN of a live connection is no new one.
+    f.run(&flow(1).tcp(SYN));
+    assert_eq!(f.dp.status().unwrap().services[0].stats.conns, 2);
+}
