@@ -43,9 +43,28 @@ pub fn entry(index: u32) -> Option<&'static mut ConnEntry> {
 
 #[inline(always)]
 pub fn expired(c: &ConnInfo, now: u64) -> bool {
-    // saturating: another CPU may have stamped the entry after `now` was
-    // read; it is fresh, not 2^64 ns old.
-    now.saturating_sub(c.last_seen) > c.timeout as u64 * 1_000_000_000
+    expired_bit(c, now) != 0
+}
+
+/// 1 if the entry's idle time is above its timeout, else 0, without a
+/// branch. An empty entry (last use and timeout 0) is expired; one
+/// another CPU stamped after `now` was read has a "negative" idle time:
+/// fresh, not 2^64 ns old.
+#[inline(always)]
+fn expired_bit(c: &ConnInfo, now: u64) -> u64 {
+    let idle = now.wrapping_sub(c.last_seen) as i64;
+    let timeout = c.timeout as i64 * 1_000_000_000;
+    (timeout.wrapping_sub(idle) >> 63) as u64 & 1
+}
+
+/// Branch-free arg-min step over a set's ways: `best` (rank, index)
+/// becomes (`rank`, `index`) if `rank` is lower (both below 2^63: the
+/// difference's sign bit decides). The first of equal ranks stays.
+#[inline(always)]
+pub fn keep_least(best: &mut (u64, u32), rank: u64, index: u32) {
+    let take = (rank.wrapping_sub(best.0) >> 63).wrapping_neg();
+    best.0 ^= (best.0 ^ rank) & take;
+    best.1 ^= (best.1 ^ index) & take as u32;
 }
 use crate::parse::{TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN};
 
@@ -161,60 +180,33 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
     0
 }
 
-/// The entry a new flow takes in its set: the first that is empty,
-/// expired or holds the same flow (expired, or of a slot that holds
-/// another real now), else the least recently seen (evicted by `record`).
-/// Straight-line arithmetic, no branch per way: branches would multiply
-/// into paths the verifier walks one by one, and a `bpf_loop` costs a call
-/// per way.
+/// The entry a new flow takes in a full set (`lookup` found no empty way
+/// and no entry of the flow's own): the first expired one, else the least
+/// recently seen (evicted by `record`). Straight-line arithmetic, no
+/// branch per way: branches would multiply into paths the verifier walks
+/// one by one, and a `bpf_loop` costs a call per way.
 #[inline(always)]
 fn free_entry(key: &FlowKey, now: u64) -> u32 {
     let base = set_base(key);
-    let mut victim = base;
-    let mut victim_rank = u64::MAX >> 1;
+    let mut best = (u64::MAX >> 1, base);
     let mut way = 0;
     while way < CONN_WAYS {
         let index = base + way;
         let Some(e) = entry(index) else {
             break;
         };
-        // 0 for a way to take at once; else its last use (ns, odd).
-        let rank = (e.info.last_seen | 1) & (reusable(e, key, now) - 1);
-        // rank < victim_rank, both below 2^63: the difference's sign bit.
-        let lower = rank.wrapping_sub(victim_rank) >> 63;
-        let take = lower.wrapping_neg();
-        victim_rank ^= (victim_rank ^ rank) & take;
-        victim ^= (victim ^ index) & take as u32;
+        // 0 for an expired way (take it at once); else its last use, odd.
+        let rank = (e.info.last_seen | 1) & expired_bit(&e.info, now).wrapping_sub(1);
+        keep_least(&mut best, rank, index);
         way += 1;
     }
-    victim
-}
-
-/// 1 if entry `e` may be reused for `key` without evicting a live flow
-/// (it is empty or expired, or holds `key` itself), else 0; branch-free.
-#[inline(always)]
-fn reusable(e: &ConnEntry, key: &FlowKey, now: u64) -> u64 {
-    // Expired: idle time above the timeout. An empty entry has a
-    // last_seen and timeout of 0: expired. An entry stamped after `now`
-    // has a "negative" idle time: live.
-    let idle = now.wrapping_sub(e.info.last_seen) as i64;
-    let timeout = e.info.timeout as i64 * 1_000_000_000;
-    let expired = (timeout.wrapping_sub(idle) >> 63) as u64 & 1;
-    let diff = flow_diff(&e.key, key);
-    let same = ((diff | diff.wrapping_neg()) >> 63) ^ 1;
-    expired | same
+    best.1
 }
 
 /// Key equality as one test of or-ed differences: one branch, not one
 /// per field (the verifier walks every branch of every way).
 #[inline(always)]
 pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
-    flow_diff(a, b) == 0
-}
-
-/// The or-ed differences of two keys' fields: 0 for the same flow.
-#[inline(always)]
-fn flow_diff(a: &FlowKey, b: &FlowKey) -> u64 {
     let ports = |k: &FlowKey| {
         (k.sport as u64) | (k.dport as u64) << 16 | (k.proto as u64) << 32 | (k.family as u64) << 40
     };
@@ -224,7 +216,7 @@ fn flow_diff(a: &FlowKey, b: &FlowKey) -> u64 {
         diff |= ((a.src[i] ^ b.src[i]) | (a.dst[i] ^ b.dst[i])) as u64;
         i += 1;
     }
-    diff
+    diff == 0
 }
 
 /// A known flow's packet: its real, unless the flow expired or its slot

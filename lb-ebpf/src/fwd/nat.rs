@@ -166,8 +166,7 @@ pub fn record_reverse(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16, conn
     let reply = reply_key(flow, real_addr, real_port);
     let base = conn::set_base(&reply);
     let tag = nat_rev_tag(&reply);
-    let mut victim = base;
-    let mut victim_rank = u64::MAX >> 1;
+    let mut best = (u64::MAX >> 1, base);
     let mut way = 0;
     while way < CONN_WAYS {
         let index = base + way;
@@ -177,12 +176,10 @@ pub fn record_reverse(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16, conn
         // 0 for an empty way or one with this tag, else its last use.
         let free = is_zero(e.tag as u64) | is_zero((e.tag ^ tag) as u64);
         let rank = (e.last_seen | 1) & free.wrapping_sub(1);
-        let take = (rank.wrapping_sub(victim_rank) >> 63).wrapping_neg();
-        victim_rank ^= (victim_rank ^ rank) & take;
-        victim ^= (victim ^ index) & take as u32;
+        conn::keep_least(&mut best, rank, index);
         way += 1;
     }
-    if let Some(e) = NAT_REV.get_ptr_mut(victim) {
+    if let Some(e) = NAT_REV.get_ptr_mut(best.1) {
         // SAFETY: a pointer into a live map value.
         unsafe {
             *e = NatRevEntry {
