@@ -63,6 +63,9 @@ pub struct VipFast {
     /// 0: the slot is empty.
     pub used: u32,
     pub info: VipInfo,
+    /// To 64 bytes: a slot is one cache line (the map's values start
+    /// page-aligned).
+    pub _pad: [u32; 4],
 }
 
 /// The VIP_FAST slot of `key`.
@@ -242,11 +245,16 @@ pub struct ConnInfo {
     pub timeout: u32,
     /// `CONN_*` state.
     pub state: u8,
-    // Padding as scalars, not a byte array: the program zeroes a byte
+    /// `CONN_F_*` bits.
+    pub flags: u8,
+    // Padding as a scalar, not a byte array: the program zeroes a byte
     // array with a call to a byte-wise `memset` subprogram.
-    pub _pad: u8,
-    pub _pad2: u16,
+    pub _pad: u16,
 }
+
+/// A NAT flow: its real's replies are translated back (found in the
+/// flow's own set, see `conn_set_base`).
+pub const CONN_F_NAT: u8 = 1;
 
 /// Ways of a set of the connection table: a flow lives in one of the
 /// CONN_WAYS entries of the set its hash picks (`conn_set`).
@@ -278,41 +286,27 @@ pub const fn conn_table_entries(conn_table_size: u32) -> u32 {
 /// Maglev entry.
 pub const CONN_HASH_SEED: u32 = 0x0c0_11ec7;
 
-/// The set of `key` in a connection table of `entries` entries (a power
-/// of two, see `conn_table_entries`): the index of its first way.
+/// The set of a flow whose client side is (`addr`, `port`) in a
+/// connection table of set mask `set_mask` (see `conn_set_mask`): the
+/// index of its first way. Only the client side is hashed: it is the same
+/// in both directions (the client's packets carry it as source, a NAT
+/// real's replies as destination), so a reply finds its flow in the set
+/// its client's packets use, and a NAT flow is recorded once, as in IPVS.
 #[inline(always)]
-pub fn conn_set_base(key: &FlowKey, set_mask: u32) -> u32 {
-    (flow_hash_seeded(key, CONN_HASH_SEED) & set_mask) * CONN_WAYS
+pub fn conn_set_base(addr: &[u32; 4], port: u16, proto: u8, family: u8, set_mask: u32) -> u32 {
+    let rest = (port as u32) << 16 | (proto as u32) << 8 | family as u32;
+    let hash = if family == AF_INET {
+        crate::jhash::jhash_3words(addr[0], rest, 0, CONN_HASH_SEED)
+    } else {
+        let h = crate::jhash::jhash_3words(addr[0], addr[1], addr[2], CONN_HASH_SEED);
+        crate::jhash::jhash_3words(addr[3], rest, 0, h)
+    };
+    (hash & set_mask) * CONN_WAYS
 }
 
 /// The set mask of a connection table of `entries` entries.
 pub const fn conn_set_mask(entries: u32) -> u32 {
     entries / CONN_WAYS - 1
-}
-
-/// An entry of NAT's reverse index (`LB_NAT_REV`, an array of sets of
-/// CONN_WAYS entries, as many as the connection table has): a reply's
-/// 5-tuple leads to the connection-table entry of its flow, which holds
-/// the VIP, the client and the real. `tag == 0`: empty.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct NatRevEntry {
-    /// `nat_rev_tag` of the reply's 5-tuple.
-    pub tag: u32,
-    /// Index of the flow's connection-table entry.
-    pub conn: u32,
-    /// Data-plane clock (ns) of the entry's last use: a full set replaces
-    /// its least recently used entry.
-    pub last_seen: u64,
-}
-
-/// Seed of the tag of a reply's 5-tuple in NAT's reverse index.
-pub const NAT_REV_TAG_SEED: u32 = 0x4e41_5472;
-
-/// The tag of a reply's 5-tuple (never 0, which marks an empty entry).
-#[inline(always)]
-pub fn nat_rev_tag(reply: &FlowKey) -> u32 {
-    flow_hash_seeded(reply, NAT_REV_TAG_SEED) | 1
 }
 
 /// Active and inactive connections of a real-server slot: kept by the
@@ -361,8 +355,8 @@ pub struct RealInfo {
     pub tun_src: [u32; 4],
 }
 
-/// NAT's reverse mapping, keyed by the reply's 5-tuple (real → client):
-/// what the reply's source must become again.
+/// What a NAT reply (real → client) needs from its flow's entry: what
+/// its source must become again, and the real it came from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NatReverse {
@@ -616,7 +610,7 @@ pub const FLOW_HASH_SEED: u32 = 0x1bd0_5eed;
 
 /// The NAT source filter's bit for `addr` (0..NAT_SOURCE_WORDS × 64): set
 /// for every NAT real's address, so a packet for no VIP is looked up among
-/// NAT's reverse mappings only if its source may be a NAT real (another
+/// NAT flows only if its source may be a NAT real (another
 /// address sharing the bit only costs that lookup).
 #[inline(always)]
 pub fn nat_source_bit(addr: &[u32; 4]) -> u32 {
@@ -656,7 +650,7 @@ pub fn flow_hash_seeded(key: &FlowKey, seed: u32) -> u32 {
 }
 
 /// Bump when a map changes meaning without changing size.
-const MAP_LAYOUT_REVISION: u64 = 2;
+const MAP_LAYOUT_REVISION: u64 = 3;
 
 /// FNV-1a over the numbers that shape the maps.
 const fn layout_hash(parts: &[u64]) -> u64 {
@@ -691,7 +685,6 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     core::mem::size_of::<RealInfo>() as u64,
     core::mem::size_of::<RealConns>() as u64,
     core::mem::size_of::<NatReverse>() as u64,
-    core::mem::size_of::<NatRevEntry>() as u64,
     core::mem::size_of::<Globals>() as u64,
     core::mem::size_of::<FragKey>() as u64,
     core::mem::size_of::<FragTarget>() as u64,
@@ -734,7 +727,6 @@ mod pod {
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}
-    unsafe impl aya::Pod for NatRevEntry {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for VipPrefix {}
     unsafe impl aya::Pod for FragKey {}
@@ -755,7 +747,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 24);
-        assert_eq!(size_of::<VipFast>(), 48);
+        assert_eq!(size_of::<VipFast>(), 64, "one cache line");
         assert_eq!(size_of::<PersistKey>(), 36);
         assert_eq!(size_of::<PersistInfo>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
@@ -764,7 +756,6 @@ mod tests {
         assert_eq!(size_of::<RealConns>(), 8);
         assert_eq!(size_of::<RealInfo>(), 64);
         assert_eq!(size_of::<NatReverse>(), 28);
-        assert_eq!(size_of::<NatRevEntry>(), 16, "four to a cache line");
         assert_eq!(size_of::<LblcKey>(), 20);
         assert_eq!(size_of::<LblcEntry>(), 40);
         assert_eq!(size_of::<FragTarget>(), 32);

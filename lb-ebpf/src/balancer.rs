@@ -5,7 +5,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, RealInfo, Reason,
+    AF_INET, CONN_F_NAT, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, RealInfo, Reason,
     VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit, vip_fast_slot,
 };
 
@@ -134,8 +134,6 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
     let found = conn::lookup(&flow.key, flow.tcp_flags, now);
     let known = found != 0;
-    // The new flow's connection-table entry (NAT indexes its replies).
-    let mut entry = conn::NO_ENTRY;
     let slot = if known {
         if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
             // A controlled connection ends: the template's timeout counts
@@ -150,7 +148,13 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
             return drop(Reason::DropNoReal);
         }
         if picked & NEW_FLOW_RECORD != 0 {
-            entry = conn::record_new(&flow.key, picked as u32, flow.tcp_flags, now);
+            // NAT flows are marked: their replies are translated back.
+            let flags = if vip.method == FwdMethod::Nat as u8 {
+                CONN_F_NAT
+            } else {
+                0
+            };
+            conn::record_new(&flow.key, picked as u32, flow.tcp_flags, flags, now);
         }
         picked as u32
     };
@@ -169,7 +173,7 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
         frag::record(flow, vip, slot, real.generation);
     }
     let action = if vip.method == FwdMethod::Nat as u8 {
-        forward_nat(ctx, flow, real, entry, now)
+        forward_nat(ctx, flow, real)
     } else if vip.method == FwdMethod::Tun as u8 {
         forward_tun(ctx, flow, real)
     } else if vip.method == FwdMethod::Dr as u8 {
@@ -235,15 +239,12 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u64 {
     }
 }
 
-/// NAT: the real's address and port as destination; a flow recorded now
-/// (`entry`, or conn::NO_ENTRY) is indexed by its replies' 5-tuple.
+/// NAT: the real's address and port as destination (its replies find
+/// the flow in the connection table, see `fwd::nat::reverse`).
 #[inline(never)]
-fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo, entry: u32, now: u64) -> u32 {
+fn forward_nat(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
     if real.family != flow.key.family || !fwd::nat::to_real(ctx, flow, &real.addr, real.port) {
         return drop(Reason::DropUnsupported);
-    }
-    if entry != conn::NO_ENTRY {
-        fwd::nat::record_reverse(&flow.key, &real.addr, real.port, entry, now);
     }
     // SAFETY: reading the context of this packet.
     fwd::out::to_real(ctx, unsafe { (*ctx.ctx).ingress_ifindex }, real)

@@ -28,10 +28,19 @@ use crate::stats;
 #[unsafe(no_mangle)]
 static CONN_SET_MASK: u32 = 0;
 
+/// The set of a flow, from its client's packet.
 #[inline(always)]
 pub fn set_base(key: &FlowKey) -> u32 {
+    client_set_base(&key.src, key.sport, key.proto, key.family)
+}
+
+/// The set of the flow whose client side is (`addr`, `port`): a reply's
+/// destination.
+#[inline(always)]
+pub fn client_set_base(addr: &[u32; 4], port: u16, proto: u8, family: u8) -> u32 {
     // SAFETY: reading a global the loader initialised.
-    conn_set_base(key, unsafe { core::ptr::read_volatile(&CONN_SET_MASK) })
+    let mask = unsafe { core::ptr::read_volatile(&CONN_SET_MASK) };
+    conn_set_base(addr, port, proto, family, mask)
 }
 
 #[inline(always)]
@@ -318,17 +327,17 @@ fn timeout_of(state: u8) -> u32 {
     (TIMEOUTS.get(state as u32).copied().unwrap_or(0) / 1_000_000_000) as u32
 }
 
-/// `record_new`'s answer when it recorded nothing.
-pub const NO_ENTRY: u32 = u32::MAX;
+/// CONN_HINT when `lookup` names no entry.
+const NO_ENTRY: u32 = u32::MAX;
 
-/// Records a new flow pinned to `slot` (see `free_entry` for where); the
-/// entry's index, or NO_ENTRY. A subprogram called after the scheduler
+/// Records a new flow pinned to `slot` with `CONN_F_*` `flags` (see
+/// `free_entry` for where). A subprogram called after the scheduler
 /// returned: the verifier then walks its paths once per path into it, not
 /// once per scheduler path.
 #[inline(never)]
-pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, now: u64) -> u32 {
+pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, flags: u8, now: u64) {
     let Some(real) = REALS.get(slot) else {
-        return NO_ENTRY;
+        return;
     };
     let hint = CONN_HINT.get(0).copied().unwrap_or(NO_ENTRY);
     let index = if hint != NO_ENTRY {
@@ -342,15 +351,15 @@ pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, now: u64) -> u32 {
         slot,
         real.generation,
         initial_state(key.proto, tcp_flags),
+        flags,
         now,
     );
-    index
 }
 
 /// Pins a new flow to a real server slot, in the table entry `lookup`
 /// named. A live flow that held the entry (its set was full) is evicted.
 #[inline(always)]
-fn record(index: u32, key: &FlowKey, real: u32, generation: u32, state: u8, now: u64) {
+fn record(index: u32, key: &FlowKey, real: u32, generation: u32, state: u8, flags: u8, now: u64) {
     let Some(e) = entry(index) else {
         return;
     };
@@ -370,8 +379,8 @@ fn record(index: u32, key: &FlowKey, real: u32, generation: u32, state: u8, now:
         last_seen: now,
         timeout: timeout_of(state),
         state,
+        flags,
         _pad: 0,
-        _pad2: 0,
     };
     count_in(real, state);
 }

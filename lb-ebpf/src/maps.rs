@@ -12,8 +12,8 @@ use lb_common::{
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VIP_FAST_SLOTS, VipFast, VipInfo, VipKey,
 };
 use lb_common::{
-    DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, NatRevEntry, PersistInfo, PersistKey,
-    RateWindow, VipPrefix,
+    DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, PersistInfo, PersistKey, RateWindow,
+    VipPrefix,
 };
 
 /// `lb_common::MAP_LAYOUT` of the maps as created: a restarted lbd adopts
@@ -29,7 +29,7 @@ pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 
 /// per-packet path reads first (VIPS stays the complete set; a key whose
 /// slot is taken lives only there, and GLOBALS.vip_spill says so).
 #[map(name = "LB_VIP_FAST")]
-pub static VIP_FAST: Array<VipFast> = Array::with_max_entries(VIP_FAST_SLOTS, 0);
+pub static VIP_FAST: Array<VipFast> = Array::with_max_entries(VIP_FAST_SLOTS, BPF_F_MMAPABLE);
 
 /// Prefix VIPs (keepalived's virtual_server_group): every address in the
 /// prefix is a VIP of one service.
@@ -54,28 +54,22 @@ pub static CONN_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Idle timeout (ns) of a connection, by `CONN_*` state (ipvsadm --set).
 #[map(name = "LB_TIMEOUTS")]
-pub static TIMEOUTS: Array<u64> = Array::with_max_entries(CONN_STATES, 0);
+pub static TIMEOUTS: Array<u64> = Array::with_max_entries(CONN_STATES, BPF_F_MMAPABLE);
 
 /// Added to the kernel's clock: lets fixtures move time forward.
 #[map(name = "LB_CLOCK")]
-pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Active/inactive connections per real slot (shared by all CPUs: the
 /// least-connection schedulers compare them).
 #[map(name = "LB_REAL_CONNS")]
-pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, 0);
-
-/// NAT's reverse index: a reply's 5-tuple → its flow's CONNS entry (see
-/// fwd/nat.rs). Sets of CONN_WAYS entries, as many sets as CONNS has;
-/// user space sizes it with CONNS.
-#[map(name = "LB_NAT_REV")]
-pub static NAT_REV: Array<NatRevEntry> = Array::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
 
 /// NAT source filter: bit `nat_source_bit(addr)` is set for every NAT
 /// real's address (lbd keeps it), so packets for no VIP from elsewhere
-/// skip the NAT_REV lookup.
+/// skip the reply lookup in CONNS.
 #[map(name = "LB_NAT_SOURCES")]
-pub static NAT_SOURCES: Array<u64> = Array::with_max_entries(NAT_SOURCE_WORDS, 0);
+pub static NAT_SOURCES: Array<u64> = Array::with_max_entries(NAT_SOURCE_WORDS, BPF_F_MMAPABLE);
 
 /// Every address that is a VIP of some service (fragments and ICMP carry
 /// no port: this tells whether they are for a VIP at all).
@@ -92,28 +86,32 @@ pub static RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Data-plane-wide settings.
 #[map(name = "LB_GLOBALS")]
-pub static GLOBALS: Array<Globals> = Array::with_max_entries(1, 0);
+pub static GLOBALS: Array<Globals> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Real servers by slot id (slot 0 is never used).
 #[map(name = "LB_REALS")]
-pub static REALS: Array<RealInfo> = Array::with_max_entries(MAX_REALS, 0);
+pub static REALS: Array<RealInfo> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
 
 /// Every VIP's Maglev table, `MAGLEV_TABLE_SIZE` slot ids per VIP id.
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(MAX_VIPS * MAGLEV_TABLE_SIZE, 0);
+pub static MAGLEV: Array<u32> =
+    Array::with_max_entries(MAX_VIPS * MAGLEV_TABLE_SIZE, BPF_F_MMAPABLE);
 
 /// Every VIP's round-robin sequence, `SCHED_SEQ_SIZE` slot ids per VIP id.
 #[map(name = "LB_SCHED_SEQ")]
-pub static SCHED_SEQ: Array<u32> = Array::with_max_entries(MAX_VIPS * SCHED_SEQ_SIZE, 0);
+pub static SCHED_SEQ: Array<u32> =
+    Array::with_max_entries(MAX_VIPS * SCHED_SEQ_SIZE, BPF_F_MMAPABLE);
 
 /// Every VIP's real slots in config order, `MAX_REALS_PER_VIP` per VIP id:
 /// what the connection-counting schedulers walk.
 #[map(name = "LB_VIP_REALS")]
-pub static VIP_REALS: Array<u32> = Array::with_max_entries(MAX_VIPS * MAX_REALS_PER_VIP, 0);
+pub static VIP_REALS: Array<u32> =
+    Array::with_max_entries(MAX_VIPS * MAX_REALS_PER_VIP, BPF_F_MMAPABLE);
 
 /// Every VIP's sh/dh table, `HASH_TABLE_SIZE` slot ids per VIP id.
 #[map(name = "LB_HASH_TABLE")]
-pub static HASH_TABLE: Array<u32> = Array::with_max_entries(MAX_VIPS * HASH_TABLE_SIZE, 0);
+pub static HASH_TABLE: Array<u32> =
+    Array::with_max_entries(MAX_VIPS * HASH_TABLE_SIZE, BPF_F_MMAPABLE);
 
 /// lblc/lblcr: the reals each destination address was given (LRU, like
 /// IPVS's table that forgets entries unused for a while).

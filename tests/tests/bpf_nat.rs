@@ -380,3 +380,50 @@ fn replies_of_an_evicted_flow_pass_untranslated() {
         assert_eq!(f.dp.reason_count(Reason::NatReply), 4);
     });
 }
+
+/// A reply finds its flow by the client's side (the set its client's
+/// packets use): one client port talking to two NAT VIPs has two flows
+/// there, and each real's reply gets its own VIP back.
+#[test]
+fn one_client_port_to_two_nat_vips_gets_each_reply_its_vip() {
+    const VIP2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
+    let ns = client_route();
+    ns.run(|| {
+        let mut other = nat(service(VIP2, 80, Protocol::Tcp, Scheduler::Rr, &[(2, 1)]));
+        other.reals[0].port = 8080;
+        let f = Fixture::new(vec![web_nat(&[(1, 1)]), other]);
+        for vip in [VIP, VIP2] {
+            f.run(&Pkt::to(vip, 80).from(CLIENT, 40000).tcp(SYN));
+        }
+        for (real, vip) in [(2, VIP2), (1, VIP)] {
+            let o = f.run(&reply(real, 40000, ACK));
+            assert_eq!(o.action, XDP_REDIRECT);
+            assert_eq!(ip_src(&o.frame), vip, "real {real}'s reply");
+            assert_eq!(ports(&o.frame, 34), (80, 40000));
+            assert_checksums_valid(&o.frame);
+        }
+    });
+}
+
+/// Only NAT flows are translated back: a DR flow's real that is also a
+/// NAT real (so its packets are looked up) sends to the DR client as it
+/// likes, untouched.
+#[test]
+fn packets_of_a_dr_flows_real_are_not_translated() {
+    const DR_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
+    let ns = client_route();
+    ns.run(|| {
+        let dr = service(DR_VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1)]);
+        let f = Fixture::new(vec![web_nat(&[(1, 1)]), dr]);
+        let o = f.run(&Pkt::to(DR_VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        assert_eq!(f.real_of(&o), 1);
+        assert_eq!(ip_dst(&o.frame), DR_VIP, "DR keeps the VIP");
+        let mut p = Pkt::to(CLIENT, 40000).from(real_ip(1), 80);
+        p.src_mac = real_mac(1);
+        let frame = p.tcp(ACK);
+        let o = f.run(&frame);
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(o.frame, frame);
+        assert_eq!(f.dp.reason_count(Reason::NatReply), 0);
+    });
+}

@@ -1,16 +1,17 @@
 //! Network address translation (LVS-NAT): a client's packet gets the real
 //! server's address and port as destination; the real's reply gets the
-//! VIP and virtual port back as source. Checksums are updated
+//! VIP and virtual port back as source; a reply finds its flow in the
+//! connection table (one entry for both directions, as in IPVS). Checksums are updated
 //! incrementally (RFC 1624): the IPv4 header's, and the TCP/UDP one over
 //! the pseudo-header's address and the port.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    AF_INET, CONN_WAYS, FlowKey, IPPROTO_UDP, NatRevEntry, NatReverse, csum, nat_rev_tag,
+    AF_INET, CONN_F_NAT, CONN_WAYS, ConnEntry, FlowKey, IPPROTO_UDP, NatReverse, csum,
 };
 
 use crate::conn;
-use crate::maps::{NAT_REV, REALS};
+use crate::maps::REALS;
 use crate::parse::{ETH_HLEN, Flow, Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at, ptr_at_var};
 
 /// The TCP header up to the checksum, so that the checksum and ports are
@@ -138,112 +139,60 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_addr: &[u32; 4], real_port: u
     rewrite(ctx, flow, true, real_addr, port)
 }
 
-/// The 5-tuple of the real's replies to a NAT flow.
-#[inline(always)]
-fn reply_key(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16) -> FlowKey {
-    FlowKey {
-        src: *real_addr,
-        dst: flow.src,
-        sport: if real_port == 0 {
-            flow.dport
-        } else {
-            real_port
-        },
-        dport: flow.sport,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    }
-}
-
-/// Indexes a new NAT flow (recorded in CONNS entry `conn`) by the
-/// 5-tuple of its replies. The entry goes in the reply's set: the first
-/// way that is empty or has the same tag (the tuple reused), else the
-/// least recently used one. Straight-line arithmetic over the ways, as in
-/// `conn::free_entry`.
-#[inline(never)]
-pub fn record_reverse(flow: &FlowKey, real_addr: &[u32; 4], real_port: u16, conn: u32, now: u64) {
-    let reply = reply_key(flow, real_addr, real_port);
-    let base = conn::set_base(&reply);
-    let tag = nat_rev_tag(&reply);
-    let mut best = (u64::MAX >> 1, base);
-    let mut way = 0;
-    while way < CONN_WAYS {
-        let index = base + way;
-        let Some(e) = NAT_REV.get(index) else {
-            break;
-        };
-        // 0 for an empty way or one with this tag, else its last use.
-        let free = is_zero(e.tag as u64) | is_zero((e.tag ^ tag) as u64);
-        let rank = (e.last_seen | 1) & free.wrapping_sub(1);
-        conn::keep_least(&mut best, rank, index);
-        way += 1;
-    }
-    if let Some(e) = NAT_REV.get_ptr_mut(best.1) {
-        // SAFETY: a pointer into a live map value.
-        unsafe {
-            *e = NatRevEntry {
-                tag,
-                conn,
-                last_seen: now,
-            }
-        };
-    }
-}
-
-/// 1 if `x` (below 2^63) is 0, else 0, without a branch.
-#[inline(always)]
-fn is_zero(x: u64) -> u64 {
-    ((x | x.wrapping_neg()) >> 63) ^ 1
-}
-
-/// The NAT flow a reply belongs to: the first entry of the reply's set
-/// with its tag, if the CONNS entry it names still holds that flow, live,
-/// and the real it is pinned to sent the reply. Refreshes the flow (IPVS
-/// keeps a connection alive on packets either way).
+/// The NAT flow a reply belongs to: in the set of the reply's destination
+/// (the flow's client side, see `lb_common::conn_set_base`), the live NAT
+/// entry of that client whose real, still in its slot, sent the reply.
+/// Refreshes the flow (IPVS keeps a connection alive on packets either
+/// way).
 #[inline(never)]
 pub fn reverse(reply: &FlowKey, now: u64) -> Option<NatReverse> {
-    let base = conn::set_base(reply);
-    let tag = nat_rev_tag(reply);
-    let mut index = base;
+    let base = conn::client_set_base(&reply.dst, reply.dport, reply.proto, reply.family);
     let mut way = 0;
     while way < CONN_WAYS {
-        if NAT_REV.get(base + way)?.tag == tag {
-            index = base + way;
-            break;
+        let e = conn::entry(base + way)?;
+        if e.key.family == 0 {
+            // A set fills from its first way and is never emptied.
+            return None;
+        }
+        if is_reply_of(e, reply, now) {
+            e.info.last_seen = now;
+            return Some(NatReverse {
+                vip: e.key.dst,
+                vport: e.key.dport,
+                _pad: [0; 2],
+                real: e.info.real,
+                generation: e.info.generation,
+            });
         }
         way += 1;
     }
-    if way == CONN_WAYS {
-        return None;
-    }
-    let rev = NAT_REV.get_ptr_mut(index)?;
-    // SAFETY: a pointer into a live map value.
-    let e = conn::entry(unsafe { (*rev).conn })?;
+    None
+}
+
+/// Whether `reply` comes from the real of the live NAT flow in `e`, to
+/// its client.
+#[inline(always)]
+fn is_reply_of(e: &ConnEntry, reply: &FlowKey, now: u64) -> bool {
     let k = &e.key;
-    if k.family != reply.family
-        || k.proto != reply.proto
-        || k.src != reply.dst
-        || k.sport != reply.dport
-        || conn::expired(&e.info, now)
-    {
-        return None;
+    // The client side and the NAT mark, as one test of or-ed differences
+    // (a branch per field would multiply the paths the verifier walks).
+    let mut diff = (k.sport ^ reply.dport) as u32
+        | (k.proto ^ reply.proto) as u32
+        | (k.family ^ reply.family) as u32
+        | (!e.info.flags & CONN_F_NAT) as u32;
+    let mut i = 0;
+    while i < 4 {
+        diff |= k.src[i] ^ reply.dst[i];
+        i += 1;
     }
-    let real = REALS.get(e.info.real)?;
+    if diff != 0 || conn::expired(&e.info, now) {
+        return false;
+    }
+    let Some(real) = REALS.get(e.info.real) else {
+        return false;
+    };
     let sport = if real.port == 0 { k.dport } else { real.port };
-    if real.generation != e.info.generation || real.addr != reply.src || sport != reply.sport {
-        return None;
-    }
-    e.info.last_seen = now;
-    // SAFETY: as above.
-    unsafe { (*rev).last_seen = now };
-    Some(NatReverse {
-        vip: k.dst,
-        vport: k.dport,
-        _pad: [0; 2],
-        real: e.info.real,
-        generation: e.info.generation,
-    })
+    real.generation == e.info.generation && real.addr == reply.src && sport == reply.sport
 }
 
 /// Real → client: source becomes the VIP and virtual port again.

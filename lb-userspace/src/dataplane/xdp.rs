@@ -45,8 +45,8 @@ use ipnet::IpNet;
 /// The eBPF object built by build.rs (aya-build), embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
-/// A loader of `EBPF_OBJECT` whose flow tables (connections and NAT's
-/// reverse mappings) hold `entries` each: for tools that want the object's
+/// A loader of `EBPF_OBJECT` whose connection table holds `entries`
+/// flows: for tools that want the object's
 /// other programs (decap, test peers, benchmarks) or only its verifier
 /// verdict, not gigabytes of preallocated tables.
 pub fn loader_with_small_tables(entries: u32) -> EbpfLoader<'static> {
@@ -61,7 +61,6 @@ fn loader_for(conn_table_size: u32) -> EbpfLoader<'static> {
     // Leaked once per loader: the loader borrows its globals' bytes.
     let mask: &'static u32 = Box::leak(Box::new(conn_set_mask(entries)));
     loader.override_global("CONN_SET_MASK", mask, true);
-    loader.map_max_entries("LB_NAT_REV", entries);
     loader
 }
 
@@ -191,7 +190,6 @@ const PINNED_MAPS: &[&str] = &[
     "LB_TIMEOUTS",
     "LB_CLOCK",
     "LB_REAL_CONNS",
-    "LB_NAT_REV",
     "LB_NAT_SOURCES",
     "LB_VIP_FAST",
     "LB_VIP_ADDRS",
@@ -836,9 +834,15 @@ impl XdpDataplane {
         let slot = vip_fast_slot(&key);
         let cur = self.maps.vip_fast.get(slot)?;
         if cur.used == 0 || cur.key == key {
-            self.maps
-                .vip_fast
-                .set(slot, VipFast { key, used: 1, info })?;
+            self.maps.vip_fast.set(
+                slot,
+                VipFast {
+                    key,
+                    used: 1,
+                    info,
+                    _pad: [0; 4],
+                },
+            )?;
         }
         Ok(())
     }
@@ -866,7 +870,12 @@ impl XdpDataplane {
         for (key, info) in entries {
             let slot = &mut want[vip_fast_slot(&key) as usize];
             if slot.used == 0 {
-                *slot = VipFast { key, used: 1, info };
+                *slot = VipFast {
+                    key,
+                    used: 1,
+                    info,
+                    _pad: [0; 4],
+                };
             } else {
                 spill = true;
             }
@@ -1490,7 +1499,7 @@ impl Dataplane for XdpDataplane {
             }
         }
         // Before the services: a new NAT real's replies must not skip the
-        // reverse lookup once its first connection exists.
+        // reply lookup once its first connection exists.
         self.sync_nat_sources()?;
         for key in &touched {
             if self.services.contains_key(key) {
