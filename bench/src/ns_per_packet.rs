@@ -262,10 +262,15 @@ pub fn run(args: NsArgs) -> anyhow::Result<()> {
     let mut full = Bench::new(full_size, args.repeat)?;
 
     let client = Ipv4Addr::new(10, 1, 0, 1);
+    // Each method's flow from a client port of its own: the flows of one
+    // client address and port share a connection-table set (its hash is the
+    // client side's, so that NAT replies find their flow), and a client
+    // does not hold one source port open to several VIPs at once.
     let frames: Vec<MethodFrames> = METHODS
         .iter()
-        .map(|&(_, _, vip)| {
-            let flow = Pkt::to(vip, PORT).from(client, 40000);
+        .zip(40000..)
+        .map(|(&(_, _, vip), port)| {
+            let flow = Pkt::to(vip, PORT).from(client, port);
             MethodFrames {
                 syn: flow.tcp(SYN),
                 ack: flow.tcp(ACK),

@@ -324,7 +324,7 @@ pub fn may_record(now: u64) -> bool {
 /// The idle timeout (seconds) of a state, from the table lbd fills.
 #[inline(always)]
 fn timeout_of(state: u8) -> u32 {
-    (TIMEOUTS.get(state as u32).copied().unwrap_or(0) / 1_000_000_000) as u32
+    TIMEOUTS.get(state as u32).copied().unwrap_or(0) as u32
 }
 
 /// CONN_HINT when `lookup` names no entry.

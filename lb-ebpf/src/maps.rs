@@ -52,7 +52,8 @@ pub static CONNS: Array<ConnEntry> =
 #[map(name = "LB_CONN_HINT")]
 pub static CONN_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Idle timeout (ns) of a connection, by `CONN_*` state (ipvsadm --set).
+/// Idle timeout (seconds) of a connection, by `CONN_*` state (ipvsadm
+/// --set).
 #[map(name = "LB_TIMEOUTS")]
 pub static TIMEOUTS: Array<u64> = Array::with_max_entries(CONN_STATES, BPF_F_MMAPABLE);
 

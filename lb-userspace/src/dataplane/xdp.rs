@@ -81,15 +81,17 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     udp: Duration::from_secs(300),
 };
 
-/// Idle timeout per connection state: the three of ipvsadm --set, and
-/// IPVS's fixed ones for SYN_RECV (60 s) and CLOSE (10 s).
+/// Idle timeout per connection state, in seconds (what a connection
+/// entry holds: the program copies it without a division): the three of
+/// ipvsadm --set, and IPVS's fixed ones for SYN_RECV (60 s) and CLOSE
+/// (10 s).
 fn state_timeouts(t: &Timeouts) -> [u64; CONN_STATES as usize] {
     let mut out = [0u64; CONN_STATES as usize];
-    out[CONN_TCP_SYN_RECV as usize] = 60_000_000_000;
-    out[CONN_TCP_ESTABLISHED as usize] = t.tcp.as_nanos() as u64;
-    out[CONN_TCP_FIN_WAIT as usize] = t.tcp_fin.as_nanos() as u64;
-    out[CONN_TCP_CLOSE as usize] = 10_000_000_000;
-    out[CONN_UDP as usize] = t.udp.as_nanos() as u64;
+    out[CONN_TCP_SYN_RECV as usize] = 60;
+    out[CONN_TCP_ESTABLISHED as usize] = t.tcp.as_secs();
+    out[CONN_TCP_FIN_WAIT as usize] = t.tcp_fin.as_secs();
+    out[CONN_TCP_CLOSE as usize] = 10;
+    out[CONN_UDP as usize] = t.udp.as_secs();
     out
 }
 
@@ -461,8 +463,8 @@ impl XdpDataplane {
             lblc: take(&mut ebpf, "LB_LBLC")?,
         };
         let mut maps = maps;
-        for (state, ns) in state_timeouts(timeouts).into_iter().enumerate() {
-            maps.timeouts.set(state as u32, ns, 0)?;
+        for (state, secs) in state_timeouts(timeouts).into_iter().enumerate() {
+            maps.timeouts.set(state as u32, secs, 0)?;
         }
         Ok(XdpDataplane {
             ebpf,
