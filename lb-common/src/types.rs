@@ -11,10 +11,21 @@ pub const LAYOUT_VERSION: u32 = 6;
 
 /// Slots of every VIP's Maglev table (a prime, as Maglev requires).
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
+/// Entries of a Maglev table per row of `LB_MAGLEV`: 16-bit slot ids, one
+/// cache line per row. (A map of u32 values would take 8 bytes per entry,
+/// the kernel rounding each value up: 512 KiB per VIP where this takes
+/// 128 KiB, which stays in the caches a new flow's lookup reads.)
+pub const MAGLEV_ROW: u32 = 32;
+/// Rows of one VIP's Maglev table.
+pub const MAGLEV_ROWS: u32 = MAGLEV_TABLE_SIZE.div_ceil(MAGLEV_ROW);
+/// A row of `LB_MAGLEV`.
+pub type MaglevRow = [u16; MAGLEV_ROW as usize];
 /// Virtual services the data plane holds (the default `max_entries`).
 pub const MAX_VIPS: u32 = 64;
 /// Real-server slots, over all virtual services. Slot 0 means "none".
 pub const MAX_REALS: u32 = 4096;
+// A Maglev row holds slot ids in 16 bits.
+const _: () = assert!(MAX_REALS <= 1 << 16);
 /// Entries of a VIP's round-robin sequence (rr, wrr).
 pub const SCHED_SEQ_SIZE: u32 = 4096;
 /// Real servers of one VIP that the connection-counting schedulers
@@ -697,6 +708,7 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     core::mem::size_of::<PersistKey>() as u64,
     core::mem::size_of::<PersistInfo>() as u64,
     MAGLEV_TABLE_SIZE as u64,
+    MAGLEV_ROW as u64,
     MAX_VIPS as u64,
     MAX_REALS as u64,
     SCHED_SEQ_SIZE as u64,

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     CONN_STATES, ConnEntry, Counters, DEFAULT_CONN_TABLE_SIZE, HASH_TABLE_SIZE, IfaceInfo,
-    LblcEntry, LblcKey, MAGLEV_TABLE_SIZE, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
+    LblcEntry, LblcKey, MAGLEV_ROWS, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, MaglevRow,
     REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VIP_FAST_SLOTS, VipFast, VipInfo, VipKey,
 };
 use lb_common::{
@@ -93,10 +93,11 @@ pub static GLOBALS: Array<Globals> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "LB_REALS")]
 pub static REALS: Array<RealInfo> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
 
-/// Every VIP's Maglev table, `MAGLEV_TABLE_SIZE` slot ids per VIP id.
+/// Every VIP's Maglev table, `MAGLEV_TABLE_SIZE` slot ids in
+/// `MAGLEV_ROWS` rows per VIP id.
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u32> =
-    Array::with_max_entries(MAX_VIPS * MAGLEV_TABLE_SIZE, BPF_F_MMAPABLE);
+pub static MAGLEV: Array<MaglevRow> =
+    Array::with_max_entries(MAX_VIPS * MAGLEV_ROWS, BPF_F_MMAPABLE);
 
 /// Every VIP's round-robin sequence, `SCHED_SEQ_SIZE` slot ids per VIP id.
 #[map(name = "LB_SCHED_SEQ")]

@@ -5,9 +5,9 @@
 //! the active/inactive counts the connection table keeps.
 
 use lb_common::{
-    AF_INET6, FlowKey, HASH_TABLE_SIZE, LBLC_SET, LblcKey, MAGLEV_TABLE_SIZE, MAX_REALS_PER_VIP,
-    RealConns, SCHED_SEQ_SIZE, SchedKind, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo,
-    flow_hash, ipvs_hash,
+    AF_INET6, FlowKey, HASH_TABLE_SIZE, LBLC_SET, LblcKey, MAGLEV_ROW, MAGLEV_ROWS,
+    MAGLEV_TABLE_SIZE, MAX_REALS_PER_VIP, RealConns, SCHED_SEQ_SIZE, SchedKind, VIP_F_FALLBACK,
+    VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, flow_hash, ipvs_hash,
 };
 
 use aya_ebpf::cty::c_void;
@@ -18,10 +18,10 @@ use crate::maps::{HASH_TABLE, LBLC, MAGLEV, REAL_CONNS, REALS, SCHED_POS, SCHED_
 /// Slot id of the VIP's Maglev table entry for `hash` (0 = none).
 #[inline(always)]
 fn maglev_at(vip: &VipInfo, hash: u32) -> u32 {
+    let i = hash % MAGLEV_TABLE_SIZE;
     MAGLEV
-        .get(vip.id * MAGLEV_TABLE_SIZE + hash % MAGLEV_TABLE_SIZE)
-        .copied()
-        .unwrap_or(0)
+        .get(vip.id * MAGLEV_ROWS + i / MAGLEV_ROW)
+        .map_or(0, |row| row[(i % MAGLEV_ROW) as usize] as u32)
 }
 
 /// mh: the source address (and port, with mh-port) into the Maglev table.

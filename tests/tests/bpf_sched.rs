@@ -248,6 +248,36 @@ fn mh_port_hashes_the_source_port_too() {
     assert_eq!(reals.len(), 3);
 }
 
+/// Reloads rewrite only the rows of the Maglev table that changed: a real
+/// that leaves gets no new client, and one that comes back gets its share
+/// again.
+#[test]
+fn mh_reloads_move_clients_with_the_table() {
+    let mut f = fixture(Scheduler::Mh, &[(1, 1), (2, 1), (3, 1)]);
+    let all = |f: &Fixture, from| {
+        picks(f, from, 90, open)
+            .into_iter()
+            .collect::<HashSet<u8>>()
+    };
+    assert_eq!(all(&f, 0), HashSet::from([1, 2, 3]));
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (2, 1)],
+    )]);
+    assert_eq!(all(&f, 100), HashSet::from([1, 2]), "real 3 left");
+    f.set(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Mh,
+        &[(1, 1), (2, 1), (3, 1)],
+    )]);
+    assert_eq!(all(&f, 200), HashSet::from([1, 2, 3]), "real 3 is back");
+}
+
 #[test]
 fn mh_weight_zero_gets_nothing() {
     let f = fixture(Scheduler::Mh, &[(1, 1), (2, 0)]);

@@ -22,10 +22,10 @@ use aya::{
 use lb_common::{
     AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
     CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FwdMethod, Globals, HASH_TABLE_SIZE,
-    IfaceInfo, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, REAL_F_MAC_RESOLVED,
-    REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT,
-    VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active,
-    conn_set_mask, conn_table_entries, ipvs_hash, maglev, wrr,
+    IfaceInfo, MAGLEV_ROW, MAGLEV_ROWS, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
+    MaglevRow, REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE,
+    SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey,
+    conn_is_active, conn_set_mask, conn_table_entries, ipvs_hash, maglev, wrr,
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
@@ -125,7 +125,7 @@ struct Maps {
     vips: BpfHashMap<MapData, VipKey, VipInfo>,
     conns: ConnTable,
     reals: Array<MapData, RealInfo>,
-    maglev: Array<MapData, u32>,
+    maglev: Array<MapData, MaglevRow>,
     seq: Array<MapData, u32>,
     vip_reals: Array<MapData, u32>,
     hash_table: Array<MapData, u32>,
@@ -1291,13 +1291,21 @@ impl XdpDataplane {
             Method::Nat => FwdMethod::Nat,
             Method::Tun => FwdMethod::Tun,
         };
-        let base = vip_id * MAGLEV_TABLE_SIZE;
+        let base = vip_id * MAGLEV_ROWS;
         let previous = s.maglev.clone();
-        for (i, slot) in table.iter().enumerate() {
-            if previous.as_ref().is_some_and(|p| p[i] == *slot) {
+        for (r, entries) in table.chunks(MAGLEV_ROW as usize).enumerate() {
+            let start = r * MAGLEV_ROW as usize;
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.get(start..start + entries.len()) == Some(entries))
+            {
                 continue;
             }
-            self.maps.maglev.set(base + i as u32, *slot, 0)?;
+            let mut row: MaglevRow = [0; MAGLEV_ROW as usize];
+            for (dst, slot) in row.iter_mut().zip(entries) {
+                *dst = *slot as u16;
+            }
+            self.maps.maglev.set(base + r as u32, row, 0)?;
         }
         let seq_base = vip_id * SCHED_SEQ_SIZE;
         for (i, slot) in seq.iter().enumerate() {
