@@ -24,7 +24,11 @@
 //!    code (`XdpDataplane::start` + `apply`), real servers behind `g0`;
 //! 3. lbd NAT: the same with method NAT, skipped (n/a) for as long as
 //!    `XdpDataplane::check` rejects NAT;
-//! 4. nftables DNAT with conntrack, the kernel's netfilter NAT path (the one
+//! 4. the reference DNAT: `ref_dnat` on `d0`, a minimal XDP DNAT with a
+//!    kernel hash map as flow table (what issue 3 set its aims against):
+//!    what any DNAT with a flow table costs at least, next to lbd's
+//!    complete data plane;
+//! 5. nftables DNAT with conntrack, the kernel's netfilter NAT path (the one
 //!    IPVS-NAT uses): `xdp_pass` on `d0` (a veth receives its peer's XDP_TX
 //!    frames only with a native XDP program), the stack, a `dnat to` rule,
 //!    forwarding back out of `d0`.
@@ -45,7 +49,9 @@ use aya::Ebpf;
 use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use clap::Args;
-use lb_common::trafficgen::{TG_SINK_OTHER, TG_SINK_UDP, TgConfig};
+use lb_common::trafficgen::{
+    REF_DNAT_FLOWS, REF_DNAT_MAX_REALS, RefDnatConfig, TG_SINK_OTHER, TG_SINK_UDP, TgConfig,
+};
 use lb_tests::netns::{Netns, fmt_mac};
 use lb_userspace::config::{Method, Protocol, Scheduler, XdpMode as ConfigXdpMode};
 use lb_userspace::dataplane::Dataplane as _;
@@ -85,8 +91,8 @@ pub struct PktgenArgs {
     /// Connection table entries of lbd's data plane.
     #[arg(long, default_value_t = 1 << 18)]
     conn_table_size: u32,
-    /// Only these cases (comma-separated tags: bare, lbd-dr, lbd-nat, nft);
-    /// all when empty. For profiling one case; the README's table runs all.
+    /// Only these cases (comma-separated tags: bare, lbd-dr, lbd-nat,
+    /// ref-dnat, nft); all when empty. For profiling one case; the README's table runs all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where pktgen.md and pktgen.svg go.
@@ -147,6 +153,9 @@ enum Kind {
     Bare,
     /// lbd's balancer with this forwarding method.
     Lbd(Method),
+    /// `ref_dnat`: the minimal XDP DNAT with a kernel hash map as flow
+    /// table that issue 3's aims were set against.
+    RefDnat,
     /// nftables DNAT + conntrack, forwarding by the kernel.
     Nftables,
 }
@@ -158,6 +167,7 @@ const CASES: &[Kind] = &[
     Kind::Bare,
     Kind::Lbd(Method::Dr),
     Kind::Lbd(Method::Nat),
+    Kind::RefDnat,
     Kind::Nftables,
 ];
 
@@ -166,6 +176,7 @@ impl Kind {
         match self {
             Kind::Bare => "bare XDP forwarder (l2_reflect, XDP_TX)".into(),
             Kind::Lbd(m) => format!("lbd {} (balancer, XDP_TX)", method_name(m)),
+            Kind::RefDnat => "minimal XDP DNAT, kernel hash map (ref_dnat, XDP_TX)".into(),
             Kind::Nftables => "nftables DNAT + conntrack (kernel forwarding)".into(),
         }
     }
@@ -174,6 +185,7 @@ impl Kind {
         match self {
             Kind::Bare => "bare XDP fwd".into(),
             Kind::Lbd(m) => format!("lbd {}", method_name(m)),
+            Kind::RefDnat => "minimal XDP DNAT".into(),
             Kind::Nftables => "nftables DNAT".into(),
         }
     }
@@ -182,6 +194,7 @@ impl Kind {
         match self {
             Kind::Bare => "bare".into(),
             Kind::Lbd(m) => format!("lbd-{}", method_name(m).to_lowercase()),
+            Kind::RefDnat => "ref-dnat".into(),
             Kind::Nftables => "nft".into(),
         }
     }
@@ -282,6 +295,7 @@ struct Tools {
     ebpf: Ebpf,
     config: Array<MapData, TgConfig>,
     sink: PerCpuArray<MapData, u64>,
+    ref_dnat: Array<MapData, RefDnatConfig>,
 }
 
 impl Tools {
@@ -291,7 +305,13 @@ impl Tools {
         let mut ebpf = loader_with_small_tables(1)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (needs root)")?;
-        for name in ["trafficgen", "sink_count", "l2_reflect", "xdp_pass"] {
+        for name in [
+            "trafficgen",
+            "sink_count",
+            "l2_reflect",
+            "xdp_pass",
+            "ref_dnat",
+        ] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -307,7 +327,16 @@ impl Tools {
             ebpf.take_map("TG_SINK")
                 .ok_or_else(|| anyhow!("map TG_SINK missing"))?,
         )?;
-        Ok(Tools { ebpf, config, sink })
+        let ref_dnat = Array::try_from(
+            ebpf.take_map("REF_DNAT_CONFIG")
+                .ok_or_else(|| anyhow!("map REF_DNAT_CONFIG missing"))?,
+        )?;
+        Ok(Tools {
+            ebpf,
+            config,
+            sink,
+            ref_dnat,
+        })
     }
 
     /// Attaches `prog` natively to `ifname` inside `ns`. Detached when the
@@ -593,6 +622,26 @@ impl Bench {
                     pin_dir_for(method),
                 )?))
             }
+            Kind::RefDnat => {
+                let mut reals = [0u32; REF_DNAT_MAX_REALS];
+                let n = (self.args.reals as usize).min(REF_DNAT_MAX_REALS);
+                for (i, r) in reals.iter_mut().take(n).enumerate() {
+                    *r = u32::from(real_ip(i as u8)).to_be();
+                }
+                self.tools.ref_dnat.set(
+                    0,
+                    RefDnatConfig {
+                        vip: u32::from(VIP).to_be(),
+                        port: PORT.to_be(),
+                        _pad: 0,
+                        reals_len: n as u32,
+                        reals,
+                    },
+                    0,
+                )?;
+                self.tools.attach("ref_dnat", &pair.dir, "d0")?;
+                None
+            }
             Kind::Nftables => {
                 pair.route_reals_to_gen(1)?;
                 self.tools.attach("xdp_pass", &pair.dir, "d0")?;
@@ -859,13 +908,16 @@ fn report(bench: &Bench) -> String {
         .all(|s| s.median >= s.generated * 0.99);
     md.push_str(&format!(
         "\nlbd: a UDP service VIP:{PORT}, scheduler mh, {} real servers (all behind `g0`), \
-         connection table of {} entries. nftables: one `dnat to` rule (one real server), \
+         connection table of {} entries. Minimal XDP DNAT: the same VIP and reals, UDP only, \
+         a flow table of {} entries (a kernel hash map, BPF_MAP_TYPE_HASH), no states, \
+         timeouts or counters. nftables: one `dnat to` rule (one real server), \
          conntrack on. \"generated\" is what the generator pushed into `g0` per second; {}. \
          Runs on this machine kind vary by up to 1.8× from run to run (TOOLCHAIN.md), \
          and other load on the machine lowers every case: compare the cases of one run, \
          not numbers across runs.\n",
         a.reals,
         a.conn_table_size,
+        REF_DNAT_FLOWS,
         if lossless {
             "it equals \"forwarded\" here, nothing was lost: with everything on one CPU \
              the generator only continues once the softirq work of its last batch is done"

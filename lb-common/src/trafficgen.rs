@@ -71,9 +71,30 @@ pub fn tg_flow(n: u32, flows: u32, scramble: bool) -> u32 {
     }
 }
 
+/// Real servers the reference DNAT program (`ref_dnat`) spreads flows over.
+pub const REF_DNAT_MAX_REALS: usize = 16;
+/// Entries of the reference DNAT program's flow table (a kernel hash map).
+pub const REF_DNAT_FLOWS: u32 = 1 << 18;
+
+/// Configuration of `ref_dnat` (`REF_DNAT_CONFIG[0]`): a minimal XDP DNAT
+/// with a kernel hash map as flow table, the prototype issue 3 measured
+/// its aims against. Addresses and port in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RefDnatConfig {
+    pub vip: u32,
+    pub port: u16,
+    pub _pad: u16,
+    /// Used entries of `reals` (0: forward nothing).
+    pub reals_len: u32,
+    pub reals: [u32; REF_DNAT_MAX_REALS],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
+    // SAFETY: as TgConfig's.
+    unsafe impl aya::Pod for RefDnatConfig {}
     // SAFETY: #[repr(C)], Copy, integers and integer arrays only, padding
     // spelled out as a field: any byte pattern is valid, none uninitialised.
     unsafe impl aya::Pod for TgConfig {}

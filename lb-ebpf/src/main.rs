@@ -20,6 +20,7 @@ mod icmp;
 mod maps;
 mod parse;
 mod persist;
+mod ref_dnat;
 mod sched;
 mod stats;
 mod trafficgen;
@@ -83,6 +84,13 @@ pub fn sink_count(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn l2_reflect(ctx: XdpContext) -> u32 {
     trafficgen::reflect(&ctx)
+}
+
+/// Benchmark reference: a minimal XDP DNAT with a kernel hash map as flow
+/// table (see ref_dnat.rs).
+#[xdp]
+pub fn ref_dnat(ctx: XdpContext) -> u32 {
+    ref_dnat::run(&ctx)
 }
 
 /// Benchmark: reads one random connection-table entry (the memory floor

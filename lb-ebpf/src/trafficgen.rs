@@ -61,6 +61,20 @@ unsafe fn get<T>(p: usize) -> T {
     unsafe { (p as *const T).read_unaligned() }
 }
 
+/// Writes a MAC address at `p` as a word and a half-word (a `[u8; 6]`
+/// store becomes a call to a byte-wise `memmove`).
+///
+/// # Safety
+/// `p .. p + 6` must lie inside the frame.
+#[inline(always)]
+unsafe fn put_mac(p: usize, mac: &[u8; 6]) {
+    // SAFETY: the caller checked the bounds.
+    unsafe {
+        put(p, u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]));
+        put(p + 4, u16::from_ne_bytes([mac[4], mac[5]]));
+    }
+}
+
 /// Ones' complement sum folded to 16 bits, inverted (RFC 1071).
 #[inline(always)]
 fn csum_fold(mut sum: u32) -> u16 {
@@ -116,8 +130,8 @@ pub fn generate(ctx: &XdpContext) -> u32 {
     // SAFETY: the first TG_MIN_FRAME (42) bytes lie inside the frame.
     unsafe {
         // Ethernet.
-        put(data, cfg.dst_mac);
-        put(data + 6, cfg.src_mac);
+        put_mac(data, &cfg.dst_mac);
+        put_mac(data + 6, &cfg.src_mac);
         put(data + 12, ETH_P_IP.to_be());
         // IPv4, no options.
         let ip = data + 14;
@@ -160,12 +174,15 @@ pub fn reflect(ctx: &XdpContext) -> u32 {
     if data + 14 > ctx.data_end() {
         return xdp_action::XDP_DROP;
     }
-    // SAFETY: the Ethernet header lies inside the frame.
+    // SAFETY: the Ethernet header lies inside the frame. Words, not
+    // [u8; 6]: LLVM copies a 6-byte array with a call to `memmove`.
     unsafe {
-        let dst: [u8; 6] = get(data);
-        let src: [u8; 6] = get(data + 6);
-        put(data, src);
-        put(data + 6, dst);
+        let dst: (u32, u16) = (get(data), get(data + 4));
+        let src: (u32, u16) = (get(data + 6), get(data + 10));
+        put(data, src.0);
+        put(data + 4, src.1);
+        put(data + 6, dst.0);
+        put(data + 10, dst.1);
     }
     xdp_action::XDP_TX
 }
