@@ -59,14 +59,14 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let saddr = load::<u32>(ip + 12);
     let sport = load::<u16>(udp);
     let key = (saddr as u64) << 32 | sport as u64;
-    let real = match REF_DNAT_FLOW_TABLE.get_ptr(&key) {
+    let real = match REF_DNAT_FLOW_TABLE.get_ptr(key) {
         // SAFETY: a pointer into a live map value.
         Some(r) => unsafe { *r },
         None => {
             let r = jhash::jhash_3words(saddr, sport as u32, 0, 0) % cfg.reals_len;
             // A full table leaves the flow unrecorded: its next packet
             // hashes to the same real.
-            let _ = REF_DNAT_FLOW_TABLE.insert(&key, &r, BPF_NOEXIST as u64);
+            let _ = REF_DNAT_FLOW_TABLE.insert(key, r, BPF_NOEXIST as u64);
             r
         }
     };
