@@ -542,8 +542,8 @@ pub enum Reason {
     /// director): placed by the consistent choice and recorded.
     ConnMissMidFlow = 18,
     /// A live flow replaced by a new one because its set of the
-    /// connection table was full (every way live): the least recently
-    /// seen of the set goes. Its next packet counts as conn_miss_mid_flow.
+    /// connection table was full (every way live): the one nearest to its
+    /// idle timeout goes. Its next packet counts as conn_miss_mid_flow.
     ConnEvicted = 19,
 }
 

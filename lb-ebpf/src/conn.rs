@@ -3,10 +3,10 @@
 //! slot still holds the same real. It also moves each flow through IPVS's
 //! DR states and keeps the per-real active/inactive counts.
 //!
-//! The table is an array of sets of CONN_WAYS entries; a flow's hash picks
-//! its set. A lookup reads the set's ways and, on a miss, names the way a
-//! new flow takes: an empty or expired one, else the least recently seen
-//! (evicted and counted). No locks: two CPUs recording new flows in one
+//! The table is an array of sets of CONN_WAYS entries; the hash of a flow's
+//! client side picks its set. A lookup reads the set's ways and, on a miss,
+//! names the way a new flow takes: an empty or expired one, else the one
+//! nearest to its idle timeout (evicted and counted). No locks: two CPUs recording new flows in one
 //! way at the same instant can leave one of them unrecorded; its next
 //! packet is then a miss, placed by the consistent choice like any flow
 //! the table lost.
@@ -190,8 +190,11 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
 }
 
 /// The entry a new flow takes in a full set (`lookup` found no empty way
-/// and no entry of the flow's own): the first expired one, else the least
-/// recently seen (evicted by `record`). Straight-line arithmetic, no
+/// and no entry of the flow's own): the first expired one, else the one
+/// nearest to its idle timeout (evicted by `record`) — the entry the table
+/// would lose first anyway: a closing connection (CLOSE 10 s, FIN_WAIT)
+/// before an idle established one (900 s), so a churn of short
+/// connections does not push long-lived ones out. Straight-line arithmetic, no
 /// branch per way: branches would multiply into paths the verifier walks
 /// one by one, and a `bpf_loop` costs a call per way.
 #[inline(always)]
@@ -204,8 +207,10 @@ fn free_entry(key: &FlowKey, now: u64) -> u32 {
         let Some(e) = entry(index) else {
             break;
         };
-        // 0 for an expired way (take it at once); else its last use, odd.
-        let rank = (e.info.last_seen | 1) & expired_bit(&e.info, now).wrapping_sub(1);
+        // 0 for an expired way (take it at once); else when it expires,
+        // odd (below 2^63: a clock in ns plus at most 2^32 s).
+        let deadline = e.info.last_seen + e.info.timeout as u64 * 1_000_000_000;
+        let rank = (deadline | 1) & expired_bit(&e.info, now).wrapping_sub(1);
         keep_least(&mut best, rank, index);
         way += 1;
     }

@@ -334,8 +334,10 @@ fn one_set() -> Fixture {
     rr3_in_table(4)
 }
 
+/// Flows in one state: the one nearest to its timeout is the least
+/// recently seen.
 #[test]
-fn a_full_set_evicts_its_least_recently_seen_flow_and_counts_it() {
+fn a_full_set_evicts_the_flow_nearest_its_timeout_and_counts_it() {
     let mut f = one_set();
     let mut reals = Vec::new();
     for i in 0..4 {
@@ -363,6 +365,31 @@ fn a_full_set_evicts_its_least_recently_seen_flow_and_counts_it() {
     assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 0);
     f.run(&flow(1).tcp(ACK));
     assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 1);
+}
+
+/// A churn of short connections does not push out a long-lived idle one:
+/// closing flows (FIN_WAIT, 120 s) seen after it still expire before it
+/// (ESTABLISHED, 900 s), and go first.
+#[test]
+fn closing_flows_are_evicted_before_an_idle_established_one() {
+    let mut f = one_set();
+    let long_lived = f.real_of(&f.run(&flow(0).tcp(SYN)));
+    f.run(&flow(0).tcp(ACK));
+    f.dp.advance_clock(secs(10)).unwrap();
+    for i in 1..4 {
+        f.run(&flow(i).tcp(SYN));
+        f.run(&flow(i).tcp(ACK));
+        f.run(&flow(i).tcp(FIN_ACK));
+    }
+    f.dp.advance_clock(secs(10)).unwrap();
+    f.run(&flow(4).tcp(SYN));
+    assert_eq!(f.dp.reason_count(Reason::ConnEvicted), 1);
+    assert_eq!(f.real_of(&f.run(&flow(0).tcp(ACK))), long_lived);
+    assert_eq!(
+        f.dp.reason_count(Reason::ConnMissMidFlow),
+        0,
+        "the established flow kept its entry"
+    );
 }
 
 #[test]

@@ -20,7 +20,9 @@
 //!    the rules of every run:
 //!    - `XDP_PASS` returns the frame byte for byte;
 //!    - `XDP_TX` (DR forwarding) keeps the length and changes only the MACs,
-//!      to the director's as source and a real server's as destination;
+//!      to the director's as source and a real server's as destination —
+//!      unless a mutation made an ICMP echo request to a VIP, which the
+//!      director answers (addresses and MACs swapped, type echo reply);
 //!    - `XDP_TX` and `XDP_DROP` happen only to frames for a VIP address;
 //!    - nothing else (no error, no `XDP_ABORTED`).
 //!
@@ -103,6 +105,15 @@ fn is_for_vip(frame: &[u8]) -> bool {
     ipv4_dst(frame).is_some_and(|d| VIPS.contains(&d))
 }
 
+/// An IPv4 ICMP echo request (type 8), as far as the frame goes.
+fn is_echo_request(frame: &[u8]) -> bool {
+    if ipv4_dst(frame).is_none() || frame[14 + 9] != 1 {
+        return false;
+    }
+    let icmp = 14 + (frame[14] & 0x0f) as usize * 4;
+    frame.get(icmp) == Some(&8)
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::new();
     for (i, b) in bytes.iter().enumerate() {
@@ -137,6 +148,18 @@ fn check_run(f: &Fixture, input: &[u8]) -> Result<u32, TestCaseError> {
             "a passed frame must come back byte for byte; out:\n{}",
             hex(&o.frame)
         ),
+        XDP_TX if is_echo_request(input) => {
+            // A mutation made an ICMP echo request to a VIP: the director
+            // answers it in place.
+            prop_assert!(is_for_vip(input), "XDP_TX of a frame for no VIP");
+            prop_assert_eq!(o.frame.len(), input.len(), "a reply keeps the length");
+            prop_assert_eq!(dst_mac(&o.frame), src_mac(input), "back to the sender");
+            prop_assert_eq!(src_mac(&o.frame), dst_mac(input));
+            prop_assert_eq!(&o.frame[26..30], &input[30..34], "from the VIP");
+            prop_assert_eq!(&o.frame[30..34], &input[26..30], "to the sender");
+            let icmp = 14 + (input[14] & 0x0f) as usize * 4;
+            prop_assert_eq!(o.frame[icmp], 0, "an echo reply");
+        }
         XDP_TX => {
             prop_assert!(is_for_vip(input), "XDP_TX of a frame for no VIP");
             prop_assert_eq!(o.frame.len(), input.len(), "DR keeps the length");
@@ -634,4 +657,22 @@ fn udp_packet_without_udp_header_in_a_padded_frame_passes() {
     let o = f.run(&frame);
     assert_eq!(o.action, XDP_PASS);
     assert_eq!(o.frame, frame);
+}
+
+/// A mutated TCP SYN whose protocol byte became ICMP and whose source port
+/// (2048 = type 8, code 0) an echo request: the director answers it, which
+/// the rules of every run first did not allow for (found by the mutation
+/// property; the program was right).
+#[test]
+fn a_mutation_into_an_echo_request_to_a_vip_is_answered() {
+    let f = populated();
+    let mut frame = vec![0u8; 92];
+    frame[..52].copy_from_slice(&[
+        0x02, 0, 0, 0, 0, 0x03, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00, 0x45, 0x00, //
+        0x00, 0x4e, 0, 0, 0x40, 0, 0x40, 0x01, 0x30, 0x47, 0, 0, 0, 0, 0x0a, 0, //
+        0, 0x64, 0x08, 0, 0, 0x50, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0x50, 0x02, //
+        0xfa, 0xf0, 0x9e, 0x30,
+    ]);
+    assert!(is_echo_request(&frame));
+    assert_eq!(run_checked(&f, &frame).unwrap(), XDP_TX);
 }

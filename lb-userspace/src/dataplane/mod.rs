@@ -66,8 +66,8 @@ pub struct DataplaneStatus {
     /// configured `conn_table_size`; the table holds the next power of two.
     pub conn_table_size: u32,
     /// Live entries the last sweep found in the connection table. A new
-    /// flow whose set (4 entries) is full evicts the set's least recently
-    /// seen flow (`conn_evicted`; the evicted flow's next packets count as
+    /// flow whose set (4 entries) is full evicts the set's flow nearest to
+    /// its idle timeout (`conn_evicted`; the evicted flow's next packets count as
     /// `conn_miss_mid_flow`), so evictions start before the table is full.
     #[serde(default)]
     pub conn_table_entries: u64,
