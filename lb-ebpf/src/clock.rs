@@ -1,14 +1,32 @@
-//! The data plane's clock: the kernel's coarse monotonic clock (cheap, and
-//! fine-grained enough for timeouts in seconds) plus an offset from a map,
-//! so fixtures can move time forward without sleeping.
+//! The data plane's clock: the kernel's tick count (jiffies) times the
+//! tick length lbd measured, plus an offset from a map, so fixtures can
+//! move time forward without sleeping. Ticks (1–10 ms) are fine-grained
+//! enough for timeouts in seconds, and `bpf_jiffies64` is one load (the
+//! verifier inlines it), where `bpf_ktime_get_coarse_ns` was a helper call
+//! through the timekeeper (~3 ns per packet). lbd reads the same clock
+//! through `probe` (lb-userspace's dataplane/clock.rs).
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, programs::XdpContext};
+use lb_common::{CLOCK_NS_PER_JIFFY, CLOCK_OFFSET};
 
 use crate::maps::CLOCK;
+use crate::parse::ptr_at;
 
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
-    let t = unsafe { bpf_ktime_get_coarse_ns() };
-    t.wrapping_add(CLOCK.get(0).copied().unwrap_or(0))
+    let ticks = unsafe { bpf_jiffies64() };
+    let ns_per_tick = CLOCK.get(CLOCK_NS_PER_JIFFY).copied().unwrap_or(0);
+    let offset = CLOCK.get(CLOCK_OFFSET).copied().unwrap_or(0);
+    ticks.wrapping_mul(ns_per_tick).wrapping_add(offset)
+}
+
+/// `clock_probe`: writes the tick count into the frame's first 8 bytes,
+/// for lbd (BPF_PROG_TEST_RUN), which cannot read it otherwise.
+pub fn probe(ctx: &XdpContext) -> u32 {
+    if let Some(p) = ptr_at::<u64>(ctx, 0) {
+        // SAFETY: bounds-checked by ptr_at; a helper without arguments.
+        unsafe { p.write_unaligned(bpf_jiffies64()) };
+    }
+    xdp_action::XDP_PASS
 }

@@ -54,6 +54,13 @@ pub fn xdp_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// Writes the kernel's tick count into the frame: how lbd reads the data
+/// plane's clock (see clock.rs).
+#[xdp]
+pub fn clock_probe(ctx: XdpContext) -> u32 {
+    clock::probe(&ctx)
+}
+
 /// Benchmark harness: restores a template frame, then tail-calls.
 #[xdp]
 pub fn bench_harness(ctx: XdpContext) -> u32 {

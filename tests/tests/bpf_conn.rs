@@ -411,6 +411,36 @@ fn an_expired_flow_makes_room_before_a_live_one_is_evicted() {
     assert_eq!(f.dp.reason_count(Reason::ConnMissMidFlow), 0);
 }
 
+/// The program's clock (kernel ticks times the tick length lbd measured)
+/// and lbd's reading of it agree, and run at the wall clock's speed: a
+/// flow's time left, as lbd computes it from the entry the program wrote,
+/// is its timeout, and goes down in step with real time.
+#[test]
+fn the_program_and_lbd_read_one_clock_at_wall_clock_speed() {
+    let f = rr3(Protocol::Tcp, 80);
+    let expires = || f.dp.list_conns(10).unwrap().entries[0].expires;
+    let before = f.dp.now_ns();
+    f.run(&flow(0).tcp(SYN));
+    let after = f.dp.now_ns();
+    assert!(after >= before, "{before} .. {after}");
+    assert!(
+        (59..=60).contains(&expires()),
+        "SYN_RECV's 60 s: {}",
+        expires()
+    );
+    let start = std::time::Instant::now();
+    let t0 = f.dp.now_ns();
+    std::thread::sleep(Duration::from_millis(1500));
+    let elapsed = start.elapsed().as_nanos() as i64;
+    let ticked = (f.dp.now_ns() - t0) as i64;
+    // Within two ticks of the slowest rate (100 Hz) either way.
+    assert!(
+        (ticked - elapsed).abs() < 20_000_000,
+        "the clock moved {ticked} ns in {elapsed} ns"
+    );
+    assert!((58..=59).contains(&expires()), "{} s left", expires());
+}
+
 /// `lbctl conns` reads the table through a mapping of the map: what it
 /// lists is what the program recorded.
 #[test]

@@ -4,6 +4,7 @@
 //! kernel IPVS later). The daemon feeds it `Change`s from `DesiredState::diff`
 //! and reads back status and counters; nothing else knows which one runs.
 
+pub mod clock;
 pub mod conn_table;
 pub mod decap;
 pub mod ipvs;

@@ -20,12 +20,13 @@ use aya::{
     },
 };
 use lb_common::{
-    AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
-    CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters, FwdMethod, Globals, HASH_TABLE_SIZE,
-    IfaceInfo, MAGLEV_ROW, MAGLEV_ROWS, MAGLEV_TABLE_SIZE, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
-    MaglevRow, REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealConns, RealInfo, Reason, SCHED_SEQ_SIZE,
-    SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey,
-    conn_is_active, conn_set_mask, conn_table_entries, ipvs_hash, maglev, wrr,
+    AF_INET, AF_INET6, CLOCK_NS_PER_JIFFY, CLOCK_OFFSET, CONN_STATES, CONN_TCP_CLOSE,
+    CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT, CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters,
+    FwdMethod, Globals, HASH_TABLE_SIZE, IfaceInfo, MAGLEV_ROW, MAGLEV_ROWS, MAGLEV_TABLE_SIZE,
+    MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, MaglevRow, REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC,
+    RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK,
+    VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, conn_set_mask,
+    conn_table_entries, ipvs_hash, maglev, wrr,
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
@@ -33,6 +34,7 @@ use lb_common::{
 };
 use tracing::{debug, info, warn};
 
+use super::clock;
 use super::conn_table::ConnTable;
 use super::slots::{IdPool, SlotPool};
 use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
@@ -109,14 +111,6 @@ fn conn_live(c: &ConnInfo, now: u64, slot_generation: Option<u32>) -> bool {
     // has last_seen > now and is live (a wrapping difference would call it
     // expired).
     slot_generation == Some(c.generation) && now.saturating_sub(c.last_seen) <= conn_timeout_ns(c)
-}
-
-/// The data plane's clock without its offset: what the program's
-/// `bpf_ktime_get_coarse_ns` reads.
-fn kernel_coarse_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// The typed maps, taken out of the loaded object.
@@ -256,6 +250,14 @@ impl<T: aya::Pod + PartialEq> CachedArray<T> {
         }
         Ok(())
     }
+}
+
+/// Loaded XDP program `name` of `ebpf`.
+fn program<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
+    Ok(ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("program {name} missing"))?
+        .try_into()?)
 }
 
 /// Takes a map out of the loaded object.
@@ -431,7 +433,7 @@ impl XdpDataplane {
         let mut ebpf = loader.load(EBPF_OBJECT).context(
             "loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN, and kernel BTF)",
         )?;
-        for name in ["balancer", "xdp_pass"] {
+        for name in ["balancer", "xdp_pass", "clock_probe"] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
@@ -466,6 +468,8 @@ impl XdpDataplane {
         for (state, secs) in state_timeouts(timeouts).into_iter().enumerate() {
             maps.timeouts.set(state as u32, secs, 0)?;
         }
+        let ns_per_jiffy = clock::ns_per_jiffy(program(&ebpf, "clock_probe")?)?;
+        maps.clock.set(CLOCK_NS_PER_JIFFY, ns_per_jiffy, 0)?;
         Ok(XdpDataplane {
             ebpf,
             maps,
@@ -928,26 +932,38 @@ impl XdpDataplane {
         self.rewrite_reals_on(ifindex)
     }
 
-    /// The data plane's clock (ns), as the program reads it.
+    /// The data plane's clock (ns), as the program reads it (0 if the
+    /// probe failed: every flow then looks fresh).
     pub fn now_ns(&self) -> u64 {
-        kernel_coarse_ns().wrapping_add(self.maps.clock.get(&0, 0).unwrap_or(0))
+        let read = || -> anyhow::Result<u64> {
+            let ticks = clock::jiffies(program(&self.ebpf, "clock_probe")?)?;
+            let ns_per_tick = self.maps.clock.get(&CLOCK_NS_PER_JIFFY, 0)?;
+            let offset = self.maps.clock.get(&CLOCK_OFFSET, 0)?;
+            Ok(ticks.wrapping_mul(ns_per_tick).wrapping_add(offset))
+        };
+        read().unwrap_or_else(|e| {
+            warn!("reading the data plane's clock: {e:#}");
+            0
+        })
     }
 
     /// Moves the data plane's clock back (fixtures: a flow the program
     /// saw after the sweeper read the clock).
     pub fn rewind_clock(&mut self, by: Duration) -> anyhow::Result<()> {
-        let offset = self.maps.clock.get(&0, 0)?;
+        let offset = self.maps.clock.get(&CLOCK_OFFSET, 0)?;
         self.maps
             .clock
-            .set(0, offset.wrapping_sub(by.as_nanos() as u64), 0)?;
+            .set(CLOCK_OFFSET, offset.wrapping_sub(by.as_nanos() as u64), 0)?;
         Ok(())
     }
 
     /// Moves the data plane's clock forward (fixtures: timeouts and
     /// persistence expire without sleeping).
     pub fn advance_clock(&mut self, by: Duration) -> anyhow::Result<()> {
-        let offset = self.maps.clock.get(&0, 0)?;
-        self.maps.clock.set(0, offset + by.as_nanos() as u64, 0)?;
+        let offset = self.maps.clock.get(&CLOCK_OFFSET, 0)?;
+        self.maps
+            .clock
+            .set(CLOCK_OFFSET, offset + by.as_nanos() as u64, 0)?;
         Ok(())
     }
 
