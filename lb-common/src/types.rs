@@ -267,14 +267,16 @@ pub struct ConnInfo {
 /// flow's own set, see `conn_set_base`).
 pub const CONN_F_NAT: u8 = 1;
 
-/// `LB_CLOCK[CLOCK_OFFSET]`: ns added to the data plane's clock (fixtures
-/// move time forward with it).
-pub const CLOCK_OFFSET: u32 = 0;
-/// `LB_CLOCK[CLOCK_NS_PER_JIFFY]`: ns per kernel tick, which lbd measures
-/// (the program's clock is ticks × this + the offset).
-pub const CLOCK_NS_PER_JIFFY: u32 = 1;
-/// Entries of `LB_CLOCK`.
-pub const CLOCK_ENTRIES: u32 = 2;
+/// The data plane's clock (`LB_CLOCK[0]`): kernel ticks × `ns_per_tick` +
+/// `offset`. One value, so a packet reads it with one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClockInfo {
+    /// ns per kernel tick, which lbd measures.
+    pub ns_per_tick: u64,
+    /// ns added (fixtures move time forward with it).
+    pub offset: u64,
+}
 
 /// Ways of a set of the connection table: a flow lives in one of the
 /// CONN_WAYS entries of the set its hash picks (`conn_set`).
@@ -718,7 +720,7 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     core::mem::size_of::<PersistInfo>() as u64,
     MAGLEV_TABLE_SIZE as u64,
     MAGLEV_ROW as u64,
-    CLOCK_ENTRIES as u64,
+    core::mem::size_of::<ClockInfo>() as u64,
     MAX_VIPS as u64,
     MAX_REALS as u64,
     SCHED_SEQ_SIZE as u64,
@@ -746,6 +748,7 @@ mod pod {
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for RealConns {}
+    unsafe impl aya::Pod for ClockInfo {}
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}

@@ -7,7 +7,6 @@
 //! through `probe` (lb-userspace's dataplane/clock.rs).
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, programs::XdpContext};
-use lb_common::{CLOCK_NS_PER_JIFFY, CLOCK_OFFSET};
 
 use crate::maps::CLOCK;
 use crate::parse::ptr_at;
@@ -16,9 +15,10 @@ use crate::parse::ptr_at;
 pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
     let ticks = unsafe { bpf_jiffies64() };
-    let ns_per_tick = CLOCK.get(CLOCK_NS_PER_JIFFY).copied().unwrap_or(0);
-    let offset = CLOCK.get(CLOCK_OFFSET).copied().unwrap_or(0);
-    ticks.wrapping_mul(ns_per_tick).wrapping_add(offset)
+    let Some(c) = CLOCK.get(0) else {
+        return ticks;
+    };
+    ticks.wrapping_mul(c.ns_per_tick).wrapping_add(c.offset)
 }
 
 /// `clock_probe`: writes the tick count into the frame's first 8 bytes,

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    CLOCK_ENTRIES, CONN_STATES, ConnEntry, Counters, DEFAULT_CONN_TABLE_SIZE, HASH_TABLE_SIZE,
+    CONN_STATES, ClockInfo, ConnEntry, Counters, DEFAULT_CONN_TABLE_SIZE, HASH_TABLE_SIZE,
     IfaceInfo, LblcEntry, LblcKey, MAGLEV_ROWS, MAX_IFACES, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS,
     MaglevRow, REASON_COUNT, RealConns, RealInfo, SCHED_SEQ_SIZE, VIP_FAST_SLOTS, VipFast, VipInfo,
     VipKey,
@@ -58,10 +58,9 @@ pub static CONN_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "LB_TIMEOUTS")]
 pub static TIMEOUTS: Array<u64> = Array::with_max_entries(CONN_STATES, BPF_F_MMAPABLE);
 
-/// The clock's offset (fixtures move time forward with it) and ns per
-/// kernel tick (`CLOCK_*`; see clock.rs).
+/// The clock's tick length and offset (one `ClockInfo`; see clock.rs).
 #[map(name = "LB_CLOCK")]
-pub static CLOCK: Array<u64> = Array::with_max_entries(CLOCK_ENTRIES, BPF_F_MMAPABLE);
+pub static CLOCK: Array<ClockInfo> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Active/inactive connections per real slot (shared by all CPUs: the
 /// least-connection schedulers compare them).

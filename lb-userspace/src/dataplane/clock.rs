@@ -1,7 +1,7 @@
 //! The XDP data plane's clock as lbd reads it. The program counts time in
 //! kernel ticks (`bpf_jiffies64`, which the verifier inlines as one load)
-//! times the tick length in ns (`LB_CLOCK[CLOCK_NS_PER_JIFFY]`), plus an
-//! offset fixtures move (`LB_CLOCK[CLOCK_OFFSET]`). The kernel's tick rate
+//! times the tick length in ns, plus an offset fixtures move (both in
+//! `LB_CLOCK`, a `ClockInfo`). The kernel's tick rate
 //! (CONFIG_HZ) is not exported, so lbd measures it once per process, and
 //! reads the tick count through the `clock_probe` program.
 

@@ -20,13 +20,13 @@ use aya::{
     },
 };
 use lb_common::{
-    AF_INET, AF_INET6, CLOCK_NS_PER_JIFFY, CLOCK_OFFSET, CONN_STATES, CONN_TCP_CLOSE,
-    CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT, CONN_TCP_SYN_RECV, CONN_UDP, ConnInfo, Counters,
-    FwdMethod, Globals, HASH_TABLE_SIZE, IfaceInfo, MAGLEV_ROW, MAGLEV_ROWS, MAGLEV_TABLE_SIZE,
-    MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, MaglevRow, REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC,
-    RealConns, RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK,
-    VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, conn_set_mask,
-    conn_table_entries, ipvs_hash, maglev, wrr,
+    AF_INET, AF_INET6, CONN_STATES, CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT,
+    CONN_TCP_SYN_RECV, CONN_UDP, ClockInfo, ConnInfo, Counters, FwdMethod, Globals,
+    HASH_TABLE_SIZE, IfaceInfo, MAGLEV_ROW, MAGLEV_ROWS, MAGLEV_TABLE_SIZE, MAX_REALS,
+    MAX_REALS_PER_VIP, MAX_VIPS, MaglevRow, REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealConns,
+    RealInfo, Reason, SCHED_SEQ_SIZE, SchedKind, VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST,
+    VIP_F_HASH_PORT, VipInfo, VipKey, conn_is_active, conn_set_mask, conn_table_entries, ipvs_hash,
+    maglev, wrr,
 };
 use lb_common::{
     DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
@@ -128,7 +128,7 @@ struct Maps {
     real_stats: PerCpuArray<MapData, Counters>,
     dp_stats: PerCpuArray<MapData, u64>,
     timeouts: Array<MapData, u64>,
-    clock: Array<MapData, u64>,
+    clock: Array<MapData, ClockInfo>,
     real_conns: Array<MapData, RealConns>,
     nat_sources: CachedArray<u64>,
     vip_fast: CachedArray<VipFast>,
@@ -469,7 +469,16 @@ impl XdpDataplane {
             maps.timeouts.set(state as u32, secs, 0)?;
         }
         let ns_per_jiffy = clock::ns_per_jiffy(program(&ebpf, "clock_probe")?)?;
-        maps.clock.set(CLOCK_NS_PER_JIFFY, ns_per_jiffy, 0)?;
+        // The offset stays (an adopted clock goes on where it was).
+        let offset = maps.clock.get(&0, 0)?.offset;
+        maps.clock.set(
+            0,
+            ClockInfo {
+                ns_per_tick: ns_per_jiffy,
+                offset,
+            },
+            0,
+        )?;
         Ok(XdpDataplane {
             ebpf,
             maps,
@@ -937,9 +946,8 @@ impl XdpDataplane {
     pub fn now_ns(&self) -> u64 {
         let read = || -> anyhow::Result<u64> {
             let ticks = clock::jiffies(program(&self.ebpf, "clock_probe")?)?;
-            let ns_per_tick = self.maps.clock.get(&CLOCK_NS_PER_JIFFY, 0)?;
-            let offset = self.maps.clock.get(&CLOCK_OFFSET, 0)?;
-            Ok(ticks.wrapping_mul(ns_per_tick).wrapping_add(offset))
+            let c = self.maps.clock.get(&0, 0)?;
+            Ok(ticks.wrapping_mul(c.ns_per_tick).wrapping_add(c.offset))
         };
         read().unwrap_or_else(|e| {
             warn!("reading the data plane's clock: {e:#}");
@@ -950,20 +958,19 @@ impl XdpDataplane {
     /// Moves the data plane's clock back (fixtures: a flow the program
     /// saw after the sweeper read the clock).
     pub fn rewind_clock(&mut self, by: Duration) -> anyhow::Result<()> {
-        let offset = self.maps.clock.get(&CLOCK_OFFSET, 0)?;
-        self.maps
-            .clock
-            .set(CLOCK_OFFSET, offset.wrapping_sub(by.as_nanos() as u64), 0)?;
-        Ok(())
+        self.move_clock(|offset| offset.wrapping_sub(by.as_nanos() as u64))
     }
 
     /// Moves the data plane's clock forward (fixtures: timeouts and
     /// persistence expire without sleeping).
     pub fn advance_clock(&mut self, by: Duration) -> anyhow::Result<()> {
-        let offset = self.maps.clock.get(&CLOCK_OFFSET, 0)?;
-        self.maps
-            .clock
-            .set(CLOCK_OFFSET, offset + by.as_nanos() as u64, 0)?;
+        self.move_clock(|offset| offset + by.as_nanos() as u64)
+    }
+
+    fn move_clock(&mut self, to: impl FnOnce(u64) -> u64) -> anyhow::Result<()> {
+        let mut c = self.maps.clock.get(&0, 0)?;
+        c.offset = to(c.offset);
+        self.maps.clock.set(0, c, 0)?;
         Ok(())
     }
 
