@@ -156,13 +156,14 @@ fn count_out(slot: u32, state: u8) {
 /// A set fills from its first way and its entries are never emptied, so
 /// the walk stops at an empty way: a new flow in a set that is not full
 /// reads only the lines up to it, and leaves that way in CONN_HINT for
-/// `record_new` (kept in a map, not returned: a value returned here and
+/// `record_new` (a full set leaves the set, so that `record_new` chooses
+/// its victim without hashing the flow again; kept in a map, not returned: a value returned here and
 /// compared after `new_flow` would make the verifier walk `new_flow` once
 /// per kind of answer).
 #[inline(never)]
 pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
     let base = set_base(key);
-    let mut hint = NO_ENTRY;
+    let mut hint = FULL_SET | base;
     let mut way = 0;
     while way < CONN_WAYS {
         let index = base + way;
@@ -198,8 +199,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
 /// branch per way: branches would multiply into paths the verifier walks
 /// one by one, and a `bpf_loop` costs a call per way.
 #[inline(always)]
-fn free_entry(key: &FlowKey, now: u64) -> u32 {
-    let base = set_base(key);
+fn free_entry(base: u32, now: u64) -> u32 {
     let mut best = (u64::MAX >> 1, base);
     let mut way = 0;
     while way < CONN_WAYS {
@@ -332,8 +332,10 @@ fn timeout_of(state: u8) -> u32 {
     TIMEOUTS.get(state as u32).copied().unwrap_or(0) as u32
 }
 
-/// CONN_HINT when `lookup` names no entry.
-const NO_ENTRY: u32 = u32::MAX;
+/// In CONN_HINT, marks a full set (its first way's index below): the
+/// victim is still to be chosen. Table indices stay below 2^31
+/// (`conn_table_entries`).
+const FULL_SET: u32 = 1 << 31;
 
 /// Records a new flow pinned to `slot` with `CONN_F_*` `flags` (see
 /// `free_entry` for where). A subprogram called after the scheduler
@@ -344,11 +346,13 @@ pub fn record_new(key: &FlowKey, slot: u32, tcp_flags: u8, flags: u8, now: u64) 
     let Some(real) = REALS.get(slot) else {
         return;
     };
-    let hint = CONN_HINT.get(0).copied().unwrap_or(NO_ENTRY);
-    let index = if hint != NO_ENTRY {
+    let Some(&hint) = CONN_HINT.get(0) else {
+        return;
+    };
+    let index = if hint & FULL_SET == 0 {
         hint
     } else {
-        free_entry(key, now)
+        free_entry(hint & !FULL_SET, now)
     };
     record(
         index,

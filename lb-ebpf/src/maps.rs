@@ -49,7 +49,8 @@ pub static CONNS: Array<ConnEntry> =
 
 /// Per CPU, from `conn::lookup` to `conn::record_new` in one run: the entry
 /// a flow the table does not hold can take without a search (the first
-/// empty way of its set, or the flow's own dead entry), or u32::MAX.
+/// empty way of its set, or the flow's own dead entry), or its full set
+/// (`conn::FULL_SET` | the set's first index).
 #[map(name = "LB_CONN_HINT")]
 pub static CONN_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
