@@ -804,9 +804,12 @@ mod tests {
         assert_eq!(size_of::<BenchFrame>(), 136);
     }
 
+    /// A client side: address, port, family.
+    type Client = ([u32; 4], u16, u8);
+
     /// Sets' loads when `flows` client sides land in a table of `sets`
     /// sets: (largest load, empty sets).
-    fn set_loads(sets: u32, flows: impl Iterator<Item = ([u32; 4], u16, u8)>) -> (u32, u32) {
+    fn set_loads(sets: u32, flows: impl Iterator<Item = Client>) -> (u32, u32) {
         extern crate std;
         let mut load = std::vec![0u32; sets as usize];
         for (addr, port, family) in flows {
@@ -827,7 +830,7 @@ mod tests {
         let sets = 1 << 14;
         let n = 4 * sets;
         let v4 = |a: u32| [a.to_be(), 0, 0, 0];
-        let cases: [(&str, Vec<([u32; 4], u16, u8)>); 4] = [
+        let cases: [(&str, Vec<Client>); 4] = [
             (
                 "one client, ports counting up",
                 (0..n)
