@@ -686,7 +686,7 @@ pub fn flow_hash_seeded(key: &FlowKey, seed: u32) -> u32 {
 }
 
 /// Bump when a map changes meaning without changing size.
-const MAP_LAYOUT_REVISION: u64 = 3;
+const MAP_LAYOUT_REVISION: u64 = 4;
 
 /// FNV-1a over the numbers that shape the maps.
 const fn layout_hash(parts: &[u64]) -> u64 {

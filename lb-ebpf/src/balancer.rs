@@ -183,7 +183,7 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
         return drop(Reason::DropUnsupported);
     };
     if action == xdp_action::XDP_TX || action == xdp_action::XDP_REDIRECT {
-        stats::forwarded(vip.id, slot, flow.ip_len as u64, new_conn);
+        stats::forwarded(slot, flow.ip_len as u64, new_conn);
     }
     action
 }

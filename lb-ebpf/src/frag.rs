@@ -115,13 +115,13 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
         }
         let action = fwd::out::emit(ctx, ingress, path.egress, &real.mac, path.mac);
         stats::count(Reason::FragmentForwarded);
-        stats::forwarded(t.vip_id, t.real, frag.ip_len as u64, false);
+        stats::forwarded(t.real, frag.ip_len as u64, false);
         return action;
     }
     let action = fwd::out::to_real(ctx, ingress, &real);
     if action != xdp_action::XDP_DROP {
         stats::count(Reason::FragmentForwarded);
-        stats::forwarded(t.vip_id, t.real, frag.ip_len as u64, false);
+        stats::forwarded(t.real, frag.ip_len as u64, false);
     }
     action
 }

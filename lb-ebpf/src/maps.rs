@@ -135,7 +135,9 @@ pub static SCHED_POS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS,
 #[map(name = "LB_IFACES")]
 pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
 
-/// Traffic counters per VIP id and per real slot.
+/// Traffic counters per real slot (the program's, per packet) and per VIP
+/// id (lbd's only: what the VIP's removed reals had counted; its current
+/// reals' counters add the rest).
 #[map(name = "LB_VIP_STATS")]
 pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 #[map(name = "LB_REAL_STATS")]

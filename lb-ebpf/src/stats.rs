@@ -2,7 +2,7 @@
 
 use lb_common::{Counters, Reason};
 
-use crate::maps::{DP_STATS, REAL_STATS, VIP_STATS};
+use crate::maps::{DP_STATS, REAL_STATS};
 
 #[inline(always)]
 pub fn count(reason: Reason) {
@@ -26,11 +26,10 @@ fn add(c: Option<*mut Counters>, bytes: u64, new_conn: bool) {
     }
 }
 
-/// Counts a forwarded packet for its VIP and its real server. (The
-/// `Forwarded` reason is summed from these by user space: one per-CPU
-/// update fewer per packet.)
+/// Counts a forwarded packet for its real server. (A VIP's counters are
+/// its reals' summed by lbd, and the `Forwarded` reason their packets: one
+/// per-CPU update per packet, not three.)
 #[inline(always)]
-pub fn forwarded(vip_id: u32, real: u32, bytes: u64, new_conn: bool) {
-    add(VIP_STATS.get_ptr_mut(vip_id), bytes, new_conn);
+pub fn forwarded(real: u32, bytes: u64, new_conn: bool) {
     add(REAL_STATS.get_ptr_mut(real), bytes, new_conn);
 }

@@ -558,6 +558,55 @@ fn counters_follow_forwarded_traffic() {
     assert_eq!(f.dp.reason_count(Reason::Forwarded), 3);
 }
 
+/// The program counts packets per real server only; a VIP's counters are
+/// its reals' sums, and keep what a removed real counted (as IPVS's
+/// service counters do when a destination is deleted).
+#[test]
+fn vip_counters_keep_a_removed_reals_traffic() {
+    let with = |reals: &[(u8, u32)]| vec![service(VIP, 53, Protocol::Udp, Scheduler::Rr, reals)];
+    let mut f = Fixture::new(with(&[(1, 1), (2, 1)]));
+    let clients: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| {
+            Pkt::to(VIP, 53)
+                .from(Ipv4Addr::new(10, 0, 0, 2), 4000 + i)
+                .payload(&[0; 10])
+                .udp()
+        })
+        .collect();
+    for c in &clients {
+        assert_eq!(f.run(c).action, XDP_TX);
+    }
+    let before = f.dp.status().unwrap().services[0].clone();
+    assert_eq!(before.stats.packets, 8);
+    assert_eq!(before.stats.conns, 8);
+    let sum: u64 = before.reals.iter().map(|r| r.stats.packets).sum();
+    assert_eq!(sum, 8, "each packet counted once, for its real");
+    assert!(before.reals.iter().all(|r| r.stats.packets > 0));
+
+    f.set(with(&[(1, 1)]));
+    let after = f.dp.status().unwrap().services[0].clone();
+    assert_eq!(after.reals.len(), 1);
+    assert_eq!(after.stats, before.stats, "the removed real's counts stay");
+    for c in &clients {
+        assert_eq!(f.run(c).action, XDP_TX);
+    }
+    let now = f.dp.status().unwrap().services[0].clone();
+    assert_eq!(now.stats.packets, 16);
+    assert_eq!(f.dp.reason_count(Reason::Forwarded), 16);
+
+    // Back again: the real starts from zero (a new destination in IPVS
+    // terms), the service goes on from its total.
+    f.set(with(&[(1, 1), (2, 1)]));
+    let again = f.dp.status().unwrap().services[0].clone();
+    assert_eq!(again.stats.packets, 16);
+    let second = again
+        .reals
+        .iter()
+        .find(|r| r.address == real_ip(2))
+        .unwrap();
+    assert_eq!(second.stats.packets, 0);
+}
+
 #[test]
 fn removing_a_real_keeps_the_other_flows_and_moves_its_own() {
     let mut f = mh_web();

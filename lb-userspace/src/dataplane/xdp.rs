@@ -1121,12 +1121,11 @@ impl XdpDataplane {
     /// Packets counted per reason, summed over CPUs.
     pub fn reason_count(&self, reason: Reason) -> u64 {
         if reason == Reason::Forwarded {
-            // Not counted per packet: the VIP counters already are.
+            // Not counted per packet: the real servers' counters already are.
             return self
                 .services
                 .values()
-                .filter_map(|svc| self.maps.vip_stats.get(&svc.vip_id, 0).ok())
-                .map(|v| v.iter().map(|c| c.packets).sum::<u64>())
+                .map(|svc| self.service_counters(svc).packets)
                 .sum();
         }
 
@@ -1203,6 +1202,50 @@ impl XdpDataplane {
         }
     }
 
+    /// The counters at `index`, summed over CPUs.
+    fn counters(stats: &PerCpuArray<MapData, Counters>, index: u32) -> Counters {
+        let mut sum = Counters::default();
+        if let Ok(values) = stats.get(&index, 0) {
+            for c in values.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+                sum.new_conns += c.new_conns;
+            }
+        }
+        sum
+    }
+
+    /// A virtual service's counters: its real servers' (the program
+    /// counts each packet once, for its real) plus what its removed real
+    /// servers had counted, which `retire_counters` keeps in VIP_STATS (a
+    /// map, so a restarted lbd that adopts the maps keeps it too).
+    fn service_counters(&self, s: &ServiceSlots) -> Counters {
+        let mut sum = Self::counters(&self.maps.vip_stats, s.vip_id);
+        for r in &s.reals {
+            let c = Self::counters(&self.maps.real_stats, r.slot);
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+            sum.new_conns += c.new_conns;
+        }
+        sum
+    }
+
+    /// The real server in `slot` left service `vip_id`: what it counted
+    /// stays in the service's counters.
+    fn retire_counters(&mut self, slot: u32, vip_id: u32) -> anyhow::Result<()> {
+        let gone = Self::counters(&self.maps.real_stats, slot);
+        // The carry goes on CPU 0's copy (the program never writes
+        // VIP_STATS: its CPUs' copies are all lbd's).
+        let mut carry: Vec<Counters> = self.maps.vip_stats.get(&vip_id, 0)?.to_vec();
+        carry[0].packets += gone.packets;
+        carry[0].bytes += gone.bytes;
+        carry[0].new_conns += gone.new_conns;
+        self.maps
+            .vip_stats
+            .set(vip_id, PerCpuValues::try_from(carry)?, 0)?;
+        Self::zero_counters(&mut self.maps.real_stats, slot)
+    }
+
     fn zero_counters(stats: &mut PerCpuArray<MapData, Counters>, index: u32) -> anyhow::Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         stats.set(
@@ -1232,7 +1275,11 @@ impl XdpDataplane {
         Ok(())
     }
 
-    fn remove_service(&mut self, key: &ServiceKey, freed: &mut Vec<u32>) -> anyhow::Result<()> {
+    fn remove_service(
+        &mut self,
+        key: &ServiceKey,
+        freed: &mut Vec<(u32, Option<ServiceKey>)>,
+    ) -> anyhow::Result<()> {
         let Some(s) = self.services.remove(key) else {
             return Ok(());
         };
@@ -1243,7 +1290,7 @@ impl XdpDataplane {
             self.vip_fast_remove(&vip_key(key))?;
             let _ = self.maps.vips.remove(&vip_key(key));
         }
-        freed.extend(s.reals.iter().map(|r| r.slot));
+        freed.extend(s.reals.iter().map(|r| (r.slot, None)));
         self.vip_ids.release(s.vip_id);
         Ok(())
     }
@@ -1519,7 +1566,7 @@ impl Dataplane for XdpDataplane {
                     touched.insert(key.clone());
                     self.service_mut(key).map(|s| {
                         if let Some(pos) = s.reals.iter().position(|r| r.real.key() == *rk) {
-                            freed.push(s.reals.remove(pos).slot);
+                            freed.push((s.reals.remove(pos).slot, Some(key.clone())));
                         }
                     })
                 }
@@ -1539,7 +1586,7 @@ impl Dataplane for XdpDataplane {
                 self.sync_service(key)?;
             }
         }
-        for slot in freed {
+        for (slot, service) in freed {
             // The slot holds nobody now: flows pinned to it stop matching.
             // Its generation stays (one ahead, never matching a flow) so
             // that a restarted lbd that adopts the maps continues from it.
@@ -1549,6 +1596,14 @@ impl Dataplane for XdpDataplane {
                 ..RealInfo::default()
             };
             self.maps.reals.set(slot, empty, 0)?;
+            // A real server that left a service that stays: its counts stay
+            // in the service's.
+            if let Some(vip_id) = service
+                .and_then(|k| self.services.get(&k))
+                .map(|s| s.vip_id)
+            {
+                self.retire_counters(slot, vip_id)?;
+            }
             self.overloaded.remove(&slot);
             self.slots.release(slot);
         }
@@ -1570,16 +1625,10 @@ impl Dataplane for XdpDataplane {
     }
 
     fn status(&self) -> anyhow::Result<DataplaneStatus> {
-        let sum = |stats: &PerCpuArray<MapData, Counters>, i: u32| -> Stats {
-            let mut s = Stats::default();
-            if let Ok(values) = stats.get(&i, 0) {
-                for c in values.iter() {
-                    s.conns += c.new_conns;
-                    s.packets += c.packets;
-                    s.bytes += c.bytes;
-                }
-            }
-            s
+        let stats = |c: Counters| Stats {
+            conns: c.new_conns,
+            packets: c.packets,
+            bytes: c.bytes,
         };
         let mut services: Vec<(&ServiceKey, &ServiceSlots)> = self.services.iter().collect();
         services.sort_by(|a, b| a.0.cmp(b.0));
@@ -1631,10 +1680,10 @@ impl Dataplane for XdpDataplane {
                             .get(&r.slot, 0)
                             .map_or(0, |c| c.inactive as u64),
                         next_hop_resolved: self.neighbors.contains_key(&r.real.addr),
-                        stats: sum(&self.maps.real_stats, r.slot),
+                        stats: stats(Self::counters(&self.maps.real_stats, r.slot)),
                     })
                     .collect(),
-                stats: sum(&self.maps.vip_stats, s.vip_id),
+                stats: stats(self.service_counters(s)),
             })
             .collect();
         let reasons = Reason::ALL
