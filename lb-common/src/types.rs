@@ -518,6 +518,14 @@ pub struct Counters {
     pub new_conns: u64,
 }
 
+impl core::ops::AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_conns += o.new_conns;
+    }
+}
+
 /// Why the program passed or dropped a packet: index of the DP_STATS array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

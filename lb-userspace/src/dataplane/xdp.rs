@@ -1207,9 +1207,7 @@ impl XdpDataplane {
         let mut sum = Counters::default();
         if let Ok(values) = stats.get(&index, 0) {
             for c in values.iter() {
-                sum.packets += c.packets;
-                sum.bytes += c.bytes;
-                sum.new_conns += c.new_conns;
+                sum += *c;
             }
         }
         sum
@@ -1222,10 +1220,7 @@ impl XdpDataplane {
     fn service_counters(&self, s: &ServiceSlots) -> Counters {
         let mut sum = Self::counters(&self.maps.vip_stats, s.vip_id);
         for r in &s.reals {
-            let c = Self::counters(&self.maps.real_stats, r.slot);
-            sum.packets += c.packets;
-            sum.bytes += c.bytes;
-            sum.new_conns += c.new_conns;
+            sum += Self::counters(&self.maps.real_stats, r.slot);
         }
         sum
     }
@@ -1237,9 +1232,7 @@ impl XdpDataplane {
         // The carry goes on CPU 0's copy (the program never writes
         // VIP_STATS: its CPUs' copies are all lbd's).
         let mut carry: Vec<Counters> = self.maps.vip_stats.get(&vip_id, 0)?.to_vec();
-        carry[0].packets += gone.packets;
-        carry[0].bytes += gone.bytes;
-        carry[0].new_conns += gone.new_conns;
+        carry[0] += gone;
         self.maps
             .vip_stats
             .set(vip_id, PerCpuValues::try_from(carry)?, 0)?;
