@@ -1594,8 +1594,10 @@ impl Dataplane for XdpDataplane {
             if let Some(vip_id) = service
                 .and_then(|k| self.services.get(&k))
                 .map(|s| s.vip_id)
+                && let Err(e) = self.retire_counters(slot, vip_id)
             {
-                self.retire_counters(slot, vip_id)?;
+                // Counters only: the slot is freed all the same.
+                warn!("keeping the counters of a removed real server: {e:#}");
             }
             self.overloaded.remove(&slot);
             self.slots.release(slot);
