@@ -64,8 +64,9 @@ use crate::common::{GREY, PALETTE, machine, median, pin_to_cpu};
 
 #[derive(Args, Debug, Clone)]
 pub struct PktgenArgs {
-    /// Measured rounds per case (interleaved across cases); the median is reported.
-    #[arg(long, default_value_t = 5)]
+    /// Measured rounds per case (interleaved across cases); the median is
+    /// reported (other tenants of this machine kind slow whole rounds).
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// Length of one round, seconds.
     #[arg(long, default_value_t = 1.0)]
