@@ -208,8 +208,10 @@ pub fn mask_addr(addr: &[u32; 4], family: u8, prefix: u8) -> [u32; 4] {
     out
 }
 
-/// The 5-tuple of a flow: key of the connection table.
-#[repr(C)]
+/// The 5-tuple of a flow: key of the connection table. Eight-byte
+/// aligned, 40 bytes without implicit padding (`_pad` is always zero): the
+/// program compares two keys as five 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: [u32; 4],
@@ -798,6 +800,7 @@ mod tests {
         assert_eq!(size_of::<PersistKey>(), 36);
         assert_eq!(size_of::<PersistInfo>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::align_of::<FlowKey>(), 8);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<ConnEntry>(), 64, "one cache line");
         assert_eq!(size_of::<RealConns>(), 8);

@@ -218,16 +218,22 @@ fn free_entry(base: u32, now: u64) -> u32 {
 }
 
 /// Key equality as one test of or-ed differences: one branch, not one
-/// per field (the verifier walks every branch of every way).
+/// per field (the verifier walks every branch of every way), over the
+/// key's five 64-bit words.
 #[inline(always)]
 pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
-    let ports = |k: &FlowKey| {
-        (k.sport as u64) | (k.dport as u64) << 16 | (k.proto as u64) << 32 | (k.family as u64) << 40
+    // SAFETY: a FlowKey is 40 bytes, 8-byte aligned, with no implicit
+    // padding (lb-common's layout test): five initialised u64 words.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const FlowKey as *const [u64; 5]),
+            &*(b as *const FlowKey as *const [u64; 5]),
+        )
     };
-    let mut diff = ports(a) ^ ports(b);
+    let mut diff = 0;
     let mut i = 0;
-    while i < 4 {
-        diff |= ((a.src[i] ^ b.src[i]) | (a.dst[i] ^ b.dst[i])) as u64;
+    while i < 5 {
+        diff |= a[i] ^ b[i];
         i += 1;
     }
     diff == 0
