@@ -334,6 +334,28 @@ fn one_set() -> Fixture {
     rr3_in_table(4)
 }
 
+/// Every field of the key counts, also between flows that share a set:
+/// two connections of one client that differ only in the source port are
+/// two flows, each on its own real.
+#[test]
+fn flows_that_differ_only_in_the_source_port_are_two_flows() {
+    let f = one_set();
+    let client = Ipv4Addr::new(10, 2, 0, 9);
+    let a = Pkt::to(VIP, 80).from(client, 40001);
+    let b = Pkt::to(VIP, 80).from(client, 40002);
+    let real_a = f.real_of(&f.run(&a.tcp(SYN)));
+    let real_b = f.real_of(&f.run(&b.tcp(SYN)));
+    assert_ne!(
+        real_a, real_b,
+        "rr gives the second connection the next real"
+    );
+    assert_eq!(f.dp.conn_count(), 2);
+    for _ in 0..3 {
+        assert_eq!(f.real_of(&f.run(&a.tcp(ACK))), real_a);
+        assert_eq!(f.real_of(&f.run(&b.tcp(ACK))), real_b);
+    }
+}
+
 /// Flows in one state: the one nearest to its timeout is the least
 /// recently seen.
 #[test]
