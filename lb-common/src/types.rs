@@ -336,7 +336,7 @@ pub fn conn_set_base(addr: &[u32; 4], port: u16, proto: u8, family: u8, set_mask
 /// MurmurHash3's 64-bit finaliser: every input bit reaches every output
 /// bit (a bijection).
 #[inline(always)]
-pub fn fmix64(x: u64) -> u64 {
+fn fmix64(x: u64) -> u64 {
     let x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
     let x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     x ^ (x >> 33)
@@ -442,10 +442,9 @@ pub struct FragKey {
 pub struct FragTarget {
     pub real: u32,
     pub generation: u32,
-    pub vip_id: u32,
     /// `FwdMethod` as u8, or `FRAG_NAT_REPLY`.
     pub method: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
     /// For `FRAG_NAT_REPLY`: the VIP that replaces the real as source.
     pub vip: [u32; 4],
 }

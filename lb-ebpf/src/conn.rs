@@ -6,10 +6,10 @@
 //! The table is an array of sets of CONN_WAYS entries; the hash of a flow's
 //! client side picks its set. A lookup reads the set's ways and, on a miss,
 //! names the way a new flow takes: an empty or expired one, else the one
-//! nearest to its idle timeout (evicted and counted). No locks: two CPUs recording new flows in one
-//! way at the same instant can leave one of them unrecorded; its next
-//! packet is then a miss, placed by the consistent choice like any flow
-//! the table lost.
+//! nearest to its idle timeout (evicted and counted). No locks: two CPUs
+//! recording new flows in one way at the same instant can leave one of
+//! them unrecorded; its next packet is then a miss, placed by the
+//! consistent choice like any flow the table lost.
 
 use lb_common::{
     CONN_TCP_CLOSE, CONN_TCP_ESTABLISHED, CONN_TCP_FIN_WAIT, CONN_TCP_SYN_RECV, CONN_UDP,
@@ -157,9 +157,9 @@ fn count_out(slot: u32, state: u8) {
 /// the walk stops at an empty way: a new flow in a set that is not full
 /// reads only the lines up to it, and leaves that way in CONN_HINT for
 /// `record_new` (a full set leaves the set, so that `record_new` chooses
-/// its victim without hashing the flow again; kept in a map, not returned: a value returned here and
-/// compared after `new_flow` would make the verifier walk `new_flow` once
-/// per kind of answer).
+/// its victim without hashing the flow again). Kept in a map, not
+/// returned: a value returned here and compared after `new_flow` would
+/// make the verifier walk `new_flow` once per kind of answer.
 #[inline(never)]
 pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
     let base = set_base(key);
@@ -195,9 +195,9 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8, now: u64) -> u32 {
 /// nearest to its idle timeout (evicted by `record`) — the entry the table
 /// would lose first anyway: a closing connection (CLOSE 10 s, FIN_WAIT)
 /// before an idle established one (900 s), so a churn of short
-/// connections does not push long-lived ones out. Straight-line arithmetic, no
-/// branch per way: branches would multiply into paths the verifier walks
-/// one by one, and a `bpf_loop` costs a call per way.
+/// connections does not push long-lived ones out. Straight-line
+/// arithmetic, no branch per way: branches would multiply into paths the
+/// verifier walks one by one, and a `bpf_loop` costs a call per way.
 #[inline(always)]
 fn free_entry(base: u32, now: u64) -> u32 {
     let mut best = (u64::MAX >> 1, base);

@@ -22,9 +22,8 @@ pub fn record(flow: &Flow, vip: &VipInfo, slot: u32, generation: u32) {
     let target = FragTarget {
         real: slot,
         generation,
-        vip_id: vip.id,
         method: vip.method,
-        _pad: [0; 3],
+        _pad: [0; 7],
         vip: [0; 4],
     };
     remember(flow, &target);
@@ -37,9 +36,8 @@ pub fn record_reply(flow: &Flow, rev: &NatReverse) {
     let target = FragTarget {
         real: rev.real,
         generation: rev.generation,
-        vip_id: 0,
         method: FRAG_NAT_REPLY,
-        _pad: [0; 3],
+        _pad: [0; 7],
         vip: rev.vip,
     };
     remember(flow, &target);
