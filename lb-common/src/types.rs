@@ -82,8 +82,16 @@ pub struct VipFast {
 /// The VIP_FAST slot of `key`.
 #[inline(always)]
 pub fn vip_fast_slot(key: &VipKey) -> u32 {
-    let a = key.addr[0] ^ key.addr[1] ^ key.addr[2] ^ key.addr[3];
-    let rest = ((key.port as u32) << 16) | ((key.proto as u32) << 8) | key.family as u32;
+    vip_fast_slot_of(&key.addr, key.port, key.proto, key.family)
+}
+
+/// The VIP_FAST slot of the VIP key (`addr`, `port`, `proto`, `family`),
+/// from its fields: the program hashes a packet's flow key without
+/// building a `VipKey` copy of it.
+#[inline(always)]
+pub fn vip_fast_slot_of(addr: &[u32; 4], port: u16, proto: u8, family: u8) -> u32 {
+    let a = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    let rest = ((port as u32) << 16) | ((proto as u32) << 8) | family as u32;
     // Fibonacci hashing of the folded key: the product's top bits.
     (a ^ rest.rotate_left(7)).wrapping_mul(0x9e37_79b1) >> (32 - VIP_FAST_SLOTS.trailing_zeros())
 }
@@ -223,6 +231,16 @@ pub struct FlowKey {
     pub proto: u8,
     pub family: u8,
     pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// The key's five 64-bit words, as the program compares keys.
+    #[inline(always)]
+    pub const fn words(&self) -> &[u64; 5] {
+        // SAFETY: 40 bytes, 8-byte aligned, no implicit padding (the
+        // layout test): five initialised u64 words.
+        unsafe { &*(self as *const FlowKey as *const [u64; 5]) }
+    }
 }
 
 /// Connection states, as IPVS's DR state machine sees a flow from the

@@ -6,7 +6,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     AF_INET, CONN_F_NAT, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, RealInfo, Reason,
-    VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit, vip_fast_slot,
+    VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit, vip_fast_slot_of,
 };
 
 use crate::{
@@ -35,13 +35,7 @@ fn drop(reason: Reason) -> u32 {
 /// bytes along a call chain, each frame rounded up to 32).
 #[inline(always)]
 fn find_vip(key: &FlowKey) -> Option<&'static VipInfo> {
-    let vk = VipKey {
-        addr: key.dst,
-        port: key.dport,
-        proto: key.proto,
-        family: key.family,
-    };
-    if let Some(v) = find_vip_fast(&vk) {
+    if let Some(v) = find_vip_fast(key, key.dport) {
         return Some(v);
     }
     find_vip_slow(key)
@@ -66,7 +60,7 @@ fn find_vip_slow(key: &FlowKey) -> Option<&'static VipInfo> {
     }
     if g.any_port != 0 {
         vk.port = 0;
-        if let Some(v) = find_vip_fast(&vk) {
+        if let Some(v) = find_vip_fast(key, 0) {
             return Some(v);
         }
         if g.vip_spill != 0 {
@@ -82,11 +76,20 @@ fn find_vip_slow(key: &FlowKey) -> Option<&'static VipInfo> {
     find_vip_prefix(key)
 }
 
-/// `key`'s entry in VIP_FAST, if its slot holds it.
+/// The VIP_FAST entry of `key`'s destination with port `port`, if its
+/// slot holds it. Hashed and compared field by field, never through a
+/// `VipKey` copy: the flow key was just stored field by field, and a
+/// wider load of it (as a derived compare of a copy makes) waits for
+/// those stores to reach the cache (~15% of an established packet's time
+/// in the balancer, in a profile).
 #[inline(always)]
-fn find_vip_fast(key: &VipKey) -> Option<&'static VipInfo> {
-    let e = VIP_FAST.get(vip_fast_slot(key))?;
-    (e.used != 0 && e.key == *key).then_some(&e.info)
+fn find_vip_fast(key: &FlowKey, port: u16) -> Option<&'static VipInfo> {
+    let d = &key.dst;
+    let e = VIP_FAST.get(vip_fast_slot_of(d, port, key.proto, key.family))?;
+    let k = &e.key;
+    let diff = (k.addr[0] ^ d[0]) | (k.addr[1] ^ d[1]) | (k.addr[2] ^ d[2]) | (k.addr[3] ^ d[3]);
+    (e.used != 0 && diff == 0 && k.port == port && k.proto == key.proto && k.family == key.family)
+        .then_some(&e.info)
 }
 
 /// The prefix VIPs' trie, exact port first, then every port.

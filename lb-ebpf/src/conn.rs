@@ -222,14 +222,7 @@ fn free_entry(base: u32, now: u64) -> u32 {
 /// key's five 64-bit words.
 #[inline(always)]
 pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
-    // SAFETY: a FlowKey is 40 bytes, 8-byte aligned, with no implicit
-    // padding (lb-common's layout test): five initialised u64 words.
-    let (a, b) = unsafe {
-        (
-            &*(a as *const FlowKey as *const [u64; 5]),
-            &*(b as *const FlowKey as *const [u64; 5]),
-        )
-    };
+    let (a, b) = (a.words(), b.words());
     let mut diff = 0;
     let mut i = 0;
     while i < 5 {
