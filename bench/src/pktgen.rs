@@ -80,6 +80,12 @@ pub struct PktgenArgs {
     /// Distinct flows (source port, then source address, counting up).
     #[arg(long, default_value_t = 65_536)]
     flows: u32,
+    /// Flows of a second series of rounds (0: none), interleaved with the
+    /// first: few enough that every flow's table entry stays in the
+    /// caches and the TLB, so the cases differ by the work they do per
+    /// packet rather than by memory misses.
+    #[arg(long, default_value_t = 256)]
+    few_flows: u32,
     /// Send the flows counting up (0, 1, 2, …) instead of in a scrambled
     /// order. Counting up, consecutive frames are flows whose table entries
     /// an allocator handed out one after the other: neighbours in memory,
@@ -548,6 +554,8 @@ struct Case {
     kind: Kind,
     setup: Setup,
     samples: Vec<Sample>,
+    /// The rounds with `--few-flows` flows.
+    few: Vec<Sample>,
     /// UDP frames sunk per CPU over the measured rounds.
     sink_cpus: Vec<u64>,
     /// Non-UDP frames that reached the sink.
@@ -661,6 +669,7 @@ impl Bench {
         &mut self,
         i: usize,
         dur: Duration,
+        flows: u32,
     ) -> anyhow::Result<(Sample, Vec<u64>, u64, Vec<u64>)> {
         let case = &self.cases[i];
         let Setup::Ready { pair, .. } = &case.setup else {
@@ -671,7 +680,7 @@ impl Bench {
             src_mac: pair.g0_mac,
             saddr: u32::from(SRC_BASE),
             daddr: u32::from(VIP),
-            flows: self.args.flows.max(1),
+            flows: flows.max(1),
             sport_base: SPORT_BASE,
             sport_count: SPORT_COUNT,
             dport: PORT,
@@ -748,19 +757,29 @@ struct Summary {
     generated: f64,
 }
 
+fn summarise(samples: &[Sample]) -> Option<Summary> {
+    if samples.is_empty() {
+        return None;
+    }
+    let f: Vec<f64> = samples.iter().map(|s| s.forwarded_mpps).collect();
+    let g: Vec<f64> = samples.iter().map(|s| s.generated_mpps).collect();
+    Some(Summary {
+        median: median(&f),
+        min: f.iter().copied().fold(f64::INFINITY, f64::min),
+        max: f.iter().copied().fold(0.0, f64::max),
+        generated: median(&g),
+    })
+}
+
 impl Case {
+    /// The rounds with `--flows` flows.
     fn summary(&self) -> Option<Summary> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let f: Vec<f64> = self.samples.iter().map(|s| s.forwarded_mpps).collect();
-        let g: Vec<f64> = self.samples.iter().map(|s| s.generated_mpps).collect();
-        Some(Summary {
-            median: median(&f),
-            min: f.iter().copied().fold(f64::INFINITY, f64::min),
-            max: f.iter().copied().fold(0.0, f64::max),
-            generated: median(&g),
-        })
+        summarise(&self.samples)
+    }
+
+    /// The rounds with `--few-flows` flows.
+    fn few_summary(&self) -> Option<Summary> {
+        summarise(&self.few)
     }
 
     fn na_text(&self) -> String {
@@ -795,18 +814,56 @@ fn ratio(a: f64, b: Option<f64>) -> String {
     }
 }
 
-fn report(bench: &Bench) -> String {
-    let a = &bench.args;
+/// Time per packet above the bare forwarder's, ns: everything runs on
+/// one CPU, so 1 / Mpps is the whole chain's time per packet.
+fn over_bare(mpps: f64, bare: Option<f64>) -> String {
+    match bare {
+        Some(b) if b > 0.0 && mpps > 0.0 => format!("{:+.0}", 1e3 / mpps - 1e3 / b),
+        _ => "–".into(),
+    }
+}
+
+/// The cases' table for one series of rounds (`summary` picks it).
+fn table(bench: &Bench, summary: impl Fn(&Case) -> Option<Summary>) -> String {
     let find = |k: Kind| {
         bench
             .cases
             .iter()
             .find(|c| c.kind == k)
-            .and_then(|c| c.summary())
+            .and_then(&summary)
             .map(|s| s.median)
     };
     let bare = find(Kind::Bare);
     let nft = find(Kind::Nftables);
+    let mut md = String::from(
+        "| case | forwarded Mpps | min–max | vs bare forwarder | ns/packet over bare | \
+         vs nftables DNAT | generated Mpps |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for c in &bench.cases {
+        match summary(c) {
+            Some(s) => md.push_str(&format!(
+                "| {} | {:.2} | {:.2}–{:.2} | {} | {} | {} | {:.2} |\n",
+                c.kind.name(),
+                s.median,
+                s.min,
+                s.max,
+                ratio(s.median, bare),
+                over_bare(s.median, bare),
+                ratio(s.median, nft),
+                s.generated
+            )),
+            None => md.push_str(&format!(
+                "| {} | {} | | | | | |\n",
+                c.kind.name(),
+                c.na_text()
+            )),
+        }
+    }
+    md
+}
+
+fn report(bench: &Bench) -> String {
+    let a = &bench.args;
     let mut md = String::new();
     md.push_str("# pktgen in netns: forwarded packets per second\n\n");
     md.push_str(&format!(
@@ -832,28 +889,23 @@ fn report(bench: &Bench) -> String {
         WARMUP.as_secs_f64(),
         a.cpu
     ));
-    md.push_str(
-        "| case | forwarded Mpps | min–max | vs bare forwarder | vs nftables DNAT | generated Mpps |\n",
-    );
-    md.push_str("|---|---:|---:|---:|---:|---:|\n");
-    for c in &bench.cases {
-        match c.summary() {
-            Some(s) => md.push_str(&format!(
-                "| {} | {:.2} | {:.2}–{:.2} | {} | {} | {:.2} |\n",
-                c.kind.name(),
-                s.median,
-                s.min,
-                s.max,
-                ratio(s.median, bare),
-                ratio(s.median, nft),
-                s.generated
-            )),
-            None => md.push_str(&format!(
-                "| {} | {} | | | | |\n",
-                c.kind.name(),
-                c.na_text()
-            )),
-        }
+    md.push_str(&table(bench, Case::summary));
+    let table_bytes = lb_common::conn_table_entries(a.conn_table_size) as u64
+        * std::mem::size_of::<lb_common::ConnEntry>() as u64;
+    if a.few_flows > 0 {
+        md.push_str(&format!(
+            "\nThe same cases with {} flows (`--few-flows`; every round of the table above \
+             is followed by one of these, same length, same order): every flow's table \
+             entry stays in the caches and the TLB, so what differs is the work per packet. \
+             With {} flows, lbd's flow entries are spread over all {} pages of its \
+             connection table ({} MiB), more than the TLB holds: a TLB miss and a cache \
+             miss per packet on top.\n\n",
+            a.few_flows,
+            a.flows,
+            table_bytes >> 12,
+            table_bytes >> 20
+        ));
+        md.push_str(&table(bench, Case::few_summary));
     }
     md.push('\n');
     md.push_str(
@@ -933,79 +985,105 @@ fn chart(bench: &Bench, path: &Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     let names: Vec<String> = bench.cases.iter().map(|c| c.kind.short()).collect();
-    let sums: Vec<Option<Summary>> = bench.cases.iter().map(|c| c.summary()).collect();
-    let bare = bench
-        .cases
+    // Per case: the `--flows` series, then the `--few-flows` one (if run).
+    let series: [Vec<Option<Summary>>; 2] = [
+        bench.cases.iter().map(|c| c.summary()).collect(),
+        bench.cases.iter().map(|c| c.few_summary()).collect(),
+    ];
+    let bare = |k: usize| {
+        bench
+            .cases
+            .iter()
+            .zip(&series[k])
+            .find(|(c, _)| c.kind == Kind::Bare)
+            .and_then(|(_, s)| s.as_ref().map(|s| s.median))
+    };
+    let bares = [bare(0), bare(1)];
+    let ymax = series
         .iter()
-        .zip(&sums)
-        .find(|(c, _)| c.kind == Kind::Bare)
-        .and_then(|(_, s)| s.as_ref().map(|s| s.median));
-    let ymax = sums.iter().flatten().map(|s| s.max).fold(1.0f64, f64::max) * 1.2;
+        .flatten()
+        .flatten()
+        .map(|s| s.max)
+        .fold(1.0f64, f64::max)
+        * 1.2;
     let n = names.len().max(1);
-    let root = SVGBackend::new(path, (860, 480)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 500)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Forwarded Mpps, 64-byte UDP, generator + forwarder on one CPU (median, min–max)",
-            ("sans-serif", 18),
+    let a = &bench.args;
+    let caption = if a.few_flows > 0 {
+        format!(
+            "Forwarded Mpps, 64-byte UDP, one CPU (median, min–max): {} flows (dark), {} flows (light)",
+            a.flows, a.few_flows
         )
+    } else {
+        format!(
+            "Forwarded Mpps, 64-byte UDP, one CPU (median, min–max): {} flows",
+            a.flows
+        )
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 17))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        // Segments 0..=n-1, one per case.
-        .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..ymax)?;
+        // Case i spans x in [i, i + 1).
+        .build_cartesian_2d(0f64..n as f64, 0f64..ymax)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .light_line_style(TRANSPARENT)
         .y_desc("Mpps")
-        .x_labels(n)
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
+        .x_labels(0)
         .label_style(("sans-serif", 14))
         .draw()?;
     let colors = [GREY, PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3]];
-    let label = ("sans-serif", 14)
+    let label = |size| {
+        ("sans-serif", size)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Bottom))
+    };
+    // Case names under the axis, in pixels (a numeric axis places its
+    // own labels where it likes).
+    let below = ("sans-serif", 14)
         .into_font()
         .color(&BLACK)
-        .pos(Pos::new(HPos::Center, VPos::Bottom));
-    for (i, s) in sums.iter().enumerate() {
-        let color = colors[i % colors.len()];
-        let Some(s) = s else {
-            chart.draw_series([Text::new(
-                "n/a".to_string(),
-                (SegmentValue::CenterOf(i), ymax * 0.04),
-                label.clone(),
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, name) in names.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        root.draw(&Text::new(name.clone(), (x, y + 8), below.clone()))?;
+    }
+    let runs = if a.few_flows > 0 { 2 } else { 1 };
+    let width = 0.7 / runs as f64;
+    for (k, sums) in series.iter().take(runs).enumerate() {
+        for (i, s) in sums.iter().enumerate() {
+            let x0 = i as f64 + 0.15 + k as f64 * width;
+            let x = x0 + width / 2.0;
+            let Some(s) = s else {
+                chart.draw_series([Text::new("n/a".to_string(), (x, ymax * 0.04), label(13))])?;
+                continue;
+            };
+            let color = colors[i % colors.len()].mix(if k == 0 { 1.0 } else { 0.45 });
+            chart.draw_series([Rectangle::new(
+                [(x0 + 0.02, 0.0), (x0 + width - 0.02, s.median)],
+                color.filled(),
             )])?;
-            continue;
-        };
-        chart.draw_series(
-            Histogram::vertical(&chart)
-                .style(color.filled())
-                .margin(40)
-                .data([(i, s.median)]),
-        )?;
-        chart.draw_series([ErrorBar::new_vertical(
-            SegmentValue::CenterOf(i),
-            s.min,
-            s.median,
-            s.max,
-            BLACK.stroke_width(1),
-            10,
-        )])?;
-        let text = match bare {
-            Some(b) if b > 0.0 && bench.cases[i].kind != Kind::Bare => {
-                format!("{:.2} ({:.2}× bare)", s.median, s.median / b)
-            }
-            _ => format!("{:.2}", s.median),
-        };
-        chart.draw_series([Text::new(
-            text,
-            (SegmentValue::CenterOf(i), s.max + ymax * 0.02),
-            label.clone(),
-        )])?;
+            chart.draw_series([ErrorBar::new_vertical(
+                x,
+                s.min,
+                s.median,
+                s.max,
+                BLACK.stroke_width(1),
+                8,
+            )])?;
+            let text = match bares[k] {
+                Some(b) if b > 0.0 && bench.cases[i].kind != Kind::Bare => {
+                    format!("{:.2} ({:.2}×)", s.median, s.median / b)
+                }
+                _ => format!("{:.2}", s.median),
+            };
+            chart.draw_series([Text::new(text, (x, s.max + ymax * 0.02), label(12))])?;
+        }
     }
     root.present()?;
     Ok(())
@@ -1047,6 +1125,7 @@ pub fn run(args: PktgenArgs) -> anyhow::Result<()> {
             kind,
             setup,
             samples: Vec::new(),
+            few: Vec::new(),
             sink_cpus: Vec::new(),
             other: 0,
             net_rx: Vec::new(),
@@ -1058,12 +1137,22 @@ pub fn run(args: PktgenArgs) -> anyhow::Result<()> {
         .filter(|&i| matches!(bench.cases[i].setup, Setup::Ready { .. }))
         .collect();
 
+    let (flows, few) = (bench.args.flows, bench.args.few_flows);
     println!(
-        "pktgen in netns: {} rounds x {:.1} s per case, {} flows, batch {}, generator on CPU {}",
-        bench.args.rounds, bench.args.seconds, bench.args.flows, bench.args.batch, bench.args.cpu
+        "pktgen in netns: {} rounds x {:.1} s per case, {} flows{}, batch {}, generator on CPU {}",
+        bench.args.rounds,
+        bench.args.seconds,
+        flows,
+        if few > 0 {
+            format!(" (and {few} flows)")
+        } else {
+            String::new()
+        },
+        bench.args.batch,
+        bench.args.cpu
     );
     for &i in &ready {
-        let (s, _, _, _) = bench.round(i, WARMUP)?;
+        let (s, _, _, _) = bench.round(i, WARMUP, flows)?;
         if s.forwarded_mpps == 0.0 {
             let note = format!(
                 "nothing arrived back at g0 in the warm-up ({:.2} Mpps generated)",
@@ -1077,7 +1166,7 @@ pub fn run(args: PktgenArgs) -> anyhow::Result<()> {
     for r in 0..bench.args.rounds {
         let mut line = format!("round {}/{}:", r + 1, bench.args.rounds);
         for &i in &ready {
-            let (s, cpus, other, rx) = bench.round(i, dur)?;
+            let (s, cpus, other, rx) = bench.round(i, dur, flows)?;
             let c = &mut bench.cases[i];
             c.samples.push(s);
             let zero = vec![0; cpus.len()];
@@ -1091,11 +1180,24 @@ pub fn run(args: PktgenArgs) -> anyhow::Result<()> {
                 s.forwarded_mpps
             ));
         }
+        if few > 0 {
+            line.push_str(&format!("  | {few} flows:"));
+            for &i in &ready {
+                let (s, _, _, _) = bench.round(i, dur, few)?;
+                line.push_str(&format!(
+                    "  {} {:.2}",
+                    bench.cases[i].kind.short(),
+                    s.forwarded_mpps
+                ));
+                bench.cases[i].few.push(s);
+            }
+        }
         println!("{line}");
     }
     for c in &mut bench.cases {
         if c.note.is_some() && c.samples.iter().all(|s| s.forwarded_mpps == 0.0) {
             c.samples.clear();
+            c.few.clear();
         }
     }
 
