@@ -322,7 +322,9 @@ pub fn run(args: NsArgs) -> anyhow::Result<()> {
              filled before timing, so every new flow evicts one; and a large one of {table} \
              entries ({} MiB), which the run's new flows ({new_flows}) never fill. A new flow has \
              a source address no run has used before. The memory floor is a program that only \
-             reads one random entry of the table (the least any lookup in it costs).",
+             reads one random entry of the table (the least any lookup in it costs), each \
+             run's address depending on the previous run's read, so that runs cannot overlap \
+             their misses.",
             args.repeat,
             args.cpu,
             machine(),
@@ -376,7 +378,7 @@ fn report(r: &Results) -> String {
         md.push_str(&format!(" {} |\n", aim_text(*aim)));
     }
     md.push_str(&format!(
-        "| memory floor: one read of a random entry of the 65536-entry / large table \
+        "| memory floor: one dependent read of a random entry of the 65536-entry / large table \
          (any method) | {:.0} / {:.0} | | | – |\n",
         r.touch_full, r.touch
     ));
