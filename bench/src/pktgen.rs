@@ -80,10 +80,10 @@ pub struct PktgenArgs {
     /// Distinct flows (source port, then source address, counting up).
     #[arg(long, default_value_t = 65_536)]
     flows: u32,
-    /// Flows of a second series of rounds (0: none), interleaved with the
-    /// first: few enough that every flow's table entry stays in the
-    /// caches and the TLB, so the cases differ by the work they do per
-    /// packet rather than by memory misses.
+    /// Flows of a second series of rounds (0: none), run first, while the
+    /// flow tables hold only these: few enough that every flow's table
+    /// entry stays in the caches and the TLB, so the cases differ by the
+    /// work they do per packet rather than by memory misses.
     #[arg(long, default_value_t = 256)]
     few_flows: u32,
     /// Send the flows counting up (0, 1, 2, …) instead of in a scrambled
@@ -894,13 +894,15 @@ fn report(bench: &Bench) -> String {
         * std::mem::size_of::<lb_common::ConnEntry>() as u64;
     if a.few_flows > 0 {
         md.push_str(&format!(
-            "\nThe same cases with {} flows (`--few-flows`; every round of the table above \
-             is followed by one of these, same length, same order): every flow's table \
-             entry stays in the caches and the TLB, so what differs is the work per packet. \
-             With {} flows, lbd's flow entries are spread over all {} pages of its \
+            "\nThe same cases with {} flows (`--few-flows`), measured first, while the \
+             flow tables hold only these flows ({} rounds × {:.1} s, interleaved across \
+             cases, after a warm-up): every flow's table entry stays in the caches and the \
+             TLB, so what differs is the work per packet. With {} flows, lbd's flow entries are spread over all {} pages of its \
              connection table ({} MiB), more than the TLB holds: a TLB miss and a cache \
              miss per packet on top.\n\n",
             a.few_flows,
+            a.rounds,
+            a.seconds,
             a.flows,
             table_bytes >> 12,
             table_bytes >> 20
@@ -1151,48 +1153,49 @@ pub fn run(args: PktgenArgs) -> anyhow::Result<()> {
         bench.args.batch,
         bench.args.cpu
     );
-    for &i in &ready {
-        let (s, _, _, _) = bench.round(i, WARMUP, flows)?;
-        if s.forwarded_mpps == 0.0 {
-            let note = format!(
-                "nothing arrived back at g0 in the warm-up ({:.2} Mpps generated)",
-                s.generated_mpps
-            );
-            eprintln!("pktgen: {}: {note}", bench.cases[i].kind.name());
-            bench.cases[i].note = Some(note);
-        }
-    }
+    // The few flows first, while lbd's connection table (and the minimal
+    // DNAT's flow table) holds only them; then the many.
     let dur = Duration::from_secs_f64(bench.args.seconds);
-    for r in 0..bench.args.rounds {
-        let mut line = format!("round {}/{}:", r + 1, bench.args.rounds);
+    let series: &[(u32, bool)] = if few > 0 {
+        &[(few, true), (flows, false)]
+    } else {
+        &[(flows, false)]
+    };
+    for &(n, is_few) in series {
         for &i in &ready {
-            let (s, cpus, other, rx) = bench.round(i, dur, flows)?;
-            let c = &mut bench.cases[i];
-            c.samples.push(s);
-            let zero = vec![0; cpus.len()];
-            add_into(&mut c.sink_cpus, &cpus, &zero);
-            c.other += other;
-            let zero = vec![0; rx.len()];
-            add_into(&mut c.net_rx, &rx, &zero);
-            line.push_str(&format!(
-                "  {} {:.2} Mpps",
-                c.kind.short(),
-                s.forwarded_mpps
-            ));
-        }
-        if few > 0 {
-            line.push_str(&format!("  | {few} flows:"));
-            for &i in &ready {
-                let (s, _, _, _) = bench.round(i, dur, few)?;
-                line.push_str(&format!(
-                    "  {} {:.2}",
-                    bench.cases[i].kind.short(),
-                    s.forwarded_mpps
-                ));
-                bench.cases[i].few.push(s);
+            let (s, _, _, _) = bench.round(i, WARMUP, n)?;
+            if s.forwarded_mpps == 0.0 {
+                let note = format!(
+                    "nothing arrived back at g0 in the warm-up with {n} flows ({:.2} Mpps generated)",
+                    s.generated_mpps
+                );
+                eprintln!("pktgen: {}: {note}", bench.cases[i].kind.name());
+                bench.cases[i].note.get_or_insert(note);
             }
         }
-        println!("{line}");
+        for r in 0..bench.args.rounds {
+            let mut line = format!("{n} flows, round {}/{}:", r + 1, bench.args.rounds);
+            for &i in &ready {
+                let (s, cpus, other, rx) = bench.round(i, dur, n)?;
+                let c = &mut bench.cases[i];
+                line.push_str(&format!(
+                    "  {} {:.2} Mpps",
+                    c.kind.short(),
+                    s.forwarded_mpps
+                ));
+                if is_few {
+                    c.few.push(s);
+                    continue;
+                }
+                c.samples.push(s);
+                let zero = vec![0; cpus.len()];
+                add_into(&mut c.sink_cpus, &cpus, &zero);
+                c.other += other;
+                let zero = vec![0; rx.len()];
+                add_into(&mut c.net_rx, &rx, &zero);
+            }
+            println!("{line}");
+        }
     }
     for c in &mut bench.cases {
         if c.note.is_some() && c.samples.iter().all(|s| s.forwarded_mpps == 0.0) {
