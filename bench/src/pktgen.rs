@@ -823,18 +823,20 @@ fn over_bare(mpps: f64, bare: Option<f64>) -> String {
     }
 }
 
+/// The median of case `kind` in one series of rounds (`summary` picks it).
+fn median_of(bench: &Bench, kind: Kind, summary: impl Fn(&Case) -> Option<Summary>) -> Option<f64> {
+    bench
+        .cases
+        .iter()
+        .find(|c| c.kind == kind)
+        .and_then(summary)
+        .map(|s| s.median)
+}
+
 /// The cases' table for one series of rounds (`summary` picks it).
 fn table(bench: &Bench, summary: impl Fn(&Case) -> Option<Summary>) -> String {
-    let find = |k: Kind| {
-        bench
-            .cases
-            .iter()
-            .find(|c| c.kind == k)
-            .and_then(&summary)
-            .map(|s| s.median)
-    };
-    let bare = find(Kind::Bare);
-    let nft = find(Kind::Nftables);
+    let bare = median_of(bench, Kind::Bare, &summary);
+    let nft = median_of(bench, Kind::Nftables, &summary);
     let mut md = String::from(
         "| case | forwarded Mpps | min–max | vs bare forwarder | ns/packet over bare | \
          vs nftables DNAT | generated Mpps |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -992,15 +994,10 @@ fn chart(bench: &Bench, path: &Path) -> anyhow::Result<()> {
         bench.cases.iter().map(|c| c.summary()).collect(),
         bench.cases.iter().map(|c| c.few_summary()).collect(),
     ];
-    let bare = |k: usize| {
-        bench
-            .cases
-            .iter()
-            .zip(&series[k])
-            .find(|(c, _)| c.kind == Kind::Bare)
-            .and_then(|(_, s)| s.as_ref().map(|s| s.median))
-    };
-    let bares = [bare(0), bare(1)];
+    let bares = [
+        median_of(bench, Kind::Bare, Case::summary),
+        median_of(bench, Kind::Bare, Case::few_summary),
+    ];
     let ymax = series
         .iter()
         .flatten()
