@@ -135,7 +135,10 @@ pub fn process(ctx: &XdpContext) -> u32 {
 /// forwarding method. The rarer, bigger paths are subprograms called from
 /// here (new_flow, forward_nat, forward_tun, and the ICMP, fragment and NAT
 /// reply paths from `process`): each has its own stack frame, and BPF
-/// allows 512 bytes along a call chain, so chains stay two deep.
+/// allows 512 bytes along a call chain (the balancer's frame, with the
+/// inlined connection lookup, plus new_flow's and the scheduler's
+/// callbacks': 6.1's verifier checks it, `cargo xtask vm-test --test
+/// vm_xdp`).
 #[inline(always)]
 fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
