@@ -51,6 +51,9 @@ pub struct TcpHead {
     pub flags: u8,
 }
 
+// `l4` reads a TcpHead through a pointer checked for 20 bytes.
+const _: () = assert!(size_of::<TcpHead>() <= 20);
+
 #[repr(C)]
 pub struct UdpHdr {
     pub sport: u16,
@@ -396,10 +399,11 @@ fn l4(ctx: &XdpContext, proto: u8, off: usize, ip_len: u16) -> Option<L4> {
         return None;
     }
     if proto == IPPROTO_TCP {
-        // The whole 20-byte base header must be there, not just the ports.
-        ptr_at::<[u8; 20]>(ctx, off)?;
-        let tcp = ptr_at::<TcpHead>(ctx, off)?;
-        // SAFETY: bounds checked above.
+        // The whole 20-byte base header must be there, not just the ports
+        // and flags (one check covers both).
+        let tcp = ptr_at::<[u8; 20]>(ctx, off)? as *const TcpHead;
+        // SAFETY: bounds checked above (a TcpHead is the header's first
+        // 16 bytes at most).
         let tcp = unsafe { &*tcp };
         Some(L4 {
             sport: tcp.sport,
