@@ -77,19 +77,19 @@ fn udp_is_translated_with_a_valid_checksum() {
 
 #[test]
 fn udp_without_a_checksum_stays_without_one() {
-    let f = Fixture::new(vec![nat(service(
-        VIP,
-        53,
-        Protocol::Udp,
-        Scheduler::Rr,
-        &[(1, 1)],
-    ))]);
+    let mut s = nat(service(VIP, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1)]));
+    s.reals[0].port = 5353;
+    let f = Fixture::new(vec![s]);
     let mut frame = Pkt::to(VIP, 53).from(CLIENT, 999).udp();
     frame[40] = 0;
     frame[41] = 0;
     let o = f.run(&frame);
     assert_eq!(f.real_of(&o), 1);
     assert_eq!(&o.frame[40..42], &[0, 0]);
+    // Translated all the same, with a valid IPv4 header checksum.
+    assert_eq!(ip_dst(&o.frame), real_ip(1));
+    assert_eq!(ports(&o.frame, 34), (999, 5353));
+    assert_checksums_valid(&o.frame);
 }
 
 #[test]

@@ -49,19 +49,16 @@ fn rewrite_udp(ctx: &XdpContext, flow: &Flow, dst: bool, addr: &[u32; 4], port: 
     unsafe {
         let ports = &raw mut (*udp).sport as *mut [u16; 2];
         let check = &raw mut (*udp).check;
-        let none = *check == 0 && flow.key.family == AF_INET;
+        if *check == 0 && flow.key.family == AF_INET {
+            // IPv4 UDP without a checksum stays without one: a call of
+            // its own, whose L4 sum, unused, LLVM then does not compute.
+            return rewrite_l3(ctx, flow, dst, addr, port, ports, 0).is_some();
+        }
         let Some(sum) = rewrite_l3(ctx, flow, dst, addr, port, ports, *check) else {
             return false;
         };
-        // IPv4 UDP without a checksum stays without one; a computed 0 is
-        // sent as 0xffff (RFC 768).
-        *check = if none {
-            0
-        } else if sum == 0 {
-            0xffff
-        } else {
-            sum
-        };
+        // A computed 0 is sent as 0xffff (RFC 768).
+        *check = if sum == 0 { 0xffff } else { sum };
     }
     true
 }
