@@ -4,8 +4,9 @@
 //! The kernel of this machine kind has no pktgen module, so the traffic
 //! generator is lb-ebpf's `trafficgen` XDP program run with
 //! BPF_PROG_TEST_RUN live frames: every frame becomes a 64-byte (60 + FCS)
-//! Ethernet/IPv4/UDP frame of one of `--flows` flows (source port, then
-//! source address, counting up) and leaves `g0` with XDP_TX.
+//! Ethernet/IPv4/UDP frame (with a UDP checksum, as real clients send, which
+//! a NAT must update) of one of `--flows` flows (source port, then source
+//! address, counting up) and leaves `g0` with XDP_TX.
 //!
 //! ```text
 //!   namespace gen                         namespace dir (the director)
@@ -871,7 +872,7 @@ fn report(bench: &Bench) -> String {
     md.push_str(&format!(
         "`lb-bench pktgen`: {}. Generator: lb-ebpf's `trafficgen` XDP program under \
          BPF_PROG_TEST_RUN live frames (batch {}), 64-byte Ethernet/IPv4/UDP frames \
-         (60 + FCS), {} flows (varying source ports/addresses) {}, into `g0` ══ veth ══ `d0` \
+         (60 + FCS, UDP checksums set), {} flows (varying source ports/addresses) {}, into `g0` ══ veth ══ `d0` \
          (director namespace); `sink_count` on `g0` counts what comes back. No Linux \
          bridge on the path. The generator is also attached to an idle veth, which keeps \
          it in the kernel's XDP dispatcher: otherwise every test_run call would add and \

@@ -7,7 +7,8 @@
 //!   Ethernet/IPv4/UDP frame of the flow a per-CPU counter selects and
 //!   returns XDP_TX, which sends it out of the interface named in the run's
 //!   `xdp_md`. Page contents persist between runs (including rewrites done
-//!   downstream), so every header field is written on every frame.
+//!   downstream), so every header field is written on every frame (the
+//!   UDP checksum too, as real clients send it).
 //! - `sink_count` counts what arrives (per CPU) and drops it.
 //! - `l2_reflect` is the bare forwarder: swaps the MACs and XDP_TX, the
 //!   ceiling of any forwarder on the same path.
@@ -126,6 +127,24 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         + (daddr >> 16)
         + (daddr & 0xffff);
     let check = csum_fold(sum);
+    // The UDP checksum (RFC 768), as real clients send it, so that a NAT
+    // on the path updates it: over the pseudo-header and the UDP header;
+    // the payload adds nothing (zeros: the run's template frame, which
+    // nothing on the path writes).
+    let udp_len = ip_len - 20;
+    let udp_sum = (saddr >> 16)
+        + (saddr & 0xffff)
+        + (daddr >> 16)
+        + (daddr & 0xffff)
+        + IPPROTO_UDP as u32
+        + 2 * udp_len as u32
+        + sport as u32
+        + cfg.dport as u32;
+    // A computed 0 is sent as 0xffff (0 means "no checksum").
+    let udp_check = match csum_fold(udp_sum) {
+        0 => 0xffff,
+        c => c,
+    };
 
     // SAFETY: the first TG_MIN_FRAME (42) bytes lie inside the frame.
     unsafe {
@@ -144,12 +163,12 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         put(ip + 10, check.to_be());
         put(ip + 12, saddr.to_be());
         put(ip + 16, daddr.to_be());
-        // UDP, no checksum (allowed over IPv4).
+        // UDP.
         let udp = ip + 20;
         put(udp, sport.to_be());
         put(udp + 2, cfg.dport.to_be());
-        put(udp + 4, (ip_len - 20).to_be());
-        put(udp + 6, 0u16);
+        put(udp + 4, udp_len.to_be());
+        put(udp + 6, udp_check.to_be());
     }
     xdp_action::XDP_TX
 }

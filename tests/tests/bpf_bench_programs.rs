@@ -138,6 +138,8 @@ fn trafficgen_builds_valid_frames_of_its_flows() {
         assert_eq!(dst_mac(&out), cfg.dst_mac);
         assert_eq!(src_mac(&out), cfg.src_mac);
         assert_eq!(ip_dst(&out), VIP);
+        // A UDP checksum, as real clients send (a NAT must update it).
+        assert_ne!(out[40..42], [0, 0], "no UDP checksum");
         assert_checksums_valid(&out);
         let src = Ipv4Addr::new(out[26], out[27], out[28], out[29]);
         let sport = u16::from_be_bytes([out[34], out[35]]);
