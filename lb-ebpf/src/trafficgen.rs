@@ -117,29 +117,17 @@ pub fn generate(ctx: &XdpContext) -> u32 {
     let id = n as u16;
     let ttl_proto = ((cfg.ttl as u16) << 8) | IPPROTO_UDP as u16;
 
-    let sum = 0x4500u32
-        + ip_len as u32
-        + id as u32
-        + IP_DF as u32
-        + ttl_proto as u32
-        + (saddr >> 16)
-        + (saddr & 0xffff)
-        + (daddr >> 16)
-        + (daddr & 0xffff);
+    // Both checksums cover the addresses (the UDP one through its
+    // pseudo-header): their sum once, for both.
+    let addrs = (saddr >> 16) + (saddr & 0xffff) + (daddr >> 16) + (daddr & 0xffff);
+    let sum = 0x4500u32 + ip_len as u32 + id as u32 + IP_DF as u32 + ttl_proto as u32 + addrs;
     let check = csum_fold(sum);
     // The UDP checksum (RFC 768), as real clients send it, so that a NAT
     // on the path updates it: over the pseudo-header and the UDP header;
     // the payload adds nothing (zeros: the run's template frame, which
     // nothing on the path writes).
     let udp_len = ip_len - 20;
-    let udp_sum = (saddr >> 16)
-        + (saddr & 0xffff)
-        + (daddr >> 16)
-        + (daddr & 0xffff)
-        + IPPROTO_UDP as u32
-        + 2 * udp_len as u32
-        + sport as u32
-        + cfg.dport as u32;
+    let udp_sum = addrs + IPPROTO_UDP as u32 + 2 * udp_len as u32 + sport as u32 + cfg.dport as u32;
     // A computed 0 is sent as 0xffff (0 means "no checksum").
     let udp_check = match csum_fold(udp_sum) {
         0 => 0xffff,

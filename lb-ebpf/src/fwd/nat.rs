@@ -50,8 +50,9 @@ fn rewrite_udp(ctx: &XdpContext, flow: &Flow, dst: bool, addr: &[u32; 4], port: 
         let ports = &raw mut (*udp).sport as *mut [u16; 2];
         let check = &raw mut (*udp).check;
         if *check == 0 && flow.key.family == AF_INET {
-            // IPv4 UDP without a checksum stays without one: a call of
-            // its own, whose L4 sum, unused, LLVM then does not compute.
+            // IPv4 UDP without a checksum stays without one. A separate
+            // use of rewrite_l3 whose L4 sum is unused, so LLVM drops its
+            // computation (shared with the path below, it did not).
             return rewrite_l3(ctx, flow, dst, addr, port, ports, 0).is_some();
         }
         let Some(sum) = rewrite_l3(ctx, flow, dst, addr, port, ports, *check) else {
