@@ -177,7 +177,7 @@ pub struct VipInfo {
 /// A persistence template's key (IPVS: client & mask, VIP, virtual port,
 /// protocol; port 0 for a port-0 service).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct PersistKey {
     pub client: [u32; 4],
     pub vip: [u32; 4],
@@ -185,6 +185,23 @@ pub struct PersistKey {
     pub vport: u16,
     pub proto: u8,
     pub family: u8,
+}
+
+impl PersistKey {
+    /// The template of `flow` for a VIP whose clients are grouped by
+    /// `prefix` bits, and whose port is 0 (`any_port`, every port: one
+    /// template for all of them). The program and lbd's sweeper both
+    /// build it here, so they agree.
+    #[inline(always)]
+    pub fn of(flow: &FlowKey, prefix: u8, any_port: bool) -> PersistKey {
+        PersistKey {
+            client: mask_addr(&flow.src, flow.family, prefix),
+            vip: flow.dst,
+            vport: if any_port { 0 } else { flow.dport },
+            proto: flow.proto,
+            family: flow.family,
+        }
+    }
 }
 
 /// A persistence template: the real a client is pinned to, until
@@ -713,7 +730,7 @@ pub fn flow_hash_seeded(key: &FlowKey, seed: u32) -> u32 {
 }
 
 /// Bump when a map changes meaning without changing size.
-const MAP_LAYOUT_REVISION: u64 = 4;
+const MAP_LAYOUT_REVISION: u64 = 5;
 
 /// FNV-1a over the numbers that shape the maps.
 const fn layout_hash(parts: &[u64]) -> u64 {

@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     clock, conn, frag, fwd, icmp,
-    maps::{GLOBALS, NAT_SOURCES, REALS, VIP_FAST, VIP_PREFIXES, VIPS},
+    maps::{GLOBALS, NAT_SOURCES, REALS, VIP_ADDRS, VIP_FAST, VIP_PREFIXES, VIPS},
     parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
@@ -34,7 +34,7 @@ fn drop(reason: Reason) -> u32 {
 /// the balancer's own frame must stay small enough for 6.1's verifier (512
 /// bytes along a call chain, each frame rounded up to 32).
 #[inline(always)]
-fn find_vip(key: &FlowKey) -> Option<&'static VipInfo> {
+pub fn find_vip(key: &FlowKey) -> Option<&'static VipInfo> {
     if let Some(v) = find_vip_fast(key, key.dport) {
         return Some(v);
     }
@@ -90,6 +90,23 @@ fn find_vip_fast(key: &FlowKey, port: u16) -> Option<&'static VipInfo> {
     let diff = (k.addr[0] ^ d[0]) | (k.addr[1] ^ d[1]) | (k.addr[2] ^ d[2]) | (k.addr[3] ^ d[3]);
     (e.used != 0 && diff == 0 && k.port == port && k.proto == key.proto && k.family == key.family)
         .then_some(&e.info)
+}
+
+/// Whether `addr` is a VIP, or in a VIP prefix, of any port and protocol
+/// (for packets without ports: fragments, ICMP).
+#[inline(always)]
+pub fn is_vip_address(addr: &[u32; 4], family: u8) -> bool {
+    let bits = VIP_PREFIX_HEAD_BITS + if family == AF_INET { 32 } else { 128 };
+    let k = Key::new(
+        bits,
+        VipPrefix {
+            proto: 0,
+            family,
+            port: 0,
+            addr: *addr,
+        },
+    );
+    VIP_ADDRS.get(&k).is_some()
 }
 
 /// The prefix VIPs' trie, exact port first, then every port.

@@ -6,12 +6,13 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, DecapKey, FRAG_NAT_REPLY, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse, Reason,
-    VipInfo, csum,
+    AF_INET, FRAG_NAT_REPLY, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse, Reason, VipInfo,
+    csum,
 };
 
+use crate::balancer::is_vip_address;
 use crate::fwd;
-use crate::maps::{FRAGS, REALS, VIP_ADDRS};
+use crate::maps::{FRAGS, REALS};
 use crate::parse::{ETH_HLEN, Flow, Fragment, Ipv4Hdr, Ipv6Hdr, ptr_at};
 use crate::stats;
 
@@ -60,13 +61,7 @@ fn remember(flow: &Flow, target: &FragTarget) {
 
 #[inline(always)]
 fn unplaced(frag: &Fragment) -> u32 {
-    let key = DecapKey {
-        addr: frag.key.dst,
-        family: frag.key.family,
-        _pad: [0; 3],
-    };
-    // SAFETY: lookup only.
-    if unsafe { VIP_ADDRS.get(key) }.is_some() {
+    if is_vip_address(&frag.key.dst, frag.key.family) {
         stats::count(Reason::DropFragment);
         xdp_action::XDP_DROP
     } else {

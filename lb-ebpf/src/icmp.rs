@@ -10,12 +10,11 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{
-    AF_INET, DecapKey, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason, VipKey,
-};
+use lb_common::{AF_INET, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason};
 
+use crate::balancer::{find_vip, is_vip_address};
 use crate::fwd::{self, nat_icmp};
-use crate::maps::{GLOBALS, REALS, VIP_ADDRS, VIPS};
+use crate::maps::{GLOBALS, REALS};
 use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var, write_mac};
 use crate::{clock, conn, stats};
 
@@ -212,13 +211,7 @@ fn is_error(family: u8, kind: u8) -> bool {
 // chain of calls).
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Icmp) -> u32 {
-    let vip = DecapKey {
-        addr: pkt.dst,
-        family: pkt.family,
-        _pad: [0; 3],
-    };
-    // SAFETY: lookup only.
-    if unsafe { VIP_ADDRS.get(vip) }.is_none() {
+    if !is_vip_address(&pkt.dst, pkt.family) {
         return not_for_a_vip(ctx, pkt);
     }
     for_vip(ctx, pkt)
@@ -360,15 +353,8 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
     if real.generation != conn.generation {
         return xdp_action::XDP_PASS;
     }
-    let vk = VipKey {
-        addr: key.dst,
-        port: key.dport,
-        proto: key.proto,
-        family: key.family,
-    };
-    // SAFETY: lookups only; copied out at once.
-    let vip = unsafe { VIPS.get(vk).or_else(|| VIPS.get(VipKey { port: 0, ..vk })) }.copied();
-    let Some(vip) = vip else {
+    // The connection's service (exact port, every port, or prefix).
+    let Some(vip) = find_vip(&key) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: reading the context of this packet.

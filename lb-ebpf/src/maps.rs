@@ -13,8 +13,7 @@ use lb_common::{
     VipKey,
 };
 use lb_common::{
-    DecapKey, FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, PersistInfo, PersistKey, RateWindow,
-    VipPrefix,
+    FragKey, FragTarget, Globals, NAT_SOURCE_WORDS, PersistInfo, PersistKey, RateWindow, VipPrefix,
 };
 
 /// `lb_common::MAP_LAYOUT` of the maps as created: a restarted lbd adopts
@@ -74,10 +73,11 @@ pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, BPF
 #[map(name = "LB_NAT_SOURCES")]
 pub static NAT_SOURCES: Array<u64> = Array::with_max_entries(NAT_SOURCE_WORDS, BPF_F_MMAPABLE);
 
-/// Every address that is a VIP of some service (fragments and ICMP carry
-/// no port: this tells whether they are for a VIP at all).
+/// Every VIP address and prefix of some service, whatever its port and
+/// protocol (keys with protocol and port 0): fragments and ICMP carry no
+/// port, this tells whether they are for a VIP at all.
 #[map(name = "LB_VIP_ADDRS")]
-pub static VIP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+pub static VIP_ADDRS: LpmTrie<VipPrefix, u32> = LpmTrie::with_max_entries(MAX_VIPS, 0);
 
 /// First fragments' datagrams → their real server, for the fragments after.
 #[map(name = "LB_FRAGS")]

@@ -4,24 +4,17 @@
 //! for the persistence timeout. As with IPVS's default
 //! (expire_quiescent_template = 0), a template survives its real's weight
 //! going to 0 (draining) but not the real's removal (slot generation).
+//! As in IPVS, a template does not expire while it controls a live
+//! connection: lbd's sweeper refreshes those (`XdpDataplane::sweep`), and
+//! a controlled connection's FIN or RST restarts the timeout (`touch`).
 
-use lb_common::{FlowKey, PersistInfo, PersistKey, VIP_F_ANY_PORT, VipInfo, mask_addr};
+use lb_common::{FlowKey, PersistInfo, PersistKey, VIP_F_ANY_PORT, VipInfo};
 
 use crate::maps::{PERSIST, REALS};
 
 #[inline(always)]
 pub fn key(vip: &VipInfo, flow: &FlowKey) -> PersistKey {
-    PersistKey {
-        client: mask_addr(&flow.src, flow.family, vip.persist_prefix),
-        vip: flow.dst,
-        vport: if vip.flags & VIP_F_ANY_PORT != 0 {
-            0
-        } else {
-            flow.dport
-        },
-        proto: flow.proto,
-        family: flow.family,
-    }
+    PersistKey::of(flow, vip.persist_prefix, vip.flags & VIP_F_ANY_PORT != 0)
 }
 
 #[inline(always)]

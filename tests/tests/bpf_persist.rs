@@ -18,6 +18,12 @@ fn persistent(port: u16, timeout: u64, netmask: u8, reals: &[(u8, u32)]) -> Serv
     s
 }
 
+const RST: Flags = Flags {
+    syn: false,
+    rst: true,
+    ..SYN
+};
+
 fn from(a: [u8; 4], sport: u16) -> Pkt {
     Pkt::to(VIP, 80).from(Ipv4Addr::from(a), sport)
 }
@@ -103,6 +109,35 @@ fn the_template_counts_from_the_end_of_its_last_connection() {
         f.real_of(&f.run(&c(1001).tcp(SYN))),
         first,
         "45 s after the close"
+    );
+}
+
+#[test]
+fn a_template_outlives_its_timeout_while_it_controls_a_connection() {
+    let mut f = Fixture::new(vec![persistent(80, 50, 32, &[(1, 1), (2, 1), (3, 1)])]);
+    let c = |p| from([10, 4, 0, 1], p);
+    let first = f.real_of(&f.run(&c(1000).tcp(SYN)));
+    f.run(&c(1000).tcp(ACK));
+    // The connection stays open (established: 900 s) but sends nothing
+    // for longer than the persistence timeout; lbd's sweeper runs.
+    f.dp.advance_clock(Duration::from_secs(60)).unwrap();
+    f.dp.sweep().unwrap();
+    assert_eq!(
+        f.real_of(&f.run(&c(1001).tcp(SYN))),
+        first,
+        "a second connection while the first is open: same real (rr would move on)"
+    );
+    // Both end; the template lives its timeout after that, then goes.
+    f.run(&c(1000).tcp(RST));
+    f.run(&c(1001).tcp(RST));
+    f.dp.advance_clock(Duration::from_secs(30)).unwrap();
+    f.dp.sweep().unwrap();
+    f.dp.advance_clock(Duration::from_secs(21)).unwrap();
+    f.dp.sweep().unwrap();
+    assert_ne!(
+        f.real_of(&f.run(&c(1002).tcp(SYN))),
+        first,
+        "51 s after the last connection closed: scheduled anew"
     );
 }
 

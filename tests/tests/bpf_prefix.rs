@@ -128,3 +128,72 @@ fn removing_a_prefix_service_stops_it() {
     let frame = Pkt::to(Ipv4Addr::new(10, 9, 0, 3), 80).tcp(SYN);
     assert_eq!(f.run(&frame).action, XDP_PASS);
 }
+
+/// ICMP and later fragments carry no port: an address of a VIP prefix is
+/// still a VIP for them, as exact VIPs are.
+#[test]
+fn icmp_and_fragments_to_a_prefix_address_are_for_the_vip() {
+    use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
+    use lb_common::Reason;
+
+    let f = Fixture::new(vec![prefix_service(
+        "10.9.0.0/24",
+        80,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1)],
+    )]);
+    let vip = Ipv4Addr::new(10, 9, 0, 42);
+    let client = Ipv4Addr::new(10, 7, 0, 1);
+    let icmp = |dst: Ipv4Addr, kind: Icmpv4Type, payload: &[u8]| {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+            .ipv4(client.octets(), dst.octets(), 20)
+            .icmpv4(kind)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    };
+    let echo = |dst| {
+        icmp(
+            dst,
+            Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 7, seq: 1 }),
+            b"ping",
+        )
+    };
+
+    let o = f.run(&echo(vip));
+    assert_eq!(o.action, XDP_TX, "echo to 10.9.0.42 answered");
+    assert_eq!(&o.frame[26..30], &vip.octets(), "from the prefix address");
+    assert_eq!(o.frame[34], 0, "echo reply");
+    let outside = echo(Ipv4Addr::new(10, 9, 1, 42));
+    let o = f.run(&outside);
+    assert_eq!(
+        (o.action, &o.frame),
+        (XDP_PASS, &outside),
+        "outside the prefix"
+    );
+
+    // An error quoting the real's reply of a known connection goes to it.
+    let r = f.real_of(&f.run(&Pkt::to(vip, 80).from(client, 40000).tcp(SYN)));
+    let quoted = Pkt::to(client, 40000)
+        .from(vip, 80)
+        .payload(&[0; 64])
+        .tcp(ACK);
+    let err = icmp(
+        vip,
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        }),
+        &quoted[14..14 + 28],
+    );
+    let o = f.run(&err);
+    assert_eq!(f.real_of(&o), r, "the error reaches the connection's real");
+    assert_eq!(f.dp.reason_count(Reason::IcmpErrorToReal), 1);
+
+    // A later fragment whose first was not seen: dropped as for a VIP.
+    let mut frag = Pkt::to(vip, 80).from(client, 5000).payload(&[2; 8]).udp();
+    frag[20..22].copy_from_slice(&0x0004u16.to_be_bytes());
+    fix_ipv4_checksum(&mut frag);
+    assert_eq!(f.run(&frag).action, XDP_DROP);
+    assert_eq!(f.dp.reason_count(Reason::DropFragment), 1);
+}

@@ -29,7 +29,7 @@ use lb_common::{
     maglev, wrr,
 };
 use lb_common::{
-    DecapKey, LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS,
+    LBLCR_EXPIRATION_NS, LblcEntry, LblcKey, MAP_LAYOUT, NAT_SOURCE_WORDS, PersistInfo, PersistKey,
     VIP_FAST_SLOTS, VIP_PREFIX_HEAD_BITS, VipFast, VipPrefix, nat_source_bit, vip_fast_slot,
 };
 use tracing::{debug, info, warn};
@@ -133,7 +133,7 @@ struct Maps {
     nat_sources: CachedArray<u64>,
     vip_fast: CachedArray<VipFast>,
     globals: Array<MapData, Globals>,
-    vip_addrs: BpfHashMap<MapData, DecapKey, u32>,
+    vip_addrs: LpmTrie<MapData, VipPrefix, u32>,
     vip_prefixes: LpmTrie<MapData, VipPrefix, VipInfo>,
     lblc: BpfHashMap<MapData, LblcKey, LblcEntry>,
 }
@@ -812,32 +812,38 @@ impl XdpDataplane {
         Ok(())
     }
 
-    /// Keeps LB_VIP_ADDRS equal to the services' VIP addresses (fragments
-    /// and ICMP carry no port; this says whether they are for a VIP).
+    /// Keeps LB_VIP_ADDRS equal to the services' VIP addresses and
+    /// prefixes (fragments and ICMP carry no port; this says whether they
+    /// are for a VIP).
     fn sync_vip_addrs(&mut self) -> anyhow::Result<()> {
-        let key = |a: IpAddr| {
-            let (addr, family) = addr_words(a);
-            DecapKey {
-                addr,
+        let key = |net: &IpNet| {
+            let (addr, family) = addr_words(net.network());
+            let data = VipPrefix {
+                proto: 0,
                 family,
-                _pad: [0; 3],
-            }
+                port: 0,
+                addr,
+            };
+            (VIP_PREFIX_HEAD_BITS + net.prefix_len() as u32, data)
         };
-        // Prefix VIPs are not listed: fragments and ICMP to them pass.
-        let wanted: BTreeSet<IpAddr> = self
-            .services
+        let wanted: BTreeSet<IpNet> = self.services.keys().map(|k| k.vip.trunc()).collect();
+        let wanted_keys: Vec<(u32, VipPrefix)> = wanted.iter().map(key).collect();
+        let present: Vec<(u32, VipPrefix)> = self
+            .maps
+            .vip_addrs
             .keys()
-            .filter(|k| !is_prefix(k))
-            .map(|k| k.vip.addr())
+            .filter_map(|k| k.ok())
+            .map(|k| (k.prefix_len(), k.data()))
             .collect();
-        let present: Vec<DecapKey> = self.maps.vip_addrs.keys().filter_map(|k| k.ok()).collect();
-        for k in present {
-            if !wanted.iter().any(|a| key(*a) == k) {
-                let _ = self.maps.vip_addrs.remove(&k);
+        for (len, data) in present {
+            if !wanted_keys.contains(&(len, data)) {
+                let _ = self.maps.vip_addrs.remove(&lpm_trie::Key::new(len, data));
             }
         }
-        for a in wanted {
-            self.maps.vip_addrs.insert(key(a), 1, 0)?;
+        for (len, data) in wanted_keys {
+            self.maps
+                .vip_addrs
+                .insert(&lpm_trie::Key::new(len, data), 1, 0)?;
         }
         Ok(())
     }
@@ -989,11 +995,28 @@ impl XdpDataplane {
                     .map(|r| (r.slot, self.slots.generation(r.slot)))
             })
             .collect();
+        // Slots of persistent services: their prefix and whether the
+        // service is the port-0 one.
+        let persistent: HashMap<u32, (u8, bool)> = self
+            .services
+            .iter()
+            .filter_map(|(key, s)| Some((key.port == 0, s.attrs.persistence?.netmask, s)))
+            .flat_map(|(any_port, prefix, s)| {
+                s.reals.iter().map(move |r| (r.slot, (prefix, any_port)))
+            })
+            .collect();
+        let mut controlling: HashMap<PersistKey, (u32, u32)> = HashMap::new();
         let mut counts: HashMap<u32, RealConns> = HashMap::new();
         for e in self.maps.conns.used() {
             let c = e.info;
             if !conn_live(&c, now, live.get(&c.real).copied()) {
                 continue;
+            }
+            if let Some(&(prefix, any_port)) = persistent.get(&c.real) {
+                controlling.insert(
+                    PersistKey::of(&e.key, prefix, any_port),
+                    (c.real, c.generation),
+                );
             }
             let e = counts.entry(c.real).or_default();
             if conn_is_active(c.state) {
@@ -1002,6 +1025,7 @@ impl XdpDataplane {
                 e.inactive += 1;
             }
         }
+        self.keep_controlling_templates(now, &controlling);
         self.conn_table_entries = counts
             .values()
             .map(|c| (c.active + c.inactive) as u64)
@@ -1014,6 +1038,42 @@ impl XdpDataplane {
         self.shrink_lblcr_sets(now, &live, &counts);
         self.update_overload(&counts)?;
         Ok(())
+    }
+
+    /// Persistence templates that control a live connection are not to
+    /// expire (IPVS re-arms a template's timer while its `n_control` is
+    /// above 0): their last use becomes now, so each lives until its
+    /// timeout after its last connection. Only templates still pinning
+    /// the connection's own real are touched (a template scheduled anew
+    /// meanwhile controls other connections).
+    fn keep_controlling_templates(
+        &mut self,
+        now: u64,
+        controlling: &HashMap<PersistKey, (u32, u32)>,
+    ) {
+        if controlling.is_empty() {
+            return;
+        }
+        let Some(map) = self.ebpf.map_mut("LB_PERSIST") else {
+            return;
+        };
+        let Ok(mut persist) = BpfHashMap::<_, PersistKey, PersistInfo>::try_from(map) else {
+            return;
+        };
+        for (key, &(real, generation)) in controlling {
+            let Ok(mut t) = persist.get(key, 0) else {
+                continue;
+            };
+            if t.real != real || t.generation != generation || t.last_used >= now {
+                continue;
+            }
+            t.last_used = now;
+            // BPF_EXIST (2): a template the program evicted meanwhile
+            // stays gone.
+            if let Err(e) = persist.insert(key, t, 2) {
+                debug!("refreshing a persistence template: {e:#}");
+            }
+        }
     }
 
     /// IPVS's thresholds: a real reaching `u_threshold` connections
