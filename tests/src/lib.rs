@@ -12,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod nginx;
 pub mod packet;
+pub mod routed_lab;
 pub mod traffic;
 pub mod vrrp_lab;
 

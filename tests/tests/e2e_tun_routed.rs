@@ -1,0 +1,168 @@
+//! End to end, TUN to real servers behind a router (the routed lab,
+//! `lb_tests::routed_lab`): no real is on a subnet of the director, so
+//! lbd must take each real's next hop from the kernel's route to it (the
+//! router) instead of resolving the real itself, which never answers on
+//! the director's link. Before that, lbd never became ready here: every
+//! real stayed unresolved and its packets were dropped (DropNoNexthop).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use lb_tests::lab::HTTP_PORT;
+use lb_tests::routed_lab::{
+    ROUTER_FRONT, ROUTER_LINK_LOCAL, RoutedDirector, RoutedLab, VIP, VIP6, real_ip, real_ip6,
+};
+use lb_tests::traffic::http_get;
+use lb_userspace::dataplane::DataplaneStatus;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn config(vip: &str, reals: &[IpAddr], extra: &str) -> String {
+    let reals: String = reals
+        .iter()
+        .map(|r| format!("      - {{ address: \"{r}\", port: 80, weight: 1 }}\n"))
+        .collect();
+    format!(
+        "global:
+  router_id: routed-director
+  interfaces: [eth0]
+  xdp_mode: driver
+  conn_table_size: 65536
+  bpf_pin_dir: PIN_DIR
+  tunnel_source: [10.80.0.3, \"fd80::3\"]
+  api: {{ socket: SOCKET, metrics: 127.0.0.1:9469 }}
+virtual_servers:
+  - name: web
+    vip: \"{vip}\"
+    port: 80
+    protocol: TCP
+    scheduler: rr
+    method: TUN
+    real_servers:
+{reals}{extra}"
+    )
+}
+
+fn resolved(s: &DataplaneStatus, addr: IpAddr) -> Option<bool> {
+    s.services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .find(|r| r.address == addr)
+        .map(|r| r.next_hop_resolved)
+}
+
+/// `n` HTTP GETs on fresh connections: how many each real answered.
+fn spread(lab: &RoutedLab, d: &RoutedDirector, vip: SocketAddr, n: usize) -> HashMap<String, u32> {
+    let bodies: Vec<_> = lab
+        .client
+        .run(move || (0..n).map(|_| http_get(vip, TIMEOUT)).collect());
+    let mut per_real = HashMap::new();
+    for (i, b) in bodies.into_iter().enumerate() {
+        let body = b.unwrap_or_else(|e| panic!("request {i} to {vip}: {e:#}\nlbd:\n{}", d.log()));
+        *per_real.entry(body).or_insert(0) += 1;
+    }
+    per_real
+}
+
+/// The director's neighbour entry for `addr` on eth0 (`ip neigh show`).
+fn neighbour(lab: &RoutedLab, addr: IpAddr) -> String {
+    lab.director
+        .ip(&["neigh", "show", "to", &addr.to_string(), "dev", "eth0"])
+        .unwrap()
+}
+
+#[test]
+fn ipv4_reals_behind_a_router_are_reached_through_it() {
+    assert!(lb_tests::have_root(), "end-to-end tests need root");
+    let lab = RoutedLab::new(2).expect("building the routed lab");
+    // A link lbd does not serve: a real routed out of it stays unresolved.
+    lab.director
+        .ip(&[
+            "link", "add", "side0", "type", "veth", "peer", "name", "side1",
+        ])
+        .unwrap();
+    lab.director.add_addr("side0", "10.83.0.1/24").unwrap();
+    lab.director.link_up("side0").unwrap();
+    lab.director.link_up("side1").unwrap();
+    let unroutable: [IpAddr; 2] = ["10.82.0.11".parse().unwrap(), "10.83.0.11".parse().unwrap()];
+    let extra = "  - name: nowhere
+    vip: 10.80.0.100
+    port: 8080
+    protocol: TCP
+    scheduler: rr
+    method: TUN
+    real_servers:
+      - { address: 10.82.0.11, port: 8080 }   # no route at all
+      - { address: 10.83.0.11, port: 8080 }   # routed out of side0
+";
+    let reals = [IpAddr::V4(real_ip(1)), IpAddr::V4(real_ip(2))];
+    let mut d = RoutedDirector::start(&lab, &config(&VIP.to_string(), &reals, extra))
+        .expect("starting lbd");
+    let status = d
+        .wait(Duration::from_secs(10), |s| {
+            reals.iter().all(|r| resolved(s, *r) == Some(true))
+        })
+        .expect("the routed reals' next hop (the router) resolved");
+    for r in unroutable {
+        assert_eq!(resolved(&status, r), Some(false), "{r}: {status:?}");
+    }
+
+    let per_real = spread(&lab, &d, SocketAddr::new(VIP.into(), HTTP_PORT), 40);
+    assert_eq!(per_real.len(), 2, "{per_real:?}");
+    assert!(per_real.values().all(|n| *n >= 10), "{per_real:?}");
+
+    let text = d.lbctl(&["status"]).unwrap();
+    for r in reals {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("{r}:80")))
+            .unwrap_or_else(|| panic!("{r} missing from lbctl status:\n{text}"));
+        assert!(line.contains("Tunnel"), "{line}");
+    }
+    // One managed entry, for the router; none for the reals themselves.
+    let router = neighbour(&lab, ROUTER_FRONT.into());
+    assert!(router.contains("managed"), "{router:?}");
+    for r in reals {
+        assert_eq!(neighbour(&lab, r), "", "{r} is not on the director's link");
+    }
+
+    // lbd polls unresolved reals every 100 ms: still one warning each.
+    std::thread::sleep(Duration::from_millis(600));
+    let log = d.stop().expect("lbd exits cleanly");
+    for r in unroutable {
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(&r.to_string()))
+            .count();
+        assert_eq!(warnings, 1, "warnings about {r}:\n{log}");
+    }
+    // --cleanup-on-exit removed the entry lbd added.
+    let router = neighbour(&lab, ROUTER_FRONT.into());
+    assert!(!router.contains("managed"), "{router:?}");
+}
+
+#[test]
+fn ipv6_reals_behind_a_link_local_router_are_reached_through_it() {
+    assert!(lb_tests::have_root(), "end-to-end tests need root");
+    let lab = RoutedLab::new(2).expect("building the routed lab");
+    let reals = [IpAddr::V6(real_ip6(1)), IpAddr::V6(real_ip6(2))];
+    let mut d =
+        RoutedDirector::start(&lab, &config(&VIP6.to_string(), &reals, "")).expect("starting lbd");
+    d.wait(Duration::from_secs(10), |s| {
+        reals.iter().all(|r| resolved(s, *r) == Some(true))
+    })
+    .expect("the routed reals' next hop (fe80::1) resolved");
+
+    let per_real = spread(&lab, &d, SocketAddr::new(VIP6.into(), HTTP_PORT), 40);
+    assert_eq!(per_real.len(), 2, "{per_real:?}");
+    assert!(per_real.values().all(|n| *n >= 10), "{per_real:?}");
+
+    let text = d.lbctl(&["status"]).unwrap();
+    for r in reals {
+        assert!(text.contains(&format!("[{r}]:80")), "{r}:\n{text}");
+    }
+    let router = neighbour(&lab, ROUTER_LINK_LOCAL.into());
+    assert!(router.contains("managed"), "{router:?}");
+    d.stop().expect("lbd exits cleanly");
+}
