@@ -549,9 +549,13 @@ pub struct DecapKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
+    /// Client to real (every method).
     pub packets: u64,
     pub bytes: u64,
     pub new_conns: u64,
+    /// Real to client: NAT replies, the only ones that cross the director.
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
 
 impl core::ops::AddAssign for Counters {
@@ -559,6 +563,8 @@ impl core::ops::AddAssign for Counters {
         self.packets += o.packets;
         self.bytes += o.bytes;
         self.new_conns += o.new_conns;
+        self.out_packets += o.out_packets;
+        self.out_bytes += o.out_bytes;
     }
 }
 

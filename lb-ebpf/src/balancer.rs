@@ -323,6 +323,7 @@ fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     key.src = rev.vip;
     key.sport = rev.vport;
     stats::count(Reason::NatReply);
+    stats::replied(rev.real, flow.ip_len as u64);
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     fwd::out::by_fib(ctx, ingress, &key, flow.ip_len)

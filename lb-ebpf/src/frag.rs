@@ -162,6 +162,7 @@ fn reply(ctx: &XdpContext, frag: &Fragment, t: &FragTarget, ingress: u32) -> u32
         return xdp_action::XDP_DROP;
     }
     stats::count(Reason::FragmentForwarded);
+    stats::replied(t.real, frag.ip_len as u64);
     let key = FlowKey {
         src: t.vip,
         dst: frag.key.dst,

@@ -26,6 +26,18 @@ fn add(c: Option<*mut Counters>, bytes: u64, new_conn: bool) {
     }
 }
 
+/// Counts a NAT reply of real server `real` (sent on to the client).
+#[inline(always)]
+pub fn replied(real: u32, bytes: u64) {
+    if let Some(c) = REAL_STATS.get_ptr_mut(real) {
+        // SAFETY: a per-CPU slot is only touched by this CPU.
+        unsafe {
+            (*c).out_packets += 1;
+            (*c).out_bytes += bytes;
+        }
+    }
+}
+
 /// Counts a forwarded packet for its real server. (A VIP's counters are
 /// its reals' summed by lbd, and the `Forwarded` reason their packets: one
 /// per-CPU update per packet, not three.)

@@ -203,6 +203,14 @@ fn a_reply_gets_the_vip_back_and_goes_to_the_client_by_the_fib() {
         assert_eq!(src_mac(&o.frame), v0_mac);
         assert_checksums_valid(&o.frame);
         assert_eq!(f.dp.reason_count(Reason::NatReply), 1);
+        // ipvsadm --stats' OutPkts/OutBytes: the reply, for its real and
+        // its service.
+        let s = &f.dp.status().unwrap().services[0];
+        let ip_len = (o.frame.len() - 14) as u64;
+        for (what, stats) in [("real", &s.reals[0].stats), ("service", &s.stats)] {
+            assert_eq!((stats.packets, stats.out_packets), (1, 1), "{what}");
+            assert_eq!(stats.out_bytes, ip_len, "{what}");
+        }
         let _ = v0;
     });
 }

@@ -318,6 +318,7 @@ mod tests {
                 conns: 5,
                 packets: 60,
                 bytes: 7000,
+                ..Default::default()
             },
         };
         let service = ServiceStatus {
@@ -333,6 +334,7 @@ mod tests {
                 conns: 5,
                 packets: 60,
                 bytes: 7000,
+                ..Default::default()
             },
         };
         Snapshot {

@@ -29,15 +29,15 @@ pub struct Totals {
 }
 
 impl From<Stats> for Totals {
-    /// The data plane counts the client-to-real direction only (DR sees
-    /// nothing else), so the out counters are 0, as with IPVS's DR.
+    /// Out: replies that cross the director, NAT's; 0 for DR and TUN,
+    /// whose reals answer clients directly (as with IPVS).
     fn from(s: Stats) -> Self {
         Totals {
             conns: s.conns,
             inpkts: s.packets,
-            outpkts: 0,
+            outpkts: s.out_packets,
             inbytes: s.bytes,
-            outbytes: 0,
+            outbytes: s.out_bytes,
         }
     }
 }
@@ -290,6 +290,7 @@ mod tests {
             conns,
             packets,
             bytes,
+            ..Default::default()
         };
         DataplaneStatus {
             kind: "xdp".into(),

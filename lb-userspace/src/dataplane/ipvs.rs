@@ -349,11 +349,12 @@ fn read_back(
 }
 
 fn stats(s: &crate::ipvs::Stats) -> Stats {
-    // Incoming direction, as the XDP data plane counts.
     Stats {
         conns: s.conns,
         packets: s.inpkts,
         bytes: s.inbytes,
+        out_packets: s.outpkts,
+        out_bytes: s.outbytes,
     }
 }
 

@@ -23,8 +23,14 @@ use crate::state::{Change, DesiredState};
 pub struct Stats {
     /// New connections scheduled.
     pub conns: u64,
+    /// Client to real.
     pub packets: u64,
     pub bytes: u64,
+    /// Real to client: replies that cross the director (NAT's).
+    #[serde(default)]
+    pub out_packets: u64,
+    #[serde(default)]
+    pub out_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

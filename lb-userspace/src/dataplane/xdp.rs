@@ -1684,6 +1684,8 @@ impl Dataplane for XdpDataplane {
             conns: c.new_conns,
             packets: c.packets,
             bytes: c.bytes,
+            out_packets: c.out_packets,
+            out_bytes: c.out_bytes,
         };
         let mut services: Vec<(&ServiceKey, &ServiceSlots)> = self.services.iter().collect();
         services.sort_by(|a, b| a.0.cmp(b.0));
