@@ -45,6 +45,10 @@
 //!   `eth0` with 10.78.0.1/24 and the VIP 10.78.0.100) and `br1` for the
 //!   servers (the director's `eth1` with 10.77.0.3/24, reals 10.77.0.11…
 //!   routing through it).
+//! - [`DrLab::new_nat_two_arm6`]: the same, dual-stack: the client side
+//!   is also `fd78::/64` (client `fd78::2`, the director's `eth0`
+//!   `fd78::1` and the VIP `fd78::100`), the servers' side `fd77::/64`
+//!   (the director's `eth1` `fd77::3`, reals `fd77::11`… routing through it).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::path::{Path, PathBuf};
@@ -243,6 +247,16 @@ impl DrLab {
         Self::build(n_reals, Layout::NatTwoArm, false)
     }
 
+    /// [`DrLab::new_nat_two_arm`], dual-stack: the client is `fd78::2`
+    /// with the director's `eth0` (`fd78::1/64`, and the IPv6 VIP
+    /// [`NAT_VIP6`]) as IPv6 default gateway; the reals (`fd77::1i`) route
+    /// through the director's `eth1` (`fd77::3/64`). The director's
+    /// [`Host::ip6`] is its client-side address, `fd78::1`. Servers also
+    /// listen on `[::]`.
+    pub fn new_nat_two_arm6(n_reals: usize) -> Result<DrLab> {
+        Self::build(n_reals, Layout::NatTwoArm, true)
+    }
+
     fn build(n_reals: usize, layout: Layout, ipv6: bool) -> Result<DrLab> {
         if n_reals == 0 || n_reals > MAX_REALS {
             bail!("DrLab supports 1..={MAX_REALS} real servers, not {n_reals}");
@@ -277,13 +291,26 @@ impl DrLab {
         let director = if two_arm {
             // eth0 on the client side, with the gateway address; eth1 on
             // the servers' side with the address the reals route through.
-            let d = add_host(&switch, BRIDGE, "director", NAT_GATEWAY, None)?;
+            let d = add_host(
+                &switch,
+                BRIDGE,
+                "director",
+                NAT_GATEWAY,
+                ipv6.then_some(NAT_GATEWAY6),
+            )?;
             let peer = "vb-director1".to_string();
             plug(&switch, SERVER_BRIDGE, &d.ns, DIRECTOR_SERVER_IF, &peer)?;
             d.ns.add_addr(
                 DIRECTOR_SERVER_IF,
                 &format!("{DIRECTOR_IP}/{LAB_PREFIX_LEN}"),
             )?;
+            if ipv6 {
+                add_addr6(
+                    &d.ns,
+                    DIRECTOR_SERVER_IF,
+                    &format!("{DIRECTOR_IP6}/{LAB_PREFIX_LEN6}"),
+                )?;
+            }
             d.ns.link_up(DIRECTOR_SERVER_IF)?;
             director_peers.push(d.bridge_peer.clone());
             director_peers.push(peer);
@@ -315,12 +342,16 @@ impl DrLab {
         let vip6 = ipv6.then_some(if nat { NAT_VIP6 } else { VIP6 });
         if let Some(vip6) = vip6 {
             add_addr6(&director.ns, HOST_IF, &format!("{vip6}/128"))?;
-            if nat {
+            // The two-arm director has the gateway address on eth0 already
+            // (its own address there).
+            if layout == Layout::Nat {
                 add_addr6(
                     &director.ns,
                     HOST_IF,
                     &format!("{NAT_GATEWAY6}/{LAB_PREFIX_LEN6}"),
                 )?;
+            }
+            if nat {
                 client.ns.ip(&[
                     "-6",
                     "route",

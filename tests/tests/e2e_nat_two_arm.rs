@@ -3,14 +3,17 @@
 //! the director's eth0) and the real servers (10.77.0.0/24, behind its
 //! eth1) share no segment. Requests are redirected by the XDP program from
 //! eth0 to eth1 with the real as destination; replies from eth1 to eth0
-//! with the VIP as source again. Root; everything is removed afterwards.
+//! with the VIP as source again. The same over IPv6 on the dual-stack
+//! two-arm lab (`examples/lab-nat2-6.yaml`: client `fd78::2`, VIP
+//! `fd78::100`, reals `fd77::11…` behind the director's `fd77::3`). Root;
+//! everything is removed afterwards.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use lb_tests::director::Director;
-use lb_tests::lab::{DIRECTOR_SERVER_IF, DrLab, HOST_IF, NAT_VIP};
+use lb_tests::lab::{DIRECTOR_SERVER_IF, DrLab, HOST_IF, NAT_VIP, NAT_VIP6};
 use lb_tests::traffic::{HttpKeepAlive, http_get, udp_exchange};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +31,16 @@ fn lab_with_lbd() -> (DrLab, Director) {
     (lab, director)
 }
 
+fn lab6_with_lbd() -> (DrLab, Director) {
+    assert!(lb_tests::have_root(), "end-to-end tests need root");
+    let mut lab = DrLab::new_nat_two_arm6(3).expect("building the dual-stack two-arm NAT lab");
+    lab.start_servers().expect("starting real servers");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lab-nat2-6.yaml");
+    let config = std::fs::read_to_string(path).unwrap();
+    let director = Director::start(&lab, &config).expect("starting lbd");
+    (lab, director)
+}
+
 fn vip(port: u16) -> SocketAddr {
     SocketAddrV4::new(NAT_VIP, port).into()
 }
@@ -39,6 +52,17 @@ fn ip_snmp(lab: &DrLab, name: &str) -> u64 {
     let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
     let i = names.split_whitespace().position(|n| n == name).unwrap();
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// A counter of the director's `/proc/net/snmp6`.
+fn ip6_snmp(lab: &DrLab, name: &str) -> u64 {
+    let snmp = lab.director.ns.exec(&["cat", "/proc/net/snmp6"]).unwrap();
+    snmp.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in /proc/net/snmp6"))
 }
 
 #[test]
@@ -170,4 +194,123 @@ fn replies_to_a_client_the_director_has_not_resolved_go_through_the_kernel() {
     let reasons: HashMap<String, u64> = director.status().unwrap().reasons.into_iter().collect();
     assert!(reasons["nat_reply_to_kernel"] > 0, "{reasons:?}");
     second.unwrap_or_else(|e| panic!("second request: {e:#}\nreasons: {reasons:?}"));
+}
+
+#[test]
+fn ipv6_the_client_reaches_only_the_vip_and_the_lab_is_two_armed() {
+    let mut lab = DrLab::new_nat_two_arm6(1).expect("building the dual-stack two-arm NAT lab");
+    lab.start_servers().expect("starting real servers");
+    assert_eq!(lab.director_ifs, [HOST_IF, DIRECTOR_SERVER_IF]);
+    assert_eq!(lab.vip6, Some(NAT_VIP6));
+    // The real serves IPv6 (seen from the director, its neighbour)...
+    let real = lab.reals[0].http_addr6();
+    let body = lab
+        .director
+        .ns
+        .run(move || http_get(real, TIMEOUT))
+        .expect("the director reaches the real");
+    assert_eq!(body, lab.reals[0].name);
+    // ... but not to the client: another bridge, and no forwarding
+    // through the director without lbd.
+    let r = lab
+        .client
+        .ns
+        .run(move || http_get(real, Duration::from_millis(500)));
+    assert!(r.is_err(), "the client reached a real directly: {r:?}");
+}
+
+#[test]
+fn ipv6_http_through_two_arm_nat_reaches_every_real_and_replies_come_from_the_vip() {
+    let (lab, director) = lab6_with_lbd();
+    for ifname in [HOST_IF, DIRECTOR_SERVER_IF] {
+        let link = lab.director.ns.ip(&["-d", "link", "show", ifname]).unwrap();
+        assert!(
+            link.contains("xdp"),
+            "no XDP on the director's {ifname}:\n{link}"
+        );
+    }
+    let vip = lab.vip6_addr(8080);
+    assert_eq!(vip.ip(), NAT_VIP6);
+    // A connected TCP socket only accepts segments from [VIP6]:8080, so
+    // every successful request proves the reply was translated back.
+    let per_real = director.spread(&lab.client.ns, vip, 60, TIMEOUT);
+    assert_eq!(per_real.len(), 3, "rr over three reals: {per_real:?}");
+    assert!(
+        per_real.values().all(|n| (15..=25).contains(n)),
+        "{per_real:?}"
+    );
+
+    let status = director.status().unwrap();
+    let reasons: HashMap<String, u64> = status.reasons.into_iter().collect();
+    // SYN-ACK, answer and FIN of every exchange, translated on eth1 ...
+    assert!(
+        reasons["nat_reply"] >= 3 * 60,
+        "replies crossed the program: {reasons:?}"
+    );
+    // ... and redirected to eth0 by the program, not forwarded by the
+    // kernel: the client's neighbour solicitation for the VIP taught the
+    // director the client's MAC.
+    assert_eq!(reasons["nat_reply_to_kernel"], 0, "{reasons:?}");
+    assert_eq!(
+        ip6_snmp(&lab, "Ip6OutForwDatagrams"),
+        0,
+        "the kernel forwarded"
+    );
+    let web = status.services.iter().find(|s| s.port == 8080).unwrap();
+    assert_eq!(web.stats.conns, 60, "{web:?}");
+    for r in &web.reals {
+        assert!((15..=25).contains(&r.stats.conns), "{r:?}");
+        assert!(r.next_hop_resolved, "{r:?}");
+    }
+}
+
+#[test]
+fn ipv6_a_long_lived_two_arm_connection_keeps_its_real_which_sees_the_client() {
+    let (lab, _director) = lab6_with_lbd();
+    let vip = lab.vip6_addr(8080);
+    let client6 = lab.client.ip6.unwrap();
+    let mut conn = lab
+        .client
+        .ns
+        .run(move || HttpKeepAlive::connect(vip, TIMEOUT))
+        .expect("connecting");
+    let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
+    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    // NAT rewrites the destination only: the real sees the client's own
+    // address (and answers it through the director, its gateway).
+    let real = lab.reals.iter().find(|r| r.name == names[0]).unwrap();
+    let ss = real
+        .ns
+        .exec(&["ss", "-Htn", "state", "established"])
+        .unwrap();
+    let local = format!("[{}]:80", real.ip6.unwrap());
+    let peer = format!("[{client6}]:");
+    assert!(
+        ss.lines().any(|l| l.contains(&local) && l.contains(&peer)),
+        "{} should have a connection from {client6}: {ss}",
+        real.name
+    );
+    drop(conn);
+}
+
+#[test]
+fn ipv6_udp_through_two_arm_nat_is_translated_both_ways_and_sticks_per_port() {
+    let (lab, _director) = lab6_with_lbd();
+    let vip = lab.vip6_addr(53);
+    // udp_exchange's socket is connected to [VIP6]:53: a reply from the
+    // real's own address would not be received.
+    let replies: Vec<String> = lab.client.ns.run(move || {
+        (0..12)
+            .map(|p| udp_exchange(45100 + p, vip, TIMEOUT).expect("UDP"))
+            .collect()
+    });
+    let distinct: HashSet<&String> = replies.iter().collect();
+    assert_eq!(distinct.len(), 3, "rr over three reals: {replies:?}");
+    // The same source port again: the recorded flow keeps its real.
+    let again: Vec<String> = lab.client.ns.run(move || {
+        (0..12)
+            .map(|p| udp_exchange(45100 + p, vip, TIMEOUT).expect("UDP"))
+            .collect()
+    });
+    assert_eq!(again, replies, "a source port moved to another real");
 }

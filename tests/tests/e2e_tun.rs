@@ -1,40 +1,47 @@
-//! End to end, TUN: the director wraps the client's packets in IPIP to the
-//! real servers; each real server runs lbd's `decap` XDP program (this
-//! kernel has no ipip module), has the VIP on `lo` and answers the client
+//! End to end, TUN: the director wraps the client's packets in IPIP (to
+//! an IPv4 VIP, `examples/lab-tun.yaml`) or IP6IP6 (to an IPv6 VIP on the
+//! dual-stack lab, `examples/lab-tun6.yaml`) to the real servers; each real
+//! server runs lbd's `decap` XDP program (this kernel has no ipip or
+//! ip6_tunnel module), has the VIP on `lo` and answers the client
 //! directly, as in DR.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use lb_tests::director::Director;
-use lb_tests::lab::DrLab;
-use lb_tests::traffic::udp_exchange;
+use lb_tests::lab::{DrLab, HTTP_PORT, UDP_PORT, VIP6};
+use lb_tests::traffic::{HttpKeepAlive, udp_exchange};
 use lb_userspace::dataplane::decap::Decap;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+fn config(name: &str) -> String {
+    let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 fn tun_config() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/lab-tun.yaml"
-    ))
-    .unwrap()
+    config("lab-tun.yaml")
+}
+
+/// `decap` for `vip` on every real's eth0, for as long as the result lives.
+fn attach_decaps(lab: &DrLab, vip: IpAddr) -> Vec<Decap> {
+    lab.reals
+        .iter()
+        .map(|r| {
+            r.ns.run(move || Decap::attach("eth0", &[vip]))
+                .expect("attaching decap")
+        })
+        .collect()
 }
 
 #[test]
 fn http_and_udp_through_ipip_tunnels_reach_every_real() {
     let mut lab = DrLab::new(3).expect("building the lab");
     lab.start_servers().expect("starting real servers");
-    let vip = IpAddr::V4(lab.vip);
     // decap on every real server's interface, for as long as the test runs.
-    let _decaps: Vec<Decap> = lab
-        .reals
-        .iter()
-        .map(|r| {
-            r.ns.run(move || Decap::attach("eth0", &[vip]))
-                .expect("attaching decap")
-        })
-        .collect();
+    let _decaps = attach_decaps(&lab, IpAddr::V4(lab.vip));
     let director = Director::start(&lab, &tun_config()).expect("starting lbd");
 
     let http = lab.vip_http();
@@ -51,4 +58,102 @@ fn http_and_udp_through_ipip_tunnels_reach_every_real() {
         replies.iter().all(|r| *r == replies[0]),
         "one source port, one real: {replies:?}"
     );
+}
+
+/// The dual-stack DR lab (VIP6 on every real's `lo`) with decap for VIP6
+/// on every real and lbd tunnelling to them over IPv6.
+fn tun6_lab() -> (DrLab, Vec<Decap>, Director) {
+    assert!(lb_tests::have_root(), "end-to-end tests need root");
+    let mut lab = DrLab::new_dr6(3).expect("building the dual-stack lab");
+    lab.start_servers().expect("starting real servers");
+    let decaps = attach_decaps(&lab, IpAddr::V6(VIP6));
+    let director = Director::start(&lab, &config("lab-tun6.yaml")).expect("starting lbd");
+    (lab, decaps, director)
+}
+
+#[test]
+fn ipv6_http_and_udp_through_ip6ip6_tunnels_reach_every_real() {
+    let (lab, _decaps, director) = tun6_lab();
+    // The reals have no ip6_tunnel device: only decap can unwrap IP6IP6.
+    for real in &lab.reals {
+        let links = real.ns.ip(&["-d", "link", "show"]).unwrap();
+        assert!(!links.contains("ip6tnl"), "{}: {links}", real.name);
+        let eth0 = real.ns.ip(&["-d", "link", "show", "eth0"]).unwrap();
+        assert!(eth0.contains("xdp"), "no decap on {}: {eth0}", real.name);
+    }
+
+    // A connected TCP socket only accepts segments from [VIP6]:80: every
+    // successful request proves the real answered from the VIP.
+    let http = lab.vip6_addr(HTTP_PORT);
+    let per_real = director.spread(&lab.client.ns, http, 60, TIMEOUT);
+    // rr keeps its position per CPU: even to within a few connections.
+    assert_eq!(per_real.len(), 3, "rr over three reals: {per_real:?}");
+    assert!(
+        per_real.values().all(|n| (15..=25).contains(n)),
+        "{per_real:?}"
+    );
+    let status = director.status().unwrap();
+    let web = status
+        .services
+        .iter()
+        .find(|s| s.port == HTTP_PORT)
+        .unwrap();
+    assert_eq!(web.stats.conns, 60, "{web:?}");
+    for r in &web.reals {
+        assert!((15..=25).contains(&r.stats.conns), "{r:?}");
+    }
+    let reasons: HashMap<String, u64> = status.reasons.into_iter().collect();
+    assert_eq!(reasons["tun_too_big"], 0, "{reasons:?}");
+
+    // UDP: one source port, one real; several ports, several reals.
+    let udp = lab.vip6_addr(UDP_PORT);
+    let by_port: Vec<Vec<String>> = lab.client.ns.run(move || {
+        (0..8u16)
+            .map(|p| {
+                (0..5)
+                    .map(|_| udp_exchange(43100 + p, udp, TIMEOUT).expect("UDP exchange"))
+                    .collect()
+            })
+            .collect()
+    });
+    for replies in &by_port {
+        assert!(
+            replies.iter().all(|r| *r == replies[0]),
+            "one source port, several reals: {replies:?}"
+        );
+    }
+    let distinct: HashSet<&String> = by_port.iter().map(|r| &r[0]).collect();
+    assert!(
+        distinct.len() > 1,
+        "8 source ports all hashed to one real: {distinct:?}"
+    );
+}
+
+#[test]
+fn ipv6_a_tunnelled_connection_keeps_its_real_which_sees_the_client_and_the_vip() {
+    let (lab, _decaps, _director) = tun6_lab();
+    let vip = lab.vip6_addr(HTTP_PORT);
+    let client6 = lab.client.ip6.unwrap();
+    let mut conn = lab
+        .client
+        .ns
+        .run(move || HttpKeepAlive::connect(vip, TIMEOUT))
+        .expect("connecting");
+    let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
+    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    // The unwrapped packet is the client's own: the real's socket is
+    // [VIP6]:80 talking to the client's address.
+    let real = lab.reals.iter().find(|r| r.name == names[0]).unwrap();
+    let ss = real
+        .ns
+        .exec(&["ss", "-Htn", "state", "established"])
+        .unwrap();
+    let local = format!("[{VIP6}]:80");
+    let peer = format!("[{client6}]:");
+    assert!(
+        ss.lines().any(|l| l.contains(&local) && l.contains(&peer)),
+        "{} should have a connection from {client6} to {local}: {ss}",
+        real.name
+    );
+    drop(conn);
 }
