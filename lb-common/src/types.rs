@@ -601,7 +601,8 @@ pub enum Reason {
     /// TUN: the encapsulated packet would exceed the MTU: ICMP "too big"
     /// sent back to the client instead.
     TunTooBig = 12,
-    /// A new flow above `new_conn_rate_limit`: forwarded, not recorded.
+    /// A packet of a new flow above `new_conn_rate_limit`: forwarded, not
+    /// recorded (each packet of a flow that stays unrecorded counts).
     NewConnRateLimited = 13,
     /// A non-first fragment sent after its datagram's first fragment.
     FragmentForwarded = 14,

@@ -12,7 +12,7 @@ use lb_common::{
 use crate::{
     clock, conn, frag, fwd, icmp,
     maps::{GLOBALS, NAT_SOURCES, REALS, VIP_ADDRS, VIP_FAST, VIP_PREFIXES, VIPS},
-    parse::{self, Flow, Parsed, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
+    parse::{self, Flow, Parsed, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     persist, sched, stats,
 };
 
@@ -161,6 +161,7 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     let now = clock::now();
     let found = conn::lookup(&flow.key, flow.tcp_flags, now);
     let known = found != 0;
+    let mut new_conn = false;
     let slot = if known {
         if vip.persist_timeout != 0 && flow.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0 {
             // A controlled connection ends: the template's timeout counts
@@ -174,6 +175,12 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
         if picked == 0 {
             return drop(Reason::DropNoReal);
         }
+        // A new connection for the counters: a recorded flow, or above the
+        // rate limit a TCP connection's opening SYN (not every packet of a
+        // flow that stays unrecorded).
+        new_conn = picked & NEW_FLOW_RECORD != 0
+            || (flow.key.proto == IPPROTO_TCP
+                && flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN);
         if picked & NEW_FLOW_RECORD != 0 {
             // NAT flows are marked: their replies are translated back.
             let flags = if vip.method == FwdMethod::Nat as u8 {
@@ -185,7 +192,6 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
         }
         picked as u32
     };
-    let new_conn = !known;
     // A reference into the map, not a copy: the stack frame is tight.
     let Some(real) = REALS.get(slot) else {
         return drop(Reason::DropNoReal);

@@ -282,10 +282,12 @@ fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
     let mut f = rr3(Protocol::Tcp, 80);
     f.dp.set_new_conn_rate_limit(5).unwrap();
     let mut forwarded = 0;
+    let mut syn_real = 0;
     for i in 0..20 {
         let o = f.run(&flow(i).tcp(SYN));
         assert_eq!(o.action, XDP_TX, "a flood's SYNs are still forwarded");
         forwarded += 1;
+        syn_real = f.real_of(&o);
     }
     assert_eq!(forwarded, 20);
     assert_eq!(
@@ -294,11 +296,13 @@ fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
         "only the first 5 of this second are recorded"
     );
     assert_eq!(f.dp.reason_count(lb_common::Reason::NewConnRateLimited), 15);
-    // Unrecorded flows go where every director sends them: the same real
-    // on every packet.
+    // Unrecorded flows go where every director sends them (the VIP's
+    // Maglev table): the same real as their SYN on every packet.
     let p = flow(19);
-    let a = f.real_of(&f.run(&p.tcp(ACK)));
-    assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), a);
+    assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), syn_real);
+    assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), syn_real);
+    // Twenty connections, not one more per packet of an unrecorded flow.
+    assert_eq!(f.dp.status().unwrap().services[0].stats.conns, 20);
     // A second later the budget is back.
     f.dp.advance_clock(secs(1)).unwrap();
     f.run(&flow(30).tcp(SYN));
