@@ -50,13 +50,14 @@
 //!   `fd78::1` and the VIP `fd78::100`), the servers' side `fd77::/64`
 //!   (the director's `eth1` `fd77::3`, reals `fd77::11`… routing through it).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::netns::{Netns, NsChild};
+use crate::traffic::HttpKeepAlive;
 
 /// The lab's subnet, `10.77.0.0/24`.
 pub const LAB_NET: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 0);
@@ -164,6 +165,26 @@ impl Host {
     /// `[ip6]:9000`. Panics if the host has no IPv6 address.
     pub fn udp_addr6(&self) -> SocketAddr {
         SocketAddrV6::new(self.ip6_or_panic(), UDP_PORT, 0, 0).into()
+    }
+
+    /// Panics unless the host has an established TCP connection from
+    /// `local` to `peer` (any port): what a real sees of a balanced
+    /// connection.
+    pub fn assert_connection(&self, local: SocketAddr, peer: IpAddr) {
+        let ss = self
+            .ns
+            .exec(&["ss", "-Htn", "state", "established"])
+            .unwrap();
+        let local = local.to_string();
+        // "10.0.0.1:" or "[fd00::1]:", as ss prints a peer.
+        let peer_prefix = SocketAddr::new(peer, 0).to_string();
+        let peer_prefix = peer_prefix.trim_end_matches('0');
+        assert!(
+            ss.lines()
+                .any(|l| l.contains(&local) && l.contains(peer_prefix)),
+            "{} should have a connection from {peer} to {local}: {ss}",
+            self.name
+        );
     }
 
     fn ip6_or_panic(&self) -> Ipv6Addr {
@@ -409,6 +430,25 @@ impl DrLab {
             director_peers,
             director_ifs,
         })
+    }
+
+    /// Twenty requests on one kept-open HTTP connection from the client
+    /// to `vip`, all answered by one real (asserted): that real, and the
+    /// connection, still open.
+    pub fn real_of_one_connection(
+        &self,
+        vip: SocketAddr,
+        timeout: Duration,
+    ) -> (&Host, HttpKeepAlive) {
+        let mut conn = self
+            .client
+            .ns
+            .run(move || HttpKeepAlive::connect(vip, timeout))
+            .expect("connecting");
+        let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
+        assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+        let real = self.reals.iter().find(|r| r.name == names[0]).unwrap();
+        (real, conn)
     }
 
     /// `VIP:80`.

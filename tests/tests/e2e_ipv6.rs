@@ -222,29 +222,10 @@ fn nat6_http_reaches_every_real_and_replies_come_from_the_vip() {
 #[test]
 fn nat6_a_long_lived_connection_keeps_its_real_which_sees_the_client() {
     let (lab, _director) = nat6_lab();
-    let vip = lab.vip6_addr(8080);
-    let client6 = lab.client.ip6.unwrap();
-    let mut conn = lab
-        .client
-        .ns
-        .run(move || HttpKeepAlive::connect(vip, TIMEOUT))
-        .expect("connecting");
-    let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
-    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    let (real, conn) = lab.real_of_one_connection(lab.vip6_addr(8080), TIMEOUT);
     // NAT rewrites the destination only: the real talks to the client's
     // own address, on its own port 80.
-    let real = lab.reals.iter().find(|r| r.name == names[0]).unwrap();
-    let ss = real
-        .ns
-        .exec(&["ss", "-Htn", "state", "established"])
-        .unwrap();
-    let local = format!("[{}]:80", real.ip6.unwrap());
-    let peer = format!("[{client6}]:");
-    assert!(
-        ss.lines().any(|l| l.contains(&local) && l.contains(&peer)),
-        "{} should have a connection from {client6}: {ss}",
-        real.name
-    );
+    real.assert_connection(real.http_addr6(), lab.client.ip6.unwrap().into());
     drop(conn);
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lb_tests::director::Director;
 use lb_tests::lab::{DIRECTOR_SERVER_IF, DrLab, HOST_IF, NAT_VIP, NAT_VIP6};
-use lb_tests::traffic::{HttpKeepAlive, http_get, udp_exchange};
+use lb_tests::traffic::{http_get, udp_exchange};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -128,29 +128,10 @@ fn http_through_two_arm_nat_reaches_every_real_and_replies_come_from_the_vip() {
 #[test]
 fn a_long_lived_two_arm_connection_keeps_its_real_which_sees_the_client() {
     let (lab, _director) = lab_with_lbd();
-    let vip = vip(8080);
-    let client = lab.client.ip;
-    let mut conn = lab
-        .client
-        .ns
-        .run(move || HttpKeepAlive::connect(vip, TIMEOUT))
-        .expect("connecting");
-    let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
-    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    let (real, conn) = lab.real_of_one_connection(vip(8080), TIMEOUT);
     // NAT rewrites the destination only: the real sees the client's own
     // address (and answers it through the director, its gateway).
-    let real = lab.reals.iter().find(|r| r.name == names[0]).unwrap();
-    let ss = real
-        .ns
-        .exec(&["ss", "-Htn", "state", "established"])
-        .unwrap();
-    let local = format!("{}:80", real.ip);
-    let peer = format!("{client}:");
-    assert!(
-        ss.lines().any(|l| l.contains(&local) && l.contains(&peer)),
-        "{} should have a connection from {client}: {ss}",
-        real.name
-    );
+    real.assert_connection(real.http_addr(), lab.client.ip.into());
     drop(conn);
 }
 
@@ -267,29 +248,10 @@ fn ipv6_http_through_two_arm_nat_reaches_every_real_and_replies_come_from_the_vi
 #[test]
 fn ipv6_a_long_lived_two_arm_connection_keeps_its_real_which_sees_the_client() {
     let (lab, _director) = lab6_with_lbd();
-    let vip = lab.vip6_addr(8080);
-    let client6 = lab.client.ip6.unwrap();
-    let mut conn = lab
-        .client
-        .ns
-        .run(move || HttpKeepAlive::connect(vip, TIMEOUT))
-        .expect("connecting");
-    let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
-    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    let (real, conn) = lab.real_of_one_connection(lab.vip6_addr(8080), TIMEOUT);
     // NAT rewrites the destination only: the real sees the client's own
     // address (and answers it through the director, its gateway).
-    let real = lab.reals.iter().find(|r| r.name == names[0]).unwrap();
-    let ss = real
-        .ns
-        .exec(&["ss", "-Htn", "state", "established"])
-        .unwrap();
-    let local = format!("[{}]:80", real.ip6.unwrap());
-    let peer = format!("[{client6}]:");
-    assert!(
-        ss.lines().any(|l| l.contains(&local) && l.contains(&peer)),
-        "{} should have a connection from {client6}: {ss}",
-        real.name
-    );
+    real.assert_connection(real.http_addr6(), lab.client.ip6.unwrap().into());
     drop(conn);
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lb_tests::director::Director;
 use lb_tests::lab::{DrLab, HTTP_PORT, UDP_PORT, VIP6};
-use lb_tests::traffic::{HttpKeepAlive, udp_exchange};
+use lb_tests::traffic::udp_exchange;
 use lb_userspace::dataplane::decap::Decap;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,27 +133,9 @@ fn ipv6_http_and_udp_through_ip6ip6_tunnels_reach_every_real() {
 fn ipv6_a_tunnelled_connection_keeps_its_real_which_sees_the_client_and_the_vip() {
     let (lab, _decaps, _director) = tun6_lab();
     let vip = lab.vip6_addr(HTTP_PORT);
-    let client6 = lab.client.ip6.unwrap();
-    let mut conn = lab
-        .client
-        .ns
-        .run(move || HttpKeepAlive::connect(vip, TIMEOUT))
-        .expect("connecting");
-    let names: Vec<String> = (0..20).map(|_| conn.get().expect("request")).collect();
-    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    let (real, conn) = lab.real_of_one_connection(vip, TIMEOUT);
     // The unwrapped packet is the client's own: the real's socket is
     // [VIP6]:80 talking to the client's address.
-    let real = lab.reals.iter().find(|r| r.name == names[0]).unwrap();
-    let ss = real
-        .ns
-        .exec(&["ss", "-Htn", "state", "established"])
-        .unwrap();
-    let local = format!("[{VIP6}]:80");
-    let peer = format!("[{client6}]:");
-    assert!(
-        ss.lines().any(|l| l.contains(&local) && l.contains(&peer)),
-        "{} should have a connection from {client6} to {local}: {ss}",
-        real.name
-    );
+    real.assert_connection(vip, lab.client.ip6.unwrap().into());
     drop(conn);
 }
