@@ -117,21 +117,40 @@ impl Director {
             .iter()
             .map(|peer| PeerPass::attach(&lab.switch, peer))
             .collect::<Result<Vec<_>>>()?;
-        Self::start_lbd(lab, config, peer_pass, cleanup)
+        let mut d = Self::prepare(config, peer_pass, cleanup)?;
+        d.spawn(&lab.director.ns)?;
+        Ok(d)
     }
 
     /// Starts lbd with a `dataplane: ipvs` config: no XDP anywhere, so
     /// no pass programs on the bridge ports either.
     pub fn start_ipvs(lab: &DrLab, config: &str) -> Result<Director> {
-        Self::start_lbd(lab, config, Vec::new(), true)
+        let mut d = Self::prepare(config, Vec::new(), true)?;
+        d.spawn(&lab.director.ns)?;
+        Ok(d)
     }
 
-    fn start_lbd(
-        lab: &DrLab,
+    /// Starts lbd in namespace `director` of another lab, with a pass
+    /// program on each of its bridge ports `peers` in `switch`, and returns
+    /// once lbd answers (its reals need not be resolved: see [`Self::wait`]).
+    pub fn start_in(
+        director: &Netns,
+        switch: &Netns,
+        peers: &[&str],
         config: &str,
-        peer_pass: Vec<PeerPass>,
-        cleanup: bool,
     ) -> Result<Director> {
+        let peer_pass = peers
+            .iter()
+            .map(|peer| PeerPass::attach(switch, peer))
+            .collect::<Result<Vec<_>>>()?;
+        let mut d = Self::prepare(config, peer_pass, true)?;
+        d.spawn_lbd(director)?;
+        d.wait(Duration::from_secs(45), |_| true)?;
+        Ok(d)
+    }
+
+    /// The run's own pins, socket and config file.
+    fn prepare(config: &str, peer_pass: Vec<PeerPass>, cleanup: bool) -> Result<Director> {
         let tag = format!(
             "lbt{}-{}",
             std::process::id(),
@@ -144,20 +163,32 @@ impl Director {
             .replace("/sys/fs/bpf/lbd-lab", pin_dir.to_str().unwrap())
             .replace("/run/lbd/lab.sock", socket.to_str().unwrap());
         std::fs::write(&config_path, config)?;
-        let mut d = Director {
+        Ok(Director {
             child: None,
             socket,
             pin_dir,
             config_path,
             cleanup,
             _peer_pass: peer_pass,
-        };
-        d.spawn(lab)?;
-        Ok(d)
+        })
     }
 
-    /// Runs lbd on the lab's director and waits until it is ready.
-    fn spawn(&mut self, lab: &DrLab) -> Result<()> {
+    /// Runs lbd in `ns` and waits until every real's next hop is resolved.
+    fn spawn(&mut self, ns: &Netns) -> Result<()> {
+        self.spawn_lbd(ns)?;
+        // Loading and verifying the balancer takes a second alone, but
+        // much longer while other labs load theirs on a busy machine.
+        self.wait(Duration::from_secs(45), |status| {
+            status
+                .services
+                .iter()
+                .flat_map(|s| &s.reals)
+                .all(|r| r.next_hop_resolved)
+        })?;
+        Ok(())
+    }
+
+    fn spawn_lbd(&mut self, ns: &Netns) -> Result<()> {
         let lbd = workspace_bin("lbd")?;
         // `ip netns exec` gives the process a fresh /sys without bpffs:
         // step back into this process's mount namespace (keeping the
@@ -174,10 +205,8 @@ impl Director {
         if self.cleanup {
             cmd.push("--cleanup-on-exit");
         }
-        self.child = Some(lab.director.ns.spawn(&cmd)?);
-        // Loading and verifying the balancer takes a second alone, but
-        // much longer while other labs load theirs on a busy machine.
-        self.wait_ready(Duration::from_secs(45))
+        self.child = Some(ns.spawn(&cmd)?);
+        Ok(())
     }
 
     /// Stops lbd (SIGTERM) and starts a new one with the same config, pins
@@ -185,7 +214,7 @@ impl Director {
     pub fn restart(&mut self, lab: &DrLab) -> Result<String> {
         let log = self.log();
         self.stop()?;
-        self.spawn(lab)?;
+        self.spawn(&lab.director.ns)?;
         Ok(log)
     }
 
@@ -195,11 +224,16 @@ impl Director {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
         }
-        self.spawn(lab)?;
+        self.spawn(&lab.director.ns)?;
         Ok(log)
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    /// Waits until lbd answers with a status that `ready` accepts.
+    pub fn wait(
+        &mut self,
+        timeout: Duration,
+        ready: impl Fn(&DataplaneStatus) -> bool,
+    ) -> Result<DataplaneStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -207,15 +241,10 @@ impl Director {
             {
                 bail!("lbd exited ({status}):\n{}", child.log());
             }
-            if let Ok(status) = self.status() {
-                let all = status
-                    .services
-                    .iter()
-                    .flat_map(|s| &s.reals)
-                    .all(|r| r.next_hop_resolved);
-                if all {
-                    return Ok(());
-                }
+            if let Ok(status) = self.status()
+                && ready(&status)
+            {
+                return Ok(status);
             }
             if Instant::now() > deadline {
                 bail!("lbd not ready after {timeout:?}:\n{}", self.log());
@@ -263,15 +292,17 @@ impl Director {
         Ok(serde_json::from_str(&json)?)
     }
 
-    /// Stops lbd with SIGTERM and checks it exits cleanly.
-    pub fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let status = child.stop(Duration::from_secs(10))?;
-            if !status.success() {
-                bail!("lbd exited with {status}:\n{}", child.log());
-            }
+    /// Stops lbd with SIGTERM and checks it exits cleanly; returns its log.
+    pub fn stop(&mut self) -> Result<String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(String::new());
+        };
+        let status = child.stop(Duration::from_secs(10))?;
+        let log = child.log();
+        if !status.success() {
+            bail!("lbd exited with {status}:\n{log}");
         }
-        Ok(())
+        Ok(log)
     }
 }
 

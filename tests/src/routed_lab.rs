@@ -20,14 +20,11 @@
 //! bridge port runs a pass program so its native XDP_TX frames arrive.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use lb_userspace::dataplane::DataplaneStatus;
 use lb_userspace::dataplane::decap::Decap;
 
-use crate::director::{PeerPass, lbctl, workspace_bin};
 use crate::lab::{HOST_IF, HTTP_PORT, lab_server_bin};
 use crate::netns::{Netns, NsChild};
 
@@ -259,118 +256,4 @@ fn address(ns: &Netns, ifname: &str, ip: Ipv4Addr, len: u8, ip6: Ipv6Addr) -> Re
 fn add_addr6(ns: &Netns, ifname: &str, cidr: &str) -> Result<()> {
     ns.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
         .map(drop)
-}
-
-static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// `lbd` on the routed lab's director (like [`crate::director::Director`],
-/// which is tied to the DR lab), with its own pins, socket and config.
-pub struct RoutedDirector {
-    child: Option<NsChild>,
-    pub socket: PathBuf,
-    pin_dir: PathBuf,
-    config_path: PathBuf,
-    _peer_pass: PeerPass,
-}
-
-impl RoutedDirector {
-    /// Starts lbd with `config`, whose `bpf_pin_dir: PIN_DIR` and
-    /// `socket: SOCKET` are replaced by paths unique to this run, and
-    /// returns once lbd answers `lbctl status`.
-    pub fn start(lab: &RoutedLab, config: &str) -> Result<RoutedDirector> {
-        let peer_pass = PeerPass::attach(&lab.switch, "vb-director")?;
-        let tag = format!(
-            "lbt{}-r{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
-        let socket = std::env::temp_dir().join(format!("{tag}.sock"));
-        let config_path = std::env::temp_dir().join(format!("{tag}.yaml"));
-        let config = config
-            .replace("PIN_DIR", pin_dir.to_str().context("pin dir")?)
-            .replace("SOCKET", socket.to_str().context("socket")?);
-        std::fs::write(&config_path, config)?;
-        let lbd = workspace_bin("lbd")?;
-        // Back into this process's mount namespace (`ip netns exec` gives
-        // a /sys without bpffs), keeping the director's network namespace.
-        let mounts = format!("--mount=/proc/{}/ns/mnt", std::process::id());
-        let child = lab.director.spawn(&[
-            "nsenter",
-            &mounts,
-            "--",
-            lbd.to_str().context("lbd path")?,
-            "--config",
-            config_path.to_str().context("config path")?,
-            "--cleanup-on-exit",
-        ])?;
-        let mut d = RoutedDirector {
-            child: Some(child),
-            socket,
-            pin_dir,
-            config_path,
-            _peer_pass: peer_pass,
-        };
-        d.wait(Duration::from_secs(45), |_| true)?;
-        Ok(d)
-    }
-
-    /// Waits until `ready` holds of lbd's status.
-    pub fn wait(
-        &mut self,
-        timeout: Duration,
-        ready: impl Fn(&DataplaneStatus) -> bool,
-    ) -> Result<DataplaneStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("lbd exited ({status}):\n{}", child.log());
-            }
-            if let Ok(s) = self.status()
-                && ready(&s)
-            {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                bail!("lbd not ready after {timeout:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn lbctl(&self, args: &[&str]) -> Result<String> {
-        lbctl(&self.socket, args)
-    }
-
-    pub fn status(&self) -> Result<DataplaneStatus> {
-        Ok(serde_json::from_str(&self.lbctl(&["status", "--json"])?)?)
-    }
-
-    pub fn log(&self) -> String {
-        self.child.as_ref().map(|c| c.log()).unwrap_or_default()
-    }
-
-    /// Stops lbd (SIGTERM) and checks it exited cleanly; returns its log.
-    pub fn stop(&mut self) -> Result<String> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(String::new());
-        };
-        let status = child.stop(Duration::from_secs(10))?;
-        let log = child.log();
-        if !status.success() {
-            bail!("lbd exited with {status}:\n{log}");
-        }
-        Ok(log)
-    }
-}
-
-impl Drop for RoutedDirector {
-    fn drop(&mut self) {
-        let _ = self.stop();
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-        let _ = std::fs::remove_file(&self.socket);
-        let _ = std::fs::remove_file(&self.config_path);
-    }
 }

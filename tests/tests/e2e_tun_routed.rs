@@ -5,15 +5,14 @@
 //! the director's link. Before that, lbd never became ready here: every
 //! real stayed unresolved and its packets were dropped (DropNoNexthop).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use lb_tests::director::Director;
 use lb_tests::lab::HTTP_PORT;
 use lb_tests::routed_lab::{
-    ROUTER_FRONT, ROUTER_LINK_LOCAL, RoutedDirector, RoutedLab, VIP, VIP6, real_ip, real_ip6,
+    ROUTER_FRONT, ROUTER_LINK_LOCAL, RoutedLab, VIP, VIP6, real_ip, real_ip6,
 };
-use lb_tests::traffic::http_get;
 use lb_userspace::dataplane::DataplaneStatus;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,9 +28,9 @@ fn config(vip: &str, reals: &[IpAddr], extra: &str) -> String {
   interfaces: [eth0]
   xdp_mode: driver
   conn_table_size: 65536
-  bpf_pin_dir: PIN_DIR
+  bpf_pin_dir: /sys/fs/bpf/lbd-lab
   tunnel_source: [10.80.0.3, \"fd80::3\"]
-  api: {{ socket: SOCKET, metrics: 127.0.0.1:9469 }}
+  api: {{ socket: /run/lbd/lab.sock, metrics: 127.0.0.1:9469 }}
 virtual_servers:
   - name: web
     vip: \"{vip}\"
@@ -44,25 +43,17 @@ virtual_servers:
     )
 }
 
+/// lbd on the routed lab's director (a pass program on its bridge port).
+fn start(lab: &RoutedLab, config: &str) -> anyhow::Result<Director> {
+    Director::start_in(&lab.director, &lab.switch, &["vb-director"], config)
+}
+
 fn resolved(s: &DataplaneStatus, addr: IpAddr) -> Option<bool> {
     s.services
         .iter()
         .flat_map(|s| &s.reals)
         .find(|r| r.address == addr)
         .map(|r| r.next_hop_resolved)
-}
-
-/// `n` HTTP GETs on fresh connections: how many each real answered.
-fn spread(lab: &RoutedLab, d: &RoutedDirector, vip: SocketAddr, n: usize) -> HashMap<String, u32> {
-    let bodies: Vec<_> = lab
-        .client
-        .run(move || (0..n).map(|_| http_get(vip, TIMEOUT)).collect());
-    let mut per_real = HashMap::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        let body = b.unwrap_or_else(|e| panic!("request {i} to {vip}: {e:#}\nlbd:\n{}", d.log()));
-        *per_real.entry(body).or_insert(0) += 1;
-    }
-    per_real
 }
 
 /// The director's neighbour entry for `addr` on eth0 (`ip neigh show`).
@@ -97,8 +88,7 @@ fn ipv4_reals_behind_a_router_are_reached_through_it() {
       - { address: 10.83.0.11, port: 8080 }   # routed out of side0
 ";
     let reals = [IpAddr::V4(real_ip(1)), IpAddr::V4(real_ip(2))];
-    let mut d = RoutedDirector::start(&lab, &config(&VIP.to_string(), &reals, extra))
-        .expect("starting lbd");
+    let mut d = start(&lab, &config(&VIP.to_string(), &reals, extra)).expect("starting lbd");
     let status = d
         .wait(Duration::from_secs(10), |s| {
             reals.iter().all(|r| resolved(s, *r) == Some(true))
@@ -108,7 +98,12 @@ fn ipv4_reals_behind_a_router_are_reached_through_it() {
         assert_eq!(resolved(&status, r), Some(false), "{r}: {status:?}");
     }
 
-    let per_real = spread(&lab, &d, SocketAddr::new(VIP.into(), HTTP_PORT), 40);
+    let per_real = d.spread(
+        &lab.client,
+        SocketAddr::new(VIP.into(), HTTP_PORT),
+        40,
+        TIMEOUT,
+    );
     assert_eq!(per_real.len(), 2, "{per_real:?}");
     assert!(per_real.values().all(|n| *n >= 10), "{per_real:?}");
 
@@ -147,14 +142,18 @@ fn ipv6_reals_behind_a_link_local_router_are_reached_through_it() {
     assert!(lb_tests::have_root(), "end-to-end tests need root");
     let lab = RoutedLab::new(2).expect("building the routed lab");
     let reals = [IpAddr::V6(real_ip6(1)), IpAddr::V6(real_ip6(2))];
-    let mut d =
-        RoutedDirector::start(&lab, &config(&VIP6.to_string(), &reals, "")).expect("starting lbd");
+    let mut d = start(&lab, &config(&VIP6.to_string(), &reals, "")).expect("starting lbd");
     d.wait(Duration::from_secs(10), |s| {
         reals.iter().all(|r| resolved(s, *r) == Some(true))
     })
     .expect("the routed reals' next hop (fe80::1) resolved");
 
-    let per_real = spread(&lab, &d, SocketAddr::new(VIP6.into(), HTTP_PORT), 40);
+    let per_real = d.spread(
+        &lab.client,
+        SocketAddr::new(VIP6.into(), HTTP_PORT),
+        40,
+        TIMEOUT,
+    );
     assert_eq!(per_real.len(), 2, "{per_real:?}");
     assert!(per_real.values().all(|n| *n >= 10), "{per_real:?}");
 
