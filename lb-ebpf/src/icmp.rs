@@ -15,7 +15,9 @@ use lb_common::{AF_INET, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reaso
 use crate::balancer::{find_vip, is_vip_address};
 use crate::fwd::{self, nat_icmp};
 use crate::maps::{GLOBALS, REALS};
-use crate::parse::{ETH_HLEN, EthHdr, Flow, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var, write_mac};
+use crate::parse::{
+    ETH_HLEN, EthHdr, Flow, ICMP_HLEN, Icmp, Ipv4Hdr, Ipv6Hdr, ptr_at, ptr_at_var, write_mac,
+};
 use crate::{clock, conn, stats};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -296,11 +298,17 @@ struct QuotedPorts {
 /// IPv4 options.
 #[inline(always)]
 fn quoted_reversed(ctx: &XdpContext, pkt: &Icmp) -> Option<FlowKey> {
-    let inner = pkt.off as usize + 8;
+    let inner = pkt.off as usize + ICMP_HLEN;
     let mut key = FlowKey {
         family: pkt.family,
         ..FlowKey::default()
     };
+    // The quote (IP header and ports) must lie inside the packet, not in
+    // the frame's Ethernet padding.
+    let quote = if pkt.family == AF_INET { 24 } else { 44 };
+    if inner + quote > ETH_HLEN + pkt.ip_len as usize {
+        return None;
+    }
     if pkt.family == AF_INET {
         let ip = ptr_at_var::<[u8; 24]>(ctx, inner)?;
         // SAFETY: bounds-checked by ptr_at_var (header and ports).

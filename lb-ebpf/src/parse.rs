@@ -152,6 +152,10 @@ pub enum Parsed {
     Malformed,
 }
 
+/// Bytes of an ICMP/ICMPv6 header (type, code, checksum, and the 4 bytes
+/// of echo id and sequence or of an error's unused/MTU field).
+pub const ICMP_HLEN: usize = 8;
+
 /// An ICMP/ICMPv6 packet: addresses, and where its header starts.
 pub struct Icmp {
     pub family: u8,
@@ -216,6 +220,11 @@ fn parse_v4(ctx: &XdpContext) -> Parsed {
     }
     let dst = [ip.daddr, 0, 0, 0];
     if ip.proto == IPPROTO_ICMP && u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET) == 0 {
+        // The ICMP header must lie inside the packet, not in the frame's
+        // Ethernet padding.
+        if ihl * 4 + ICMP_HLEN > tot_len as usize {
+            return Parsed::Malformed;
+        }
         return Parsed::Icmp(Icmp {
             family: AF_INET,
             src: [ip.saddr, 0, 0, 0],
@@ -282,8 +291,18 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
     let mut off = ETH_HLEN + IPV6_HLEN;
     let mut frag_id = 0u32;
     let mut first_fragment = false;
+    let end = ETH_HLEN + ip_len;
     let mut i = 0;
     while i < MAX_EXT_HEADERS {
+        let ext = next == NEXTHDR_FRAGMENT
+            || next == NEXTHDR_HOP
+            || next == NEXTHDR_ROUTING
+            || next == NEXTHDR_DEST;
+        // Every extension header is 8 bytes at least, and lies inside the
+        // packet (not in Ethernet padding).
+        if ext && off + 8 > end {
+            return Parsed::Malformed;
+        }
         if next == NEXTHDR_FRAGMENT {
             // Fragment header: 8 bytes; offset and M flag in bytes 2..4.
             let Some(frag) = ptr_at::<[u8; 8]>(ctx, off) else {
@@ -326,6 +345,9 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
         i += 1;
     }
     if next == IPPROTO_ICMPV6 && !first_fragment && off <= 512 {
+        if off + ICMP_HLEN > end {
+            return Parsed::Malformed;
+        }
         return Parsed::Icmp(Icmp {
             family: AF_INET6,
             src: ip.saddr,
@@ -337,7 +359,7 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
     if next != IPPROTO_TCP && next != IPPROTO_UDP {
         return Parsed::NotBalanced;
     }
-    if off > ETH_HLEN + ip_len {
+    if off > end {
         return Parsed::Malformed;
     }
     let Some(ports) = l4(ctx, next, off, ip_len as u16) else {
