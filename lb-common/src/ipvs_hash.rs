@@ -39,9 +39,10 @@ pub fn dh_bucket(addr: u32) -> u32 {
     addr.wrapping_mul(DH_MULT) & (HASH_TABLE_SIZE - 1)
 }
 
-/// `ip_vs_sh_reassign` / `ip_vs_dh_reassign`: buckets dealt to the reals
-/// in list order, each real `weight` buckets in a row (at least one, even
-/// with weight 0: such a bucket is "unavailable" when chosen).
+/// `ip_vs_sh_reassign`: buckets dealt to the reals in list order, each real
+/// `weight` buckets in a row (at least one, even with weight 0: such a
+/// bucket is "unavailable" when chosen). `ip_vs_dh_reassign` deals one
+/// bucket per real whatever its weight: pass every weight as 1.
 #[cfg(feature = "user")]
 pub fn table(reals: &[(u32, u32)]) -> alloc::vec::Vec<u32> {
     let mut out = alloc::vec![0u32; HASH_TABLE_SIZE as usize];

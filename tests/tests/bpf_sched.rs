@@ -399,3 +399,91 @@ fn a_real_at_its_uthreshold_takes_no_new_connection_until_below_lthreshold() {
     let back: HashSet<u8> = (20..26).map(|i| open(&f, i)).collect();
     assert!(back.contains(&1), "{back:?}");
 }
+
+/// IPVS's dh table (`ip_vs_dh_reassign`): one bucket per real in list
+/// order, round and round, whatever the weights (unlike sh's).
+fn ipvs_dh_owner(reals: &[(u8, u32)], dst: Ipv4Addr) -> (u8, u32) {
+    let bucket = ipvs_hash::dh_bucket(u32::from(dst)) as usize;
+    reals[bucket % reals.len()]
+}
+
+/// A dh service on every address of 10.9.0.0/24, so destinations vary.
+fn dh_prefix(reals: &[(u8, u32)]) -> Fixture {
+    let mut s = service(VIP, 80, Protocol::Tcp, Scheduler::Dh, reals);
+    s.key.vip = "10.9.0.0/24".parse().unwrap();
+    Fixture::new(vec![s])
+}
+
+#[test]
+fn dh_a_destination_whose_bucket_holds_a_weight_zero_real_gets_no_real() {
+    // ip_vs_dh_schedule: the bucket's dest with weight <= 0 → NULL (no
+    // fallback to another real, unlike sh-fallback).
+    let reals = [(1, 1), (2, 0), (3, 1)];
+    let f = dh_prefix(&reals);
+    let (mut dropped, mut seen) = (0, HashSet::new());
+    for host in 0..=255u8 {
+        let dst = Ipv4Addr::new(10, 9, 0, host);
+        let (owner, weight) = ipvs_dh_owner(&reals, dst);
+        for sport in [1000, 2000] {
+            let p = Pkt::to(dst, 80).from(Ipv4Addr::new(10, 3, 0, host), sport);
+            let o = f.run(&p.tcp(SYN));
+            if weight == 0 {
+                assert_eq!(o.action, XDP_DROP, "{dst}: bucket of real {owner}");
+                dropped += 1;
+            } else {
+                assert_eq!(f.real_of(&o), owner, "{dst}");
+                seen.insert(owner);
+            }
+        }
+    }
+    assert!(dropped > 0, "some destination hashes to the weight-0 real");
+    assert_eq!(seen, HashSet::from([1, 3]));
+    assert_eq!(f.dp.reason_count(lb_common::Reason::DropNoReal), dropped);
+}
+
+#[test]
+fn dh_buckets_ignore_weights() {
+    // ip_vs_dh_reassign deals the buckets 1, 2, 3, 1, 2, 3, … for any
+    // weights (only sh repeats a real `weight` times; lbd built dh's
+    // table with sh's rule until this test).
+    let reals = [(1, 1), (2, 3), (3, 1)];
+    let f = dh_prefix(&reals);
+    for host in 0..=255u8 {
+        let dst = Ipv4Addr::new(10, 9, 0, host);
+        let p = Pkt::to(dst, 80).from(Ipv4Addr::new(10, 3, 0, 1), 1000);
+        assert_eq!(
+            f.real_of(&f.run(&p.tcp(SYN))),
+            ipvs_dh_owner(&reals, dst).0,
+            "{dst} (bucket {})",
+            ipvs_hash::dh_bucket(u32::from(dst))
+        );
+    }
+}
+
+#[test]
+fn ovf_ties_go_to_the_first_in_list_order() {
+    // ip_vs_ovf_schedule: the first real with the highest weight whose
+    // active connections do not exceed it (`w > hw` keeps the first tie).
+    let f = fixture(Scheduler::Ovf, &[(1, 1), (2, 2), (3, 2)]);
+    assert_eq!(
+        picks(&f, 0, 8, establish),
+        [2, 2, 2, 3, 3, 3, 1, 1],
+        "2 until 3 active > 2, then its twin 3, then 1"
+    );
+    assert_eq!(f.run(&client(8).tcp(SYN)).action, XDP_DROP, "all full");
+}
+
+#[test]
+fn ovf_counts_only_active_connections() {
+    let f = fixture(Scheduler::Ovf, &[(1, 2), (2, 2)]);
+    // Inactive (SYN-only) connections never fill a real: the first of the
+    // tied pair takes them all.
+    assert!(picks(&f, 0, 10, open).iter().all(|&r| r == 1));
+    let s = f.dp.status().unwrap();
+    let inactive: Vec<u64> = s.services[0]
+        .reals
+        .iter()
+        .map(|r| r.inactive_conns)
+        .collect();
+    assert_eq!(inactive, [10, 0]);
+}

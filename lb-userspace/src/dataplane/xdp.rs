@@ -1407,7 +1407,14 @@ impl XdpDataplane {
                 SchedulerFlag::MhFallback => 0,
             };
         }
-        let hash_table = ipvs_hash::table(&weights);
+        // sh repeats a real by its weight; dh deals one bucket per real
+        // whatever its weight (ip_vs_dh_reassign).
+        let hash_table = if s.attrs.scheduler == Scheduler::Dh {
+            let once: Vec<(u32, u32)> = weights.iter().map(|&(slot, _)| (slot, 1)).collect();
+            ipvs_hash::table(&once)
+        } else {
+            ipvs_hash::table(&weights)
+        };
         let slots: Vec<u32> = s.reals.iter().map(|r| r.slot).collect();
         let method = match s.attrs.method {
             Method::Dr => FwdMethod::Dr,
