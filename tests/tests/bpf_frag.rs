@@ -286,3 +286,45 @@ fn every_fragment_of_an_ipv6_nat_reply_gets_the_vip_as_source() {
         assert_eq!(f.run(&stray).frame, stray);
     });
 }
+
+#[test]
+fn ipv6_tun_wraps_later_fragments_to_the_first_fragments_real() {
+    let mut s = service6(VIP6, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1), (2, 1)]);
+    s.attrs.method = Method::Tun;
+    let mut f = Fixture::new(vec![s]);
+    let director6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+    f.dp.set_interface_info(
+        LOOPBACK_IFINDEX,
+        lb_common::IfaceInfo {
+            mac: DIRECTOR_MAC,
+            mtu: 1500,
+            addr6: lb_userspace::dataplane::xdp::addr_words(director6.into()).0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Two datagrams of two clients: rr places them on different reals.
+    let a = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+    let b = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 2);
+    let ra = f.real_of(&f.run(&frag6(a, 5000, VIP6, 53, 0x51, true)));
+    let rb = f.real_of(&f.run(&frag6(b, 5000, VIP6, 53, 0x52, true)));
+    assert_ne!(ra, rb);
+    for (src, id, r) in [(b, 0x52, rb), (a, 0x51, ra)] {
+        let frag = frag6(src, 5000, VIP6, 53, id, false);
+        let o = f.run(&frag);
+        assert_eq!(f.real_of(&o), r, "the first fragment's real");
+        assert_eq!(src_mac(&o.frame), DIRECTOR_MAC);
+        assert_eq!(o.frame.len(), frag.len() + 40);
+        assert_eq!(&o.frame[12..14], &[0x86, 0xdd]);
+        let outer = &o.frame[14..54];
+        assert_eq!(outer[6], 41, "IP6IP6");
+        assert_eq!(
+            u16::from_be_bytes([outer[4], outer[5]]) as usize,
+            frag.len() - 14
+        );
+        assert_eq!(&outer[8..24], &director6.octets(), "tunnel source");
+        assert_eq!(&outer[24..40], &real_ip6(r).octets(), "to the real");
+        assert_eq!(&o.frame[54..], &frag[14..], "the fragment, untouched");
+    }
+    assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 2);
+}

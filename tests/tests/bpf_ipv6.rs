@@ -176,3 +176,79 @@ fn counting_schedulers_work_for_v6() {
         .collect();
     assert_eq!(picks, [1, 2, 1, 2]);
 }
+
+// Persistence for IPv6: the netmask is a prefix length (ipvsadm -M 64).
+
+fn persistent6(prefix: u8) -> Fixture {
+    let mut s = service6(
+        VIP6,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1)],
+    );
+    s.attrs.persistence = Some(lb_userspace::config::Persistence {
+        timeout: std::time::Duration::from_secs(300),
+        netmask: prefix,
+    });
+    Fixture::new(vec![s])
+}
+
+fn syn6(f: &Fixture, src: &str, sport: u16) -> u8 {
+    f.real_of(
+        &f.run(
+            &Pkt6::to(VIP6, 80)
+                .from(src.parse().unwrap(), sport)
+                .tcp(SYN),
+        ),
+    )
+}
+
+#[test]
+fn v6_persistence_keeps_a_64_on_one_real_over_many_connections() {
+    let f = persistent6(64);
+    let first = syn6(&f, "fd00:1:2:3::1", 1000);
+    let mut elsewhere = HashSet::new();
+    for i in 1..30u16 {
+        // A client of another /64 in between moves rr on…
+        elsewhere.insert(syn6(&f, &format!("fd00:9:{i:x}::1"), 1000));
+        // …while hosts of the first one's /64 stay on its real.
+        let host = format!("fd00:1:2:3:{i:x}:ffff:{i:x}:{:x}", 0xffff - i);
+        assert_eq!(syn6(&f, &host, 1000 + i), first, "{host}");
+    }
+    assert_eq!(
+        elsewhere.len(),
+        3,
+        "rr moved the other clients over every real"
+    );
+}
+
+#[test]
+fn v6_persistence_schedules_another_64_anew() {
+    let f = persistent6(64);
+    let first = syn6(&f, "fd00:1:2:3::1", 1000);
+    for host in [
+        "fd00:1:2:3::2",
+        "fd00:1:2:3:8000::1",
+        "fd00:1:2:3:ffff:ffff:ffff:ffff",
+    ] {
+        assert_eq!(syn6(&f, host, 2000), first, "same /64: {host}");
+    }
+    // fd00:1:2:2::/64 differs from fd00:1:2:3::/64 in the prefix's last
+    // bit only: rr's next real.
+    let other = syn6(&f, "fd00:1:2:2::1", 1000);
+    assert_ne!(other, first, "another /64 is scheduled anew (rr moved on)");
+    assert_eq!(syn6(&f, "fd00:1:2:2:1::1", 3000), other, "and kept in turn");
+    assert_eq!(syn6(&f, "fd00:1:2:3::9", 3000), first);
+}
+
+#[test]
+fn v6_persistence_masks_inside_a_word() {
+    // /56: the first 8 bits of the fourth group count, the rest do not.
+    let f = persistent6(56);
+    let first = syn6(&f, "fd00:1:2:300::1", 1000);
+    for host in ["fd00:1:2:3ff::1", "fd00:1:2:380:ffff::5", "fd00:1:2:301::1"] {
+        assert_eq!(syn6(&f, host, 1000), first, "same /56: {host}");
+    }
+    assert_ne!(syn6(&f, "fd00:1:2:200::1", 1000), first, "another /56");
+}

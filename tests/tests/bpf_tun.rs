@@ -306,3 +306,27 @@ fn an_ipv6_real_learned_on_an_interface_carries_its_tunnel_source() {
     assert_eq!(&o.frame[14 + 8..14 + 24], &DIRECTOR_IP6.octets());
     assert_eq!(&o.frame[14 + 24..14 + 40], &real_ip6(1).octets());
 }
+
+#[test]
+fn decap_leaves_ip6ip6_for_other_addresses_and_plain_v6_to_the_kernel() {
+    let f = v6();
+    let wrapped = f.run(&Pkt6::to(VIP6, 80).payload(b"hello").tcp(SYN)).frame;
+    assert_eq!(wrapped[14 + 6], 41, "an IP6IP6 packet");
+    // A decap for another IPv6 VIP, and one for an IPv4 VIP only: neither
+    // owns this tunnel (an ip6tnl device elsewhere gets it).
+    for vips in [
+        vec![IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x200))],
+        vec![IpAddr::V4(VIP)],
+    ] {
+        let d = Decap::load(&vips).unwrap();
+        for frame in [
+            wrapped.clone(),
+            Pkt6::to(VIP6, 80).tcp(SYN),
+            Pkt6::to(VIP6, 53).udp(),
+        ] {
+            let o = run_decap(&d, &frame);
+            assert_eq!(o.action, XDP_PASS, "{vips:?}");
+            assert_eq!(o.frame, frame, "untouched ({vips:?})");
+        }
+    }
+}
