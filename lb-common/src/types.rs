@@ -852,7 +852,7 @@ mod tests {
         assert_eq!(size_of::<FragTarget>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 32);
         assert_eq!(size_of::<DecapKey>(), 20);
-        assert_eq!(size_of::<Counters>(), 24);
+        assert_eq!(size_of::<Counters>(), 40);
         assert_eq!(size_of::<BenchFrame>(), 136);
     }
 
