@@ -26,6 +26,9 @@ use crate::vrrp::Vrrp;
 
 /// How often the connection table is swept (active/inactive recount).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// Neighbour polls 100 ms apart while some real is unresolved (5 s), before
+/// polling every second.
+const FAST_NEIGHBOR_POLLS: u32 = 50;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -468,6 +471,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // One timer that lives across loop turns: other branches (health
     // reports every few hundred ms) must not keep restarting it.
     let neighbors = tokio::time::sleep(Duration::ZERO);
+    let mut unresolved_polls = 0u32;
     tokio::pin!(neighbors);
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut estimate = tokio::time::interval(ESTIMATOR_INTERVAL);
@@ -500,10 +504,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
             _ = &mut neighbors => {
-                // Poll fast until every real is resolved, then every second.
+                // Poll fast until every real is resolved, then every second;
+                // also every second once some real stayed unresolved for 5 s
+                // (unroutable: each poll asks the kernel a route per real).
                 let delay = match daemon.refresh_neighbors(&mut resolver).await {
-                    Ok(true) => Duration::from_secs(1),
-                    Ok(false) => Duration::from_millis(100),
+                    Ok(true) => {
+                        unresolved_polls = 0;
+                        Duration::from_secs(1)
+                    }
+                    Ok(false) if unresolved_polls < FAST_NEIGHBOR_POLLS => {
+                        unresolved_polls += 1;
+                        Duration::from_millis(100)
+                    }
+                    Ok(false) => Duration::from_secs(1),
                     Err(e) => {
                         warn!("neighbour refresh: {e:#}");
                         Duration::from_secs(1)
