@@ -8,8 +8,9 @@
 //! each next hop, which the kernel resolves and keeps reachable by itself,
 //! and reads the table back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -26,6 +27,11 @@ use tracing::{debug, warn};
 /// Route lookups in flight at once (one netlink socket, pipelined).
 const ROUTE_LOOKUPS_IN_FLIGHT: usize = 64;
 
+/// How long a real's next hop is reused before the kernel is asked again
+/// (a route change is followed within it). A real whose next hop is not
+/// resolved is asked about at every refresh.
+const ROUTE_TTL: Duration = Duration::from_secs(10);
+
 pub struct NeighborResolver {
     handle: Handle,
     /// Interfaces neighbours may live on (the attached ones), by ifindex.
@@ -33,6 +39,8 @@ pub struct NeighborResolver {
     /// Managed entries this lbd added: (ifindex, address).
     added: BTreeSet<(u32, IpAddr)>,
     warned: BTreeSet<IpAddr>,
+    /// Each real's next hop, and when the kernel gave it.
+    routes: HashMap<IpAddr, (NextHop, Instant)>,
 }
 
 /// Where packets to a real server go: the neighbour whose MAC they carry,
@@ -128,6 +136,7 @@ impl NeighborResolver {
             ifindexes,
             added: BTreeSet::new(),
             warned: BTreeSet::new(),
+            routes: HashMap::new(),
         })
     }
 
@@ -229,15 +238,50 @@ impl NeighborResolver {
         wanted: &[IpAddr],
     ) -> anyhow::Result<Vec<(IpAddr, Option<[u8; 6]>, u32)>> {
         let table = self.dump().await?;
+        // A fresh next hop whose neighbour is resolved is reused; the
+        // others are asked of the kernel again.
+        let now = Instant::now();
+        let cached = |addr: &IpAddr| {
+            self.routes
+                .get(addr)
+                .filter(|(hop, at)| {
+                    now.duration_since(*at) < ROUTE_TTL
+                        && table
+                            .get(&(hop.ifindex, hop.neighbour))
+                            .is_some_and(|e| e.mac.is_some())
+                })
+                .map(|(hop, _)| *hop)
+        };
         let this = &*self;
-        let hops: Vec<(IpAddr, anyhow::Result<NextHop>)> = futures::stream::iter(wanted)
-            .map(|&addr| async move { (addr, this.next_hop(addr).await) })
+        let hops: Vec<(IpAddr, anyhow::Result<NextHop>, bool)> = futures::stream::iter(wanted)
+            .map(|&addr| {
+                let hit = cached(&addr);
+                async move {
+                    match hit {
+                        Some(hop) => (addr, Ok(hop), false),
+                        None => (addr, this.next_hop(addr).await, true),
+                    }
+                }
+            })
             .buffered(ROUTE_LOOKUPS_IN_FLIGHT)
             .collect()
             .await;
+        let wanted_set: HashSet<&IpAddr> = wanted.iter().collect();
+        self.routes.retain(|addr, _| wanted_set.contains(addr));
+        for (addr, hop, asked) in &hops {
+            match hop {
+                Ok(hop) if *asked => {
+                    self.routes.insert(*addr, (*hop, now));
+                }
+                Err(_) => {
+                    self.routes.remove(addr);
+                }
+                _ => {}
+            }
+        }
         let mut needed = BTreeSet::new();
         let mut out = Vec::with_capacity(wanted.len());
-        for (addr, hop) in hops {
+        for (addr, hop, _) in hops {
             let hop = match hop {
                 Ok(h) => h,
                 Err(e) => {
