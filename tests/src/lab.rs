@@ -641,7 +641,13 @@ fn add_host(
 /// `ns` and whose end `peer` is a bridge port, both with TX offload off;
 /// the bridge port is up, `ifname` is left down (the caller addresses it
 /// first).
-fn plug(switch: &Netns, bridge: &str, ns: &Netns, ifname: &str, peer: &str) -> Result<()> {
+pub(crate) fn plug(
+    switch: &Netns,
+    bridge: &str,
+    ns: &Netns,
+    ifname: &str,
+    peer: &str,
+) -> Result<()> {
     // Interface names are at most 15 bytes.
     debug_assert!(peer.len() <= 15);
     // Run inside the switch namespace, placing the host end directly in the
@@ -667,7 +673,7 @@ fn plug(switch: &Netns, bridge: &str, ns: &Netns, ifname: &str, peer: &str) -> R
 }
 
 /// Adds an IPv6 address without duplicate address detection (usable at once).
-fn add_addr6(ns: &Netns, ifname: &str, cidr: &str) -> Result<()> {
+pub(crate) fn add_addr6(ns: &Netns, ifname: &str, cidr: &str) -> Result<()> {
     ns.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
         .map(drop)
 }

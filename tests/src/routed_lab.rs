@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use lb_userspace::dataplane::decap::Decap;
 
-use crate::lab::{HOST_IF, HTTP_PORT, lab_server_bin};
+use crate::lab::{HOST_IF, HTTP_PORT, add_addr6, lab_server_bin, plug};
 use crate::netns::{Netns, NsChild};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 2);
@@ -225,35 +225,9 @@ fn host(switch: &Netns, bridge: &str, name: &str, ifname: &str, peer: &str) -> R
     Ok(ns)
 }
 
-/// A veth from `bridge` in `switch` (port `peer`) to `ifname` in `ns`,
-/// made inside the switch namespace so it never exists in the root one.
-fn plug(switch: &Netns, bridge: &str, ns: &Netns, ifname: &str, peer: &str) -> Result<()> {
-    switch.ip(&[
-        "link",
-        "add",
-        peer,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        ifname,
-        "netns",
-        ns.name(),
-    ])?;
-    switch.ip(&["link", "set", peer, "master", bridge])?;
-    switch.disable_offloads(peer)?;
-    switch.link_up(peer)?;
-    ns.disable_offloads(ifname)
-}
-
 /// Both addresses on `ifname`, then up.
 fn address(ns: &Netns, ifname: &str, ip: Ipv4Addr, len: u8, ip6: Ipv6Addr) -> Result<()> {
     ns.add_addr(ifname, &format!("{ip}/{len}"))?;
     add_addr6(ns, ifname, &format!("{ip6}/64"))?;
     ns.link_up(ifname)
-}
-
-fn add_addr6(ns: &Netns, ifname: &str, cidr: &str) -> Result<()> {
-    ns.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
-        .map(drop)
 }
