@@ -294,17 +294,13 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
     let end = ETH_HLEN + ip_len;
     let mut i = 0;
     while i < MAX_EXT_HEADERS {
-        let ext = next == NEXTHDR_FRAGMENT
-            || next == NEXTHDR_HOP
-            || next == NEXTHDR_ROUTING
-            || next == NEXTHDR_DEST;
-        // Every extension header is 8 bytes at least, and lies inside the
-        // packet (not in Ethernet padding).
-        if ext && off + 8 > end {
-            return Parsed::Malformed;
-        }
+        // Every extension header is 8 bytes at least and lies inside the
+        // packet, not in Ethernet padding (`off + 8 > end` in each branch).
         if next == NEXTHDR_FRAGMENT {
             // Fragment header: 8 bytes; offset and M flag in bytes 2..4.
+            if off + 8 > end {
+                return Parsed::Malformed;
+            }
             let Some(frag) = ptr_at::<[u8; 8]>(ctx, off) else {
                 return Parsed::Malformed;
             };
@@ -332,6 +328,9 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
             // header is an "atomic fragment", a whole datagram.
             first_fragment = frag[3] & 1 != 0;
         } else if next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST {
+            if off + 8 > end {
+                return Parsed::Malformed;
+            }
             let Some(ext) = ptr_at::<Ipv6ExtHead>(ctx, off) else {
                 return Parsed::Malformed;
             };
