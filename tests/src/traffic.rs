@@ -92,6 +92,37 @@ impl HttpKeepAlive {
     }
 }
 
+/// `times` exchanges with `dest` from each of the client ports
+/// `first_port..first_port + ports`: every port must get all its answers
+/// from one real, and the ports more than one real between them (a flow
+/// sticks; flows spread). Run inside the client's namespace.
+pub fn assert_udp_sticks_per_port(
+    first_port: u16,
+    ports: u16,
+    times: usize,
+    dest: SocketAddr,
+    timeout: Duration,
+) {
+    let by_port: Vec<Vec<String>> = (0..ports)
+        .map(|p| {
+            (0..times)
+                .map(|_| udp_exchange(first_port + p, dest, timeout).expect("UDP exchange"))
+                .collect()
+        })
+        .collect();
+    for replies in &by_port {
+        assert!(
+            replies.iter().all(|r| *r == replies[0]),
+            "one source port, several reals: {replies:?}"
+        );
+    }
+    let distinct: std::collections::HashSet<&String> = by_port.iter().map(|r| &r[0]).collect();
+    assert!(
+        distinct.len() > 1,
+        "{ports} source ports all hashed to one real: {distinct:?}"
+    );
+}
+
 /// Sends one datagram from `0.0.0.0:local_port` (`[::]:local_port` if
 /// `dest` is IPv6) to `dest` and returns the trimmed reply. The socket is connected to `dest`, so a reply from any
 /// other address (say a DR real answering from its own address instead of

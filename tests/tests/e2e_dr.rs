@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lb_tests::director::{Director, lab_config};
 use lb_tests::lab::DrLab;
-use lb_tests::traffic::{HttpKeepAlive, http_get, udp_exchange};
+use lb_tests::traffic::{HttpKeepAlive, assert_udp_sticks_per_port, http_get};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,26 +67,9 @@ fn a_long_lived_connection_keeps_its_real_server() {
 fn udp_from_one_source_port_reaches_one_real_server() {
     let (lab, _director) = lab_with_lbd();
     let vip = lab.vip_udp();
-    let by_port: Vec<Vec<String>> = lab.client.ns.run(move || {
-        (0..8u16)
-            .map(|p| {
-                (0..10)
-                    .map(|_| udp_exchange(41000 + p, vip, TIMEOUT).expect("UDP exchange"))
-                    .collect()
-            })
-            .collect()
-    });
-    for replies in &by_port {
-        assert!(
-            replies.iter().all(|r| *r == replies[0]),
-            "one source port, several reals: {replies:?}"
-        );
-    }
-    let distinct: std::collections::HashSet<&String> = by_port.iter().map(|r| &r[0]).collect();
-    assert!(
-        distinct.len() > 1,
-        "8 source ports all hashed to one real: {distinct:?}"
-    );
+    lab.client
+        .ns
+        .run(move || assert_udp_sticks_per_port(41000, 8, 10, vip, TIMEOUT));
 }
 
 #[test]

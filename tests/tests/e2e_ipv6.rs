@@ -11,7 +11,7 @@ use std::time::Duration;
 use lb_tests::director::Director;
 use lb_tests::lab::{DrLab, HOST_IF, HTTP_PORT, NAT_VIP6, UDP_PORT, VIP6};
 use lb_tests::netns;
-use lb_tests::traffic::{HttpKeepAlive, http_get, udp_exchange};
+use lb_tests::traffic::{HttpKeepAlive, assert_udp_sticks_per_port, http_get, udp_exchange};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -153,26 +153,9 @@ fn dr6_udp_from_one_source_port_reaches_one_real_and_replies_come_from_the_vip()
     let vip = lab.vip6_addr(UDP_PORT);
     // udp_exchange's socket is connected to [VIP6]:9000: a reply from a
     // real's own address would not be received.
-    let by_port: Vec<Vec<String>> = lab.client.ns.run(move || {
-        (0..8u16)
-            .map(|p| {
-                (0..5)
-                    .map(|_| udp_exchange(43000 + p, vip, TIMEOUT).expect("UDP exchange"))
-                    .collect()
-            })
-            .collect()
-    });
-    for replies in &by_port {
-        assert!(
-            replies.iter().all(|r| *r == replies[0]),
-            "one source port, several reals: {replies:?}"
-        );
-    }
-    let distinct: HashSet<&String> = by_port.iter().map(|r| &r[0]).collect();
-    assert!(
-        distinct.len() > 1,
-        "8 source ports all hashed to one real: {distinct:?}"
-    );
+    lab.client
+        .ns
+        .run(move || assert_udp_sticks_per_port(43000, 8, 5, vip, TIMEOUT));
 }
 
 #[test]

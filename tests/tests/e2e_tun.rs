@@ -5,13 +5,13 @@
 //! ip6_tunnel module), has the VIP on `lo` and answers the client
 //! directly, as in DR.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use lb_tests::director::Director;
 use lb_tests::lab::{DrLab, HTTP_PORT, UDP_PORT, VIP6};
-use lb_tests::traffic::udp_exchange;
+use lb_tests::traffic::{assert_udp_sticks_per_port, udp_exchange};
 use lb_userspace::dataplane::decap::Decap;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,26 +107,9 @@ fn ipv6_http_and_udp_through_ip6ip6_tunnels_reach_every_real() {
 
     // UDP: one source port, one real; several ports, several reals.
     let udp = lab.vip6_addr(UDP_PORT);
-    let by_port: Vec<Vec<String>> = lab.client.ns.run(move || {
-        (0..8u16)
-            .map(|p| {
-                (0..5)
-                    .map(|_| udp_exchange(43100 + p, udp, TIMEOUT).expect("UDP exchange"))
-                    .collect()
-            })
-            .collect()
-    });
-    for replies in &by_port {
-        assert!(
-            replies.iter().all(|r| *r == replies[0]),
-            "one source port, several reals: {replies:?}"
-        );
-    }
-    let distinct: HashSet<&String> = by_port.iter().map(|r| &r[0]).collect();
-    assert!(
-        distinct.len() > 1,
-        "8 source ports all hashed to one real: {distinct:?}"
-    );
+    lab.client
+        .ns
+        .run(move || assert_udp_sticks_per_port(43100, 8, 5, udp, TIMEOUT));
 }
 
 #[test]
