@@ -535,16 +535,6 @@ pub struct IfaceInfo {
     pub addr6: [u32; 4],
 }
 
-/// Key of the `decap` program's VIP set: packets tunnelled to these
-/// addresses are unwrapped on a real server.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct DecapKey {
-    pub addr: [u32; 4],
-    pub family: u8,
-    pub _pad: [u8; 3],
-}
-
 /// Per-CPU traffic counters of a VIP or a real server.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -779,7 +769,6 @@ pub const MAP_LAYOUT: u64 = layout_hash(&[
     core::mem::size_of::<LblcKey>() as u64,
     core::mem::size_of::<LblcEntry>() as u64,
     core::mem::size_of::<IfaceInfo>() as u64,
-    core::mem::size_of::<DecapKey>() as u64,
     core::mem::size_of::<Counters>() as u64,
     core::mem::size_of::<PersistKey>() as u64,
     core::mem::size_of::<PersistInfo>() as u64,
@@ -815,7 +804,6 @@ mod pod {
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for ClockInfo {}
     unsafe impl aya::Pod for LblcKey {}
-    unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for VipPrefix {}
@@ -851,7 +839,6 @@ mod tests {
         assert_eq!(size_of::<LblcEntry>(), 40);
         assert_eq!(size_of::<FragTarget>(), 32);
         assert_eq!(size_of::<IfaceInfo>(), 32);
-        assert_eq!(size_of::<DecapKey>(), 20);
         assert_eq!(size_of::<Counters>(), 40);
         assert_eq!(size_of::<BenchFrame>(), 136);
     }

@@ -1,23 +1,30 @@
 //! `decap`: an XDP program for real servers of TUN services that have no
 //! ipip/ip6tnl module. It unwraps IPIP / IP6IP6 packets whose inner
-//! destination is one of this server's VIPs (the DECAP_VIPS set) and passes
-//! the inner packet to the kernel; every other packet, other tunnels
-//! included (for a kernel tunnel device elsewhere), passes untouched.
+//! destination is one of this server's VIPs or in one of its VIP prefixes
+//! (the DECAP_VIPS trie) and passes the inner packet to the kernel; every
+//! other packet, other tunnels and outer fragments included (for a kernel
+//! tunnel device elsewhere, or the kernel's reassembly), passes untouched.
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::map, maps::HashMap,
+    bindings::xdp_action,
+    helpers::bpf_xdp_adjust_head,
+    macros::map,
+    maps::{LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
-use lb_common::{AF_INET, AF_INET6, DecapKey, IPPROTO_IPIP, IPPROTO_IPV6};
+use lb_common::{AF_INET, AF_INET6, IPPROTO_IPIP, IPPROTO_IPV6, VIP_PREFIX_HEAD_BITS, VipPrefix};
 
 use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at, write_mac};
 
-/// The VIPs this real server serves through a tunnel.
+/// The VIPs and VIP prefixes this real server serves through a tunnel,
+/// keyed like LB_VIP_ADDRS: protocol and port 0, family, address.
 #[map(name = "DECAP_VIPS")]
-pub static DECAP_VIPS: HashMap<DecapKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static DECAP_VIPS: LpmTrie<VipPrefix, u8> = LpmTrie::with_max_entries(1024, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+/// MF and the fragment offset, network order.
+const IP_MF_OFFSET: u16 = 0x3fff_u16.to_be();
 
 pub fn run(ctx: &XdpContext) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
@@ -34,8 +41,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
         };
         // SAFETY: bounds-checked by ptr_at.
         let ip = unsafe { &*ip };
-        // Outer IPv4 without options, carrying IPv4.
-        if ip.vihl != 0x45 || ip.proto != IPPROTO_IPIP {
+        // Outer IPv4 without options, carrying IPv4, and whole: a fragment
+        // holds part of the inner packet only, for the kernel to reassemble.
+        if ip.vihl != 0x45 || ip.proto != IPPROTO_IPIP || ip.frag_off & IP_MF_OFFSET != 0 {
             return xdp_action::XDP_PASS;
         }
         let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN + 20) else {
@@ -47,6 +55,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
         let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN) else {
             return xdp_action::XDP_PASS;
         };
+        // An outer fragment has next header 44 (fragment), not 41: it
+        // passes like other traffic.
         // SAFETY: bounds-checked by ptr_at.
         if unsafe { (*ip).next_header } != IPPROTO_IPV6 {
             return xdp_action::XDP_PASS;
@@ -59,13 +69,17 @@ pub fn run(ctx: &XdpContext) -> u32 {
     } else {
         return xdp_action::XDP_PASS;
     };
-    let key = DecapKey {
-        addr: inner_dst,
-        family,
-        _pad: [0; 3],
-    };
-    // SAFETY: lookup only.
-    if unsafe { DECAP_VIPS.get(key) }.is_none() {
+    let bits = VIP_PREFIX_HEAD_BITS + if family == AF_INET { 32 } else { 128 };
+    let key = Key::new(
+        bits,
+        VipPrefix {
+            proto: 0,
+            family,
+            port: 0,
+            addr: inner_dst,
+        },
+    );
+    if DECAP_VIPS.get(&key).is_none() {
         return xdp_action::XDP_PASS;
     }
     // Drop the outer header: move the start past it, then write the

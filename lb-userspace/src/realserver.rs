@@ -10,10 +10,17 @@
 //! For TUN it also attaches lbd's `decap` XDP program to the interface the
 //! tunnelled packets arrive on, pinned so it stays after lbctl exits.
 //!
+//! A VIP prefix (`10.9.0.0/24`, `2001:db8:9::/64`: a prefix VIP of lbd)
+//! becomes a local route on `lo` instead (`ip route add local PREFIX dev
+//! lo table local`), which makes every address in it local, for both
+//! families and the prefix's first and last IPv4 addresses too (an
+//! address `10.9.0.0/24` on `lo` would make 10.9.0.255 a broadcast
+//! address, and an IPv6 prefix on `lo` makes only its one address local).
+//!
 //! Everything setup changes is recorded in a state file (default
-//! `/run/lbd/realserver.json`): the address only if it was not there
-//! before, each sysctl's value before the first setup touched it, the
-//! decap attachment. Setup run twice changes nothing the second time;
+//! `/run/lbd/realserver.json`): the address (or route) only if it was not
+//! there before, each sysctl's value before the first setup touched it,
+//! the decap attachment. Setup run twice changes nothing the second time;
 //! teardown removes what setup added and writes back the recorded
 //! sysctls once the last IPv4 VIP is gone.
 
@@ -24,7 +31,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
 use futures::TryStreamExt as _;
+use ipnet::IpNet;
+use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::decap;
@@ -35,6 +45,8 @@ pub const DEFAULT_STATE_DIR: &str = "/run/lbd";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lbd-realserver";
 const STATE_FILE: &str = "realserver.json";
 const LOOPBACK: &str = "lo";
+/// The kernel's table of local addresses (RT_TABLE_LOCAL).
+const TABLE_LOCAL: u32 = 255;
 
 /// What `lvs_client.sh start` writes, in its order.
 const ARP_SYSCTLS: [(&str, &str); 4] = [
@@ -88,9 +100,11 @@ struct State {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct VipRecord {
-    vip: IpAddr,
+    #[serde(with = "vip_text")]
+    vip: IpNet,
     method: Method,
-    /// Setup added the address (it was not on `lo` before).
+    /// Setup added the address (it was not on `lo` before), or for a
+    /// prefix the local route.
     added_address: bool,
     /// TUN: the interface decap is attached to for this VIP.
     decap_interface: Option<String>,
@@ -125,11 +139,61 @@ impl State {
     }
 }
 
-/// Sets this host up as a real server for `vip`; returns what it did, one
-/// line per change. `interface`: TUN only, where tunnelled packets arrive
-/// (default: the interface of the default route).
+/// A VIP as `--vip` takes it: an address (a /32 or /128) or a prefix
+/// without host bits, like `vip:` in lbd's configuration.
+pub fn parse_vip(text: &str) -> Result<IpNet, String> {
+    let net = match (text.parse::<IpNet>(), text.parse::<IpAddr>()) {
+        (Ok(net), _) => net,
+        (_, Ok(addr)) => IpNet::from(addr),
+        _ => {
+            return Err(format!(
+                "`{text}` is not an IP address or prefix (expected e.g. 10.0.0.1, 10.9.0.0/24 or 2001:db8::1)"
+            ));
+        }
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "`{text}` has host bits set (expected a network address such as {})",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// A single-address VIP as the bare address, a prefix with its length.
+fn shown(vip: IpNet) -> String {
+    if is_single(vip) {
+        vip.addr().to_string()
+    } else {
+        vip.to_string()
+    }
+}
+
+fn is_single(vip: IpNet) -> bool {
+    vip.prefix_len() == vip.max_prefix_len()
+}
+
+/// The state file's `vip`: as `shown`, so files from before prefixes
+/// (bare addresses) still read.
+mod vip_text {
+    use ipnet::IpNet;
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(vip: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&super::shown(*vip))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_vip(&text).map_err(D::Error::custom)
+    }
+}
+
+/// Sets this host up as a real server for `vip` (an address or a prefix);
+/// returns what it did, one line per change. `interface`: TUN only, where
+/// tunnelled packets arrive (default: the interface of the default route).
 pub fn setup(
-    vip: IpAddr,
+    vip: IpNet,
     method: Method,
     interface: Option<&str>,
     paths: &Paths,
@@ -141,18 +205,23 @@ pub fn setup(
     let mut state = State::load(&state_path)?;
     let mut report = String::new();
     let existing = state.vips.iter().position(|r| r.vip == vip);
+    let name = shown(vip);
     if let Some(i) = existing
         && state.vips[i].method != method
     {
         bail!(
-            "{vip} is set up for {} already: `lbctl realserver teardown --vip {vip}` first",
+            "{name} is set up for {} already: `lbctl realserver teardown --vip {name}` first",
             state.vips[i].method
         );
     }
 
-    let added = ensure_address(vip)?;
+    let added = if is_single(vip) {
+        ensure_address(vip.addr())?
+    } else {
+        ensure_local_route(vip)?
+    };
     if added {
-        writeln!(report, "added {vip}/{} to {LOOPBACK}", max_prefix(vip)).ok();
+        writeln!(report, "added {} to {LOOPBACK}", local_text(vip)).ok();
     }
     let record = match existing {
         Some(i) => &mut state.vips[i],
@@ -169,7 +238,9 @@ pub fn setup(
     // An address that was there before the first setup stays ours to keep.
     record.added_address |= added;
 
-    if vip.is_ipv4() {
+    // A local route needs them as much as an address: with arp_ignore=0
+    // Linux answers ARP for every local address on every interface.
+    if vip.addr().is_ipv4() {
         for (key, value) in ARP_SYSCTLS {
             let before = read_sysctl(key)?;
             if before != value {
@@ -188,30 +259,32 @@ pub fn setup(
             .expect("recorded above");
         let ifname = match (interface, &record.decap_interface) {
             (Some(i), Some(prev)) if i != prev => {
-                bail!("{vip} is set up with decap on {prev} already: tear it down first")
+                bail!("{name} is set up with decap on {prev} already: tear it down first")
             }
             (_, Some(prev)) => prev.clone(),
             (Some(i), None) => i.to_owned(),
-            (None, None) => default_route_interface(vip)?,
+            (None, None) => default_route_interface(vip.addr())?,
         };
         if decap::add_pinned_vip(&paths.pin_dir, &ifname, vip)? {
-            writeln!(report, "decap on {ifname} now takes {vip}").ok();
+            writeln!(report, "decap on {ifname} now takes {name}").ok();
         }
         record.decap_interface = Some(ifname);
     }
     state.save(&state_path)?;
     if report.is_empty() {
-        report = format!("{vip}: already set up, nothing changed\n");
+        report = format!("{name}: already set up, nothing changed\n");
     }
     Ok(report)
 }
 
-/// Undoes what setup did for `vip`; returns what it did.
-pub fn teardown(vip: IpAddr, paths: &Paths) -> anyhow::Result<String> {
+/// Undoes what setup did for `vip` (exactly that address or prefix);
+/// returns what it did.
+pub fn teardown(vip: IpNet, paths: &Paths) -> anyhow::Result<String> {
     let state_path = paths.state_dir.join(STATE_FILE);
     let mut state = State::load(&state_path)?;
+    let name = shown(vip);
     let Some(i) = state.vips.iter().position(|r| r.vip == vip) else {
-        return Ok(format!("{vip}: not set up by lbctl, nothing changed\n"));
+        return Ok(format!("{name}: not set up by lbctl, nothing changed\n"));
     };
     let record = state.vips.remove(i);
     let mut report = String::new();
@@ -219,16 +292,23 @@ pub fn teardown(vip: IpAddr, paths: &Paths) -> anyhow::Result<String> {
         let detached = decap::remove_pinned_vip(&paths.pin_dir, ifname, vip)?;
         writeln!(
             report,
-            "decap on {ifname} no longer takes {vip}{}",
+            "decap on {ifname} no longer takes {name}{}",
             if detached { "; detached" } else { "" }
         )
         .ok();
     }
-    if record.added_address && remove_address(vip)? {
-        writeln!(report, "removed {vip}/{} from {LOOPBACK}", max_prefix(vip)).ok();
+    if record.added_address {
+        let removed = if is_single(vip) {
+            remove_address(vip.addr())?
+        } else {
+            remove_local_route(vip)?
+        };
+        if removed {
+            writeln!(report, "removed {} from {LOOPBACK}", local_text(vip)).ok();
+        }
     }
     // The ARP settings serve every IPv4 VIP: restored with the last one.
-    if !state.vips.iter().any(|r| r.vip.is_ipv4()) {
+    if !state.vips.iter().any(|r| r.vip.addr().is_ipv4()) {
         // Reverse order of setup, so `all` is back before `lo`.
         for (key, _) in ARP_SYSCTLS.iter().rev() {
             if let Some(before) = state.sysctls.remove(*key) {
@@ -242,9 +322,18 @@ pub fn teardown(vip: IpAddr, paths: &Paths) -> anyhow::Result<String> {
     }
     state.save(&state_path)?;
     if report.is_empty() {
-        report = format!("{vip}: nothing to undo\n");
+        report = format!("{name}: nothing to undo\n");
     }
     Ok(report)
+}
+
+/// What setup puts on `lo` for `vip`, for the report.
+fn local_text(vip: IpNet) -> String {
+    if is_single(vip) {
+        vip.to_string()
+    } else {
+        format!("local route {vip}")
+    }
 }
 
 fn max_prefix(vip: IpAddr) -> u8 {
@@ -336,6 +425,52 @@ fn remove_address(vip: IpAddr) -> anyhow::Result<bool> {
     })
 }
 
+/// `local PREFIX dev lo table local`: every address in the prefix is
+/// this host's, as `ip route add local` makes it.
+fn local_route(lo: u32, vip: IpNet) -> RouteMessage {
+    RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(vip.addr(), vip.prefix_len())
+        .expect("an IpNet is a valid prefix")
+        .output_interface(lo)
+        .table_id(TABLE_LOCAL)
+        .scope(RouteScope::Host)
+        .kind(RouteType::Local)
+        .build()
+}
+
+/// The errno of a netlink request that failed.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// Adds the prefix's local route on `lo` unless there is one (an address
+/// with this prefix on `lo` makes one too); true if it added it.
+fn ensure_local_route(vip: IpNet) -> anyhow::Result<bool> {
+    let lo = loopback_index()?;
+    netlink(
+        async move |handle| match handle.route().add(local_route(lo, vip)).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("adding local route {vip} on {LOOPBACK}")),
+        },
+    )
+}
+
+/// Removes the prefix's local route from `lo`; true if it was there.
+fn remove_local_route(vip: IpNet) -> anyhow::Result<bool> {
+    let lo = loopback_index()?;
+    netlink(
+        async move |handle| match handle.route().del(local_route(lo, vip)).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing local route {vip} from {LOOPBACK}")),
+        },
+    )
+}
+
 /// The interface of the default route of the VIP's family, read from
 /// this thread's network namespace.
 fn default_route_interface(vip: IpAddr) -> anyhow::Result<String> {
@@ -367,5 +502,52 @@ fn default_route_interface(vip: IpAddr) -> anyhow::Result<String> {
             })
             .map(|f| f[9].to_owned())
             .ok_or_else(none)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vip_is_an_address_or_a_prefix_without_host_bits() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(parse_vip("10.9.0.1"), Ok(net("10.9.0.1/32")));
+        assert_eq!(parse_vip("10.9.0.0/24"), Ok(net("10.9.0.0/24")));
+        assert_eq!(parse_vip("2001:db8::1"), Ok(net("2001:db8::1/128")));
+        assert_eq!(parse_vip("2001:db8:9::/64"), Ok(net("2001:db8:9::/64")));
+        let err = parse_vip("10.9.0.5/24").unwrap_err();
+        assert!(
+            err.contains("host bits") && err.contains("10.9.0.0/24"),
+            "{err}"
+        );
+        assert!(parse_vip("10.9.0.0/33").is_err());
+        assert!(parse_vip("vip").unwrap_err().contains("not an IP address"));
+    }
+
+    #[test]
+    fn the_state_file_keeps_bare_addresses_and_reads_older_files() {
+        // A file from before prefixes: `vip` is a bare address.
+        let old = r#"{"sysctls":{},"vips":[{"vip":"10.77.0.100","method":"TUN",
+            "added_address":true,"decap_interface":"eth0"}]}"#;
+        let state: State = serde_json::from_str(old).unwrap();
+        assert_eq!(state.vips[0].vip, parse_vip("10.77.0.100").unwrap());
+
+        let mut state = State::default();
+        for vip in ["10.77.0.100", "10.9.0.0/24", "2001:db8:9::/64"] {
+            state.vips.push(VipRecord {
+                vip: parse_vip(vip).unwrap(),
+                method: Method::Dr,
+                added_address: true,
+                decap_interface: None,
+            });
+        }
+        let text = serde_json::to_string(&state).unwrap();
+        assert!(text.contains(r#""vip":"10.77.0.100","#), "{text}");
+        assert!(text.contains(r#""vip":"10.9.0.0/24","#), "{text}");
+        let back: State = serde_json::from_str(&text).unwrap();
+        let vips: Vec<IpNet> = back.vips.iter().map(|r| r.vip).collect();
+        let want: Vec<IpNet> = state.vips.iter().map(|r| r.vip).collect();
+        assert_eq!(vips, want);
     }
 }

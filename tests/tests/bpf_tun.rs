@@ -13,6 +13,7 @@ use lb_userspace::config::{Method, Protocol, Scheduler};
 use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::decap::Decap;
 use lb_userspace::dataplane::xdp::addr_words;
+use lb_userspace::realserver::parse_vip;
 use lb_userspace::state::Service;
 
 const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
@@ -329,4 +330,175 @@ fn decap_leaves_ip6ip6_for_other_addresses_and_plain_v6_to_the_kernel() {
             assert_eq!(o.frame, frame, "untouched ({vips:?})");
         }
     }
+}
+
+/// Sets an IPv4 frame's TOS, TTL and DF, fixing the header checksum.
+fn with_tos_ttl_df(frame: &[u8], tos: u8, ttl: u8, df: bool) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[15] = tos;
+    f[22] = ttl;
+    f[20] = if df { 0x40 } else { 0 };
+    f[21] = 0;
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+/// The outer header carries the inner one's DSCP/ECN, TTL and DF, as
+/// IPVS's ip_vs_tunnel_xmit does; its checksum covers them.
+#[test]
+fn ipip_copies_tos_ttl_and_df_from_the_inner_header() {
+    let f = v4();
+    let p = Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 5, 0, 3), 3000);
+    // DSCP EF with ECT(1); then AF11 with CE and no DF.
+    for (tos, ttl, df) in [(0xb9, 37, true), (0x2b, 200, false)] {
+        let syn = with_tos_ttl_df(&p.tcp(SYN), tos, ttl, df);
+        let o = f.run(&syn);
+        assert_eq!(o.action, XDP_TX);
+        let outer = &o.frame[14..34];
+        assert_eq!(outer[9], 4, "IPIP");
+        assert_eq!(outer[1], tos, "DSCP and ECN of the inner packet");
+        assert_eq!(outer[8], ttl, "TTL of the inner packet");
+        let frag_off = u16::from_be_bytes([outer[6], outer[7]]);
+        assert_eq!(frag_off, if df { 0x4000 } else { 0 }, "DF alone");
+        let mut fresh = o.frame.clone();
+        fix_ipv4_checksum(&mut fresh);
+        assert_eq!(&o.frame[24..26], &fresh[24..26], "outer checksum");
+        assert_eq!(checksum(outer), 0);
+        assert_eq!(&o.frame[34..], &syn[14..], "the inner packet is untouched");
+    }
+}
+
+#[test]
+fn ip6ip6_copies_traffic_class_and_hop_limit_from_the_inner_header() {
+    let f = v6();
+    let mut syn = Pkt6::to(VIP6, 80).payload(b"data").tcp(SYN);
+    // Version 6, traffic class 0xb9, flow label 0x12345; hop limit 37.
+    syn[14..18].copy_from_slice(&[0x6b, 0x91, 0x23, 0x45]);
+    syn[21] = 37;
+    let o = f.run(&syn);
+    assert_eq!(o.action, XDP_TX);
+    let outer = &o.frame[14..54];
+    assert_eq!(outer[6], 41, "IP6IP6");
+    let vtc_flow = u32::from_be_bytes(outer[0..4].try_into().unwrap());
+    assert_eq!(vtc_flow >> 28, 6);
+    assert_eq!((vtc_flow >> 20) as u8, 0xb9, "traffic class of the inner");
+    assert_eq!(vtc_flow & 0xfffff, 0, "flow label 0, as IPVS");
+    assert_eq!(outer[7], 37, "hop limit of the inner");
+    assert_eq!(&o.frame[54..], &syn[14..]);
+}
+
+/// `frame`'s IP packet in IPIP from the director to real 1, as the
+/// balancer wraps it.
+fn ipip(frame: &[u8]) -> Vec<u8> {
+    let inner = &frame[14..];
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    f.extend_from_slice(&(inner.len() as u16 + 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 64, 4, 0, 0]);
+    f.extend_from_slice(&DIRECTOR_IP.octets());
+    f.extend_from_slice(&real_ip(1).octets());
+    f.extend_from_slice(inner);
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+/// `frame`'s IPv6 packet in IP6IP6 from the director to real 1.
+fn ip6ip6(frame: &[u8]) -> Vec<u8> {
+    let inner = &frame[14..];
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[41, 64]);
+    f.extend_from_slice(&DIRECTOR_IP6.octets());
+    f.extend_from_slice(&real_ip6(1).octets());
+    f.extend_from_slice(inner);
+    f
+}
+
+/// An outer fragment holds only part of the inner packet: stripping the
+/// first one would hand the kernel a truncated packet. The kernel gets
+/// them whole, to reassemble.
+#[test]
+fn decap_leaves_outer_fragments_to_the_kernel() {
+    let d = Decap::load(&[IpAddr::V4(VIP), IpAddr::V6(VIP6)]).unwrap();
+    let whole = ipip(&Pkt::to(VIP, 80).payload(b"hello").tcp(SYN));
+    assert_eq!(
+        run_decap(&d, &whole).frame.len(),
+        whole.len() - 20,
+        "stripped"
+    );
+    // MF (a first fragment), an offset (a later one), both, and DF alone.
+    for (frag_off, stripped) in [
+        (0x2000u16, false),
+        (100, false),
+        (0x2000 | 100, false),
+        (0x4000, true),
+    ] {
+        let mut frame = whole.clone();
+        frame[20..22].copy_from_slice(&frag_off.to_be_bytes());
+        fix_ipv4_checksum(&mut frame);
+        let o = run_decap(&d, &frame);
+        assert_eq!(o.action, XDP_PASS);
+        if stripped {
+            assert_eq!(&o.frame[14..], &whole[34..], "DF is no fragment");
+        } else {
+            assert_eq!(o.frame, frame, "fragment {frag_off:#06x} untouched");
+        }
+    }
+    // IPv6: a fragment header in front of the inner packet.
+    let whole6 = ip6ip6(&Pkt6::to(VIP6, 80).payload(b"hello").tcp(SYN));
+    assert_eq!(run_decap(&d, &whole6).frame.len(), whole6.len() - 40);
+    for offset in [0, 100] {
+        let frame = with_ipv6_ext(&whole6, 44, offset);
+        let o = run_decap(&d, &frame);
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(o.frame, frame, "IPv6 fragment at {offset} untouched");
+    }
+}
+
+/// A VIP prefix (lbd's `vip: 10.0.0.0/24`) on the real server: decap
+/// takes every address in it, and none outside.
+#[test]
+fn decap_takes_every_address_of_a_vip_prefix() {
+    let prefixes = [
+        parse_vip("10.0.0.0/24").unwrap(),
+        parse_vip("fd00::/64").unwrap(),
+    ];
+    let d = Decap::load(&prefixes).unwrap();
+    for last in [0, 100, 255] {
+        let syn = Pkt::to(Ipv4Addr::new(10, 0, 0, last), 80).tcp(SYN);
+        let o = run_decap(&d, &ipip(&syn));
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(&o.frame[12..], &syn[12..], "10.0.0.{last}: unwrapped");
+    }
+    for dst in [
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100),
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0xffff, 0, 0, 1),
+    ] {
+        let syn = Pkt6::to(dst, 80).tcp(SYN);
+        let o = run_decap(&d, &ip6ip6(&syn));
+        assert_eq!(&o.frame[12..], &syn[12..], "{dst}: unwrapped");
+    }
+    // Next to the prefixes, and an IPv4 address whose bits start like
+    // fd00::/64 would match a trie without the family.
+    let outside = [
+        ipip(&Pkt::to(Ipv4Addr::new(10, 0, 1, 0), 80).tcp(SYN)),
+        ipip(&Pkt::to(Ipv4Addr::new(9, 255, 255, 255), 80).tcp(SYN)),
+        ipip(&Pkt::to(Ipv4Addr::new(0xfd, 0, 0, 0), 80).tcp(SYN)),
+        ip6ip6(&Pkt6::to(Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 0x100), 80).tcp(SYN)),
+    ];
+    for frame in outside {
+        let o = run_decap(&d, &frame);
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(o.frame, frame, "outside the prefixes: untouched");
+    }
+    // Addresses and prefixes together, the longest match deciding nothing
+    // more than "ours".
+    let d = Decap::load(&[
+        parse_vip("10.0.0.100").unwrap(),
+        parse_vip("10.0.0.0/16").unwrap(),
+    ])
+    .unwrap();
+    let syn = Pkt::to(Ipv4Addr::new(10, 0, 200, 1), 80).tcp(SYN);
+    assert_eq!(&run_decap(&d, &ipip(&syn)).frame[12..], &syn[12..]);
 }

@@ -327,3 +327,115 @@ fn tun_without_interface_uses_the_default_route_interface() {
     realserver(&ns, &dirs, &["teardown", "--vip", "10.77.0.100"]);
     assert_eq!(xdp_prog_on(&ns, "up0"), None);
 }
+
+/// Whether the kernel of `ns` takes packets to `addr` as its own.
+fn is_local(ns: &Netns, addr: &str) -> bool {
+    let Ok(out) = ns.ip(&["-j", "route", "get", addr]) else {
+        return false; // unreachable
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["type"] == "local"
+}
+
+/// A VIP prefix (lbd's `vip: 10.9.0.0/24`): a local route on `lo` makes
+/// every address in it the real's (the first and last IPv4 ones too, and
+/// for IPv6, where a prefix on `lo` would not), decap takes the prefix,
+/// and teardown removes exactly that.
+#[test]
+fn a_vip_prefix_becomes_a_local_route_and_a_decap_prefix() {
+    assert!(lb_tests::have_root(), "needs root (namespaces, XDP)");
+    let ns = Netns::new("rs-prefix").unwrap();
+    let dirs = Dirs::new(&ns);
+    ns.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ])
+    .unwrap();
+    for i in ["veth0", "veth1"] {
+        ns.link_up(i).unwrap();
+    }
+    let before_addrs = lo_addrs(&ns);
+    let setup = |vip: &str| {
+        realserver(
+            &ns,
+            &dirs,
+            &[
+                "setup",
+                "--vip",
+                vip,
+                "--method",
+                "TUN",
+                "--interface",
+                "veth0",
+            ],
+        )
+    };
+    let out = setup("10.78.0.0/24");
+    assert!(
+        out.contains("added local route 10.78.0.0/24 to lo"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decap on veth0 now takes 10.78.0.0/24"),
+        "{out}"
+    );
+    for addr in ["10.78.0.0", "10.78.0.7", "10.78.0.255"] {
+        assert!(is_local(&ns, addr), "{addr} is the real's");
+    }
+    assert!(!is_local(&ns, "10.78.1.0"));
+    assert_eq!(lo_addrs(&ns), before_addrs, "a route, no address");
+    assert_eq!(arp(&ns), ["1", "2", "1", "2"], "{ARP:?}");
+    assert!(xdp_prog_on(&ns, "veth0").is_some());
+    assert_eq!(
+        setup("10.78.0.0/24").trim(),
+        "10.78.0.0/24: already set up, nothing changed"
+    );
+
+    let out = setup("fd78::/64");
+    assert!(out.contains("added local route fd78::/64 to lo"), "{out}");
+    assert!(is_local(&ns, "fd78::1234:5678"));
+    assert!(!is_local(&ns, "fd78:0:0:1::1"));
+
+    // A bad --vip is a usage error (clap's exit code 2), like a bad address.
+    let lbctl = workspace_bin("lbctl").unwrap();
+    let lbctl = lbctl.to_str().unwrap();
+    let out = ns
+        .command(&[lbctl, "realserver", "setup", "--vip", "10.78.0.5/24"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("host bits set"), "{err}");
+
+    let out = realserver(&ns, &dirs, &["teardown", "--vip", "10.78.0.0/24"]);
+    assert!(
+        out.contains("removed local route 10.78.0.0/24 from lo"),
+        "{out}"
+    );
+    assert!(!out.contains("detached"), "fd78::/64 still uses it: {out}");
+    assert!(!is_local(&ns, "10.78.0.7"));
+    assert_eq!(arp(&ns), ["0", "0", "0", "0"], "no IPv4 VIP left");
+    let out = realserver(&ns, &dirs, &["teardown", "--vip", "fd78::/64"]);
+    assert!(out.contains("removed local route fd78::/64"), "{out}");
+    assert!(out.contains("detached"), "{out}");
+    assert!(!is_local(&ns, "fd78::1234:5678"));
+    assert_eq!(xdp_prog_on(&ns, "veth0"), None);
+    assert!(!dirs.state.join("realserver.json").exists());
+}
+
+/// A prefix that was on `lo` before setup (its address makes the same
+/// local route) stays after teardown.
+#[test]
+fn a_prefix_that_was_on_lo_stays() {
+    assert!(lb_tests::have_root(), "needs root (namespaces, sysctls)");
+    let ns = Netns::new("rs-prefix-kept").unwrap();
+    let dirs = Dirs::new(&ns);
+    ns.add_addr("lo", "10.79.0.1/24").unwrap();
+    let out = realserver(&ns, &dirs, &["setup", "--vip", "10.79.0.0/24"]);
+    assert!(!out.contains("added"), "it was there: {out}");
+    realserver(&ns, &dirs, &["teardown", "--vip", "10.79.0.0/24"]);
+    assert!(lo_addrs(&ns).contains(&"10.79.0.1/24".to_owned()));
+    assert!(
+        is_local(&ns, "10.79.0.9"),
+        "not added by setup, so not removed"
+    );
+}

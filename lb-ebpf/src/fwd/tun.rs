@@ -67,12 +67,54 @@ fn ipv4_header_checksum(h: &Ipv4Hdr) -> u16 {
     !(sum as u16)
 }
 
+/// What the outer header takes from the inner one, as IPVS's
+/// ip_vs_tunnel_xmit does: DSCP/ECN, TTL / hop limit, and (IPv4) DF, so
+/// the tunnel keeps the packet's QoS marking, its remaining hops and its
+/// path MTU discovery. `tclass` is the IPv4 TOS byte or the IPv6 traffic
+/// class; `df` the DF bit in network order, 0 for IPv6.
+struct Inner {
+    tclass: u8,
+    ttl: u8,
+    df: u16,
+}
+
+const IP_DF: u16 = 0x4000;
+
+/// Reads `Inner` from the IP header after the Ethernet header; the real's
+/// family is the packet's (the callers check it).
+#[inline(always)]
+fn inner(ctx: &XdpContext, v4: bool) -> Option<Inner> {
+    if v4 {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+        // SAFETY: bounds-checked by ptr_at.
+        let ip = unsafe { &*ip };
+        Some(Inner {
+            tclass: ip.tos,
+            ttl: ip.ttl,
+            df: ip.frag_off & IP_DF.to_be(),
+        })
+    } else {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+        // SAFETY: bounds-checked by ptr_at.
+        let ip = unsafe { &*ip };
+        Some(Inner {
+            tclass: (u32::from_be(ip.vtc_flow) >> 20) as u8,
+            ttl: ip.hop_limit,
+            df: 0,
+        })
+    }
+}
+
 /// Wraps the IP packet (`ip_len` bytes) in an outer header from the path's
 /// source to the real, with a new Ethernet header whose addresses `out`
 /// then sets. False if the frame could not grow.
 #[inline(always)]
 pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, path: &TunPath) -> bool {
     let v4 = real.family == AF_INET;
+    // Read before the head moves: the old packet pointers become invalid.
+    let Some(inner) = inner(ctx, v4) else {
+        return false;
+    };
     let delta = overhead(real.family) as i32;
     // SAFETY: the helper only moves the start of this packet's data.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
@@ -94,11 +136,12 @@ pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, path: &TunPath) -> 
             };
             let mut h = Ipv4Hdr {
                 vihl: 0x45,
-                tos: 0,
+                tos: inner.tclass,
                 tot_len: (ip_len + 20).to_be(),
                 id: 0,
-                frag_off: 0,
-                ttl: 64,
+                // DF only: the outer header is never a fragment.
+                frag_off: inner.df,
+                ttl: inner.ttl,
                 proto: IPPROTO_IPIP,
                 check: 0,
                 saddr: path.src4,
@@ -111,10 +154,11 @@ pub fn encap(ctx: &XdpContext, ip_len: u16, real: &RealInfo, path: &TunPath) -> 
                 return false;
             };
             *ip = Ipv6Hdr {
-                vtc_flow: (6u32 << 28).to_be(),
+                // Flow label 0, as IPVS.
+                vtc_flow: ((6u32 << 28) | ((inner.tclass as u32) << 20)).to_be(),
                 payload_len: ip_len.to_be(),
                 next_header: IPPROTO_IPV6,
-                hop_limit: 64,
+                hop_limit: inner.ttl,
                 saddr: *path.src6,
                 daddr: real.addr,
             };

@@ -301,13 +301,14 @@ struct RealserverPaths {
 
 #[derive(Subcommand, Debug)]
 enum RealserverAction {
-    /// VIP on lo (/32 or /128), arp_ignore=1 and arp_announce=2 on all and
-    /// lo (IPv4), and for TUN the decap XDP program; running it again
-    /// changes nothing.
+    /// VIP on lo (/32 or /128; a prefix as a local route on lo),
+    /// arp_ignore=1 and arp_announce=2 on all and lo (IPv4), and for TUN
+    /// the decap XDP program; running it again changes nothing.
     Setup {
-        /// The virtual IP the director forwards to this server.
-        #[arg(long)]
-        vip: std::net::IpAddr,
+        /// The virtual IP the director forwards to this server, or a VIP
+        /// prefix (10.9.0.0/24, 2001:db8:9::/64): every address in it.
+        #[arg(long, value_parser = realserver::parse_vip)]
+        vip: ipnet::IpNet,
         #[arg(long, value_enum, ignore_case = true, default_value = "DR")]
         method: RsMethod,
         /// TUN: interface the tunnelled packets arrive on (default: that of
@@ -321,8 +322,9 @@ enum RealserverAction {
     /// setup added it, restore the sysctls' earlier values once no VIP
     /// needs them, detach decap once no VIP uses it.
     Teardown {
-        #[arg(long)]
-        vip: std::net::IpAddr,
+        /// The address or prefix given to setup.
+        #[arg(long, value_parser = realserver::parse_vip)]
+        vip: ipnet::IpNet,
         #[command(flatten)]
         paths: RealserverPaths,
     },

@@ -1,17 +1,21 @@
 //! The `decap` XDP program for TUN real servers without a kernel tunnel
 //! module: loaded from the same object as the balancer, told which VIPs
-//! this server serves, and attached to the server's interface.
+//! this server serves (addresses or prefixes), and attached to the
+//! server's interface.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, Map, MapData},
+    maps::{
+        Map, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{Xdp, XdpMode, links::FdLink},
 };
-use lb_common::DecapKey;
+use ipnet::IpNet;
+use lb_common::{VIP_PREFIX_HEAD_BITS, VipPrefix};
 
 use super::xdp::{EBPF_OBJECT, addr_words};
 
@@ -20,9 +24,10 @@ pub struct Decap {
 }
 
 impl Decap {
-    /// Loads `decap` for `vips` without attaching it (fixtures run it with
+    /// Loads `decap` for `vips` (addresses, or prefixes: `IpAddr` or
+    /// `IpNet`) without attaching it (fixtures run it with
     /// BPF_PROG_TEST_RUN).
-    pub fn load(vips: &[IpAddr]) -> anyhow::Result<Decap> {
+    pub fn load<V: Copy + Into<IpNet>>(vips: &[V]) -> anyhow::Result<Decap> {
         // The object's other maps are not used here: keep them small.
         let mut ebpf = super::xdp::loader_with_small_tables(1)
             .load(EBPF_OBJECT)
@@ -32,19 +37,19 @@ impl Decap {
             .ok_or_else(|| anyhow!("decap missing"))?
             .try_into()?;
         prog.load().context("verifier rejected program decap")?;
-        let mut set: BpfHashMap<_, DecapKey, u8> = BpfHashMap::try_from(
+        let mut set: LpmTrie<_, VipPrefix, u8> = LpmTrie::try_from(
             ebpf.map_mut("DECAP_VIPS")
                 .ok_or_else(|| anyhow!("DECAP_VIPS missing"))?,
         )?;
         for vip in vips {
-            set.insert(decap_key(*vip), 1, 0)?;
+            set.insert(&decap_key((*vip).into()), 1, 0)?;
         }
         Ok(Decap { ebpf })
     }
 
     /// Loads and attaches `decap` (native mode, else generic) to `ifname`
     /// of this network namespace; detached when dropped.
-    pub fn attach(ifname: &str, vips: &[IpAddr]) -> anyhow::Result<Decap> {
+    pub fn attach<V: Copy + Into<IpNet>>(ifname: &str, vips: &[V]) -> anyhow::Result<Decap> {
         let mut d = Self::load(vips)?;
         let prog = d.program_mut();
         if prog.attach(ifname, XdpMode::Driver).is_err() {
@@ -69,13 +74,28 @@ impl Decap {
     }
 }
 
-fn decap_key(vip: IpAddr) -> DecapKey {
-    let (addr, family) = addr_words(vip);
-    DecapKey {
-        addr,
-        family,
-        _pad: [0; 3],
-    }
+/// The trie key of `vip`: LB_VIP_ADDRS's layout, protocol and port 0.
+fn decap_key(vip: IpNet) -> Key<VipPrefix> {
+    let vip = vip.trunc();
+    let (addr, family) = addr_words(vip.addr());
+    Key::new(
+        VIP_PREFIX_HEAD_BITS + vip.prefix_len() as u32,
+        VipPrefix {
+            proto: 0,
+            family,
+            port: 0,
+            addr,
+        },
+    )
+}
+
+/// Whether the trie holds exactly `key` (a lookup also finds a shorter
+/// prefix that contains it).
+fn holds(set: &LpmTrie<MapData, VipPrefix, u8>, key: &Key<VipPrefix>) -> bool {
+    let (len, data) = (key.prefix_len(), key.data());
+    set.keys()
+        .filter_map(Result::ok)
+        .any(|k| k.prefix_len() == len && k.data() == data)
 }
 
 // Pinned decap, for `lbctl realserver`: the program stays attached after
@@ -92,21 +112,29 @@ fn vips_pin(dir: &Path, ifname: &str) -> PathBuf {
     dir.join(format!("decap_vips_{ifname}"))
 }
 
-fn pinned_vips(path: &Path) -> anyhow::Result<BpfHashMap<MapData, DecapKey, u8>> {
+fn pinned_vips(path: &Path) -> anyhow::Result<LpmTrie<MapData, VipPrefix, u8>> {
     let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(BpfHashMap::try_from(Map::HashMap(data))?)
+    // A set pinned by an lbctl from before prefixes was a hash map.
+    LpmTrie::try_from(Map::LpmTrie(data)).with_context(|| {
+        format!(
+            "{} is not decap's VIP trie (pinned by an older lbctl? remove it and its decap_link_ pin, then run setup again)",
+            path.display()
+        )
+    })
 }
 
-/// Makes the decap program on `ifname` take `vip`: attaches it (pinned
-/// under `dir`) if it is not attached yet. False if it took `vip` already.
-pub fn add_pinned_vip(dir: &Path, ifname: &str, vip: IpAddr) -> anyhow::Result<bool> {
+/// Makes the decap program on `ifname` take `vip` (an address or a
+/// prefix): attaches it (pinned under `dir`) if it is not attached yet.
+/// False if it took `vip` already.
+pub fn add_pinned_vip(dir: &Path, ifname: &str, vip: IpNet) -> anyhow::Result<bool> {
     let (link, vips) = (link_pin(dir, ifname), vips_pin(dir, ifname));
     if link.exists() && vips.exists() {
         let mut set = pinned_vips(&vips)?;
-        if set.get(&decap_key(vip), 0).is_ok() {
+        let key = decap_key(vip);
+        if holds(&set, &key) {
             return Ok(false);
         }
-        set.insert(decap_key(vip), 1, 0)?;
+        set.insert(&key, 1, 0)?;
         return Ok(true);
     }
     // Half a pair is left from an interrupted run: start over.
@@ -139,9 +167,10 @@ pub fn add_pinned_vip(dir: &Path, ifname: &str, vip: IpAddr) -> anyhow::Result<b
     Ok(true)
 }
 
-/// Makes the decap program on `ifname` stop taking `vip`; detaches it
-/// (removes its pins) when no VIP is left. True if it was detached.
-pub fn remove_pinned_vip(dir: &Path, ifname: &str, vip: IpAddr) -> anyhow::Result<bool> {
+/// Makes the decap program on `ifname` stop taking `vip` (exactly that
+/// address or prefix); detaches it (removes its pins) when no VIP is left.
+/// True if it was detached.
+pub fn remove_pinned_vip(dir: &Path, ifname: &str, vip: IpNet) -> anyhow::Result<bool> {
     let (link, vips) = (link_pin(dir, ifname), vips_pin(dir, ifname));
     if vips.exists() {
         let mut set = pinned_vips(&vips)?;
