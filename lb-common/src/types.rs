@@ -260,8 +260,9 @@ impl FlowKey {
     }
 }
 
-/// Connection states, as IPVS's DR state machine sees a flow from the
-/// client side only. Index of the TIMEOUTS array.
+/// Connection states, as IPVS's state machine moves a flow on its
+/// client's packets (and, for NAT, on its real's replies too). Index of
+/// the TIMEOUTS array.
 pub const CONN_TCP_SYN_RECV: u8 = 1;
 pub const CONN_TCP_ESTABLISHED: u8 = 2;
 pub const CONN_TCP_FIN_WAIT: u8 = 3;

@@ -316,7 +316,7 @@ fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     {
         return pass(Reason::PassNotVip);
     }
-    let Some(rev) = fwd::nat::reverse(&flow.key, clock::now()) else {
+    let Some(rev) = fwd::nat::reply_flow(&flow.key, flow.tcp_flags, clock::now()) else {
         return pass(Reason::PassNotVip);
     };
     if !fwd::nat::to_client(ctx, flow, &rev) {

@@ -1,7 +1,8 @@
 //! The connection table: an established flow keeps its real server while
 //! the table holds it, its idle timeout has not run out, and the real's
 //! slot still holds the same real. It also moves each flow through IPVS's
-//! DR states and keeps the per-real active/inactive counts.
+//! DR states (and a NAT flow on its real's replies too, as IPVS does) and
+//! keeps the per-real active/inactive counts.
 //!
 //! The table is an array of sets of CONN_WAYS entries; the hash of a flow's
 //! client side picks its set. A lookup reads the set's ways and, on a miss,
@@ -94,7 +95,8 @@ pub fn initial_state(proto: u8, tcp_flags: u8) -> u8 {
     }
 }
 
-/// The next state of a known TCP flow (client-to-server packets only).
+/// The next state of a known TCP flow on a client-to-server packet (a
+/// NAT real's replies: `reply_state`).
 #[inline(always)]
 fn next_state(state: u8, tcp_flags: u8) -> u8 {
     if tcp_flags & TCP_FLAG_RST != 0 {
@@ -109,6 +111,56 @@ fn next_state(state: u8, tcp_flags: u8) -> u8 {
         CONN_TCP_ESTABLISHED
     } else {
         state
+    }
+}
+
+/// The next state of a known NAT TCP flow on its real's reply (replies
+/// pass the director only with NAT): IPVS's OUTPUT rows of `tcp_states`
+/// on lbd's states (TIME_WAIT is FIN_WAIT here, as on the client side).
+/// Checked in IPVS's order: RST, SYN, FIN, ACK.
+#[inline(always)]
+fn reply_state(state: u8, tcp_flags: u8) -> u8 {
+    if tcp_flags & TCP_FLAG_RST != 0 {
+        CONN_TCP_CLOSE
+    } else if tcp_flags & TCP_FLAG_SYN != 0 {
+        // A SYN-ACK: SYN_RECV (and ESTABLISHED) stay. On a closing flow
+        // IPVS goes to SYN_SENT, a state lbd does not have: it stays
+        // closing (inactive either way).
+        state
+    } else if tcp_flags & TCP_FLAG_FIN != 0 && state != CONN_TCP_CLOSE {
+        // The server closes first (or answers the client's FIN).
+        CONN_TCP_FIN_WAIT
+    } else if tcp_flags & TCP_FLAG_ACK != 0 && state == CONN_TCP_SYN_RECV {
+        CONN_TCP_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// Moves a flow to `next`: its timeout, and its real's count when it
+/// crosses ESTABLISHED (active ↔ inactive, as IPVS moves a connection's
+/// IP_VS_CONN_F_INACTIVE). Both directions of a NAT flow may move it at
+/// once on two CPUs; the sweeper recounts from the table.
+#[inline(always)]
+fn set_state(conn: &mut ConnInfo, next: u8) {
+    if next != conn.state {
+        if conn_is_active(next) != conn_is_active(conn.state) {
+            count_out(conn.real, conn.state);
+            count_in(conn.real, next);
+        }
+        conn.state = next;
+        conn.timeout = timeout_of(next);
+    }
+}
+
+/// A NAT reply of a known, live flow (`fwd::nat::reply_flow`): refreshes it
+/// (IPVS keeps a connection alive on packets either way) and, for TCP,
+/// moves its state by the reply's flags (0: ICMP errors, no move).
+#[inline(always)]
+pub fn reply_seen(conn: &mut ConnInfo, proto: u8, tcp_flags: u8, now: u64) {
+    conn.last_seen = now;
+    if proto == IPPROTO_TCP {
+        set_state(conn, reply_state(conn.state, tcp_flags));
     }
 }
 
@@ -256,6 +308,8 @@ fn refresh(conn: &mut ConnInfo, proto: u8, tcp_flags: u8, now: u64) -> Option<u3
     }
     conn.last_seen = now;
     if proto == IPPROTO_TCP {
+        // `set_state` written out: through it, LLVM allocates this hot
+        // path's registers differently (more stack fills, 10 insns more).
         let next = next_state(conn.state, tcp_flags);
         if next != conn.state {
             if conn_is_active(next) != conn_is_active(conn.state) {

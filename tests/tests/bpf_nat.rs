@@ -435,3 +435,167 @@ fn packets_of_a_dr_flows_real_are_not_translated() {
         assert_eq!(f.dp.reason_count(Reason::NatReply), 0);
     });
 }
+
+/// The one NAT flow's state, as `lbctl conns` lists it, and its seconds
+/// to expiry: its state's timeout (less a clock tick that may have passed).
+#[track_caller]
+fn assert_conn(f: &Fixture, state: &str, timeout: u64) {
+    let list = f.dp.list_conns(10).unwrap();
+    assert_eq!(list.entries.len(), 1, "{list:?}");
+    let e = &list.entries[0];
+    assert_eq!(e.state, state);
+    assert!(
+        e.expires == timeout || e.expires + 1 == timeout,
+        "{state} expires in {} s, not {timeout}",
+        e.expires
+    );
+}
+
+/// (active, inactive) of the first service's first real.
+fn real_conns(f: &Fixture) -> (u64, u64) {
+    let r = &f.dp.status().unwrap().services[0].reals[0];
+    (r.active_conns, r.inactive_conns)
+}
+
+const RST: Flags = Flags {
+    syn: false,
+    ack: false,
+    fin: false,
+    rst: true,
+    psh: false,
+};
+
+const SYN_ACK: Flags = Flags {
+    syn: true,
+    ack: true,
+    fin: false,
+    rst: false,
+    psh: false,
+};
+
+/// An established NAT flow (client SYN, then ACK) to real 1.
+fn established(f: &Fixture) -> Pkt {
+    let client = Pkt::to(VIP, 80).from(CLIENT, 40000);
+    f.run(&client.tcp(SYN));
+    f.run(&client.tcp(ACK));
+    assert_conn(f, "ESTABLISHED", 900);
+    assert_eq!(real_conns(f), (1, 0));
+    client
+}
+
+/// IPVS sees NAT replies and moves the connection on them (its OUTPUT
+/// state table): a real's RST closes the flow, which is inactive at once
+/// and gone after CLOSE's 10 s, not ESTABLISHED's 900.
+#[test]
+fn a_reals_rst_closes_its_nat_flow() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        established(&f);
+        let o = f.run(&reply(1, 40000, RST));
+        assert_eq!(o.action, XDP_REDIRECT, "the RST reaches the client");
+        assert_eq!(ip_src(&o.frame), VIP);
+        assert_conn(&f, "CLOSE", 10);
+        assert_eq!(real_conns(&f), (0, 1), "CLOSE is inactive");
+        f.dp.advance_clock(std::time::Duration::from_secs(11))
+            .unwrap();
+        assert!(f.dp.list_conns(10).unwrap().entries.is_empty());
+        f.dp.sweep().unwrap();
+        assert_eq!(real_conns(&f), (0, 0));
+    });
+}
+
+/// A real that closes first (its FIN) puts the flow in FIN_WAIT: inactive,
+/// and gone after tcp_fin (120 s) when the client never answers.
+#[test]
+fn a_reals_fin_moves_its_nat_flow_to_fin_wait() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        let client = established(&f);
+        assert_eq!(f.run(&reply(1, 40000, FIN_ACK)).action, XDP_REDIRECT);
+        assert_conn(&f, "FIN_WAIT", 120);
+        assert_eq!(real_conns(&f), (0, 1), "FIN_WAIT is inactive");
+        // The client's ACK of that FIN keeps it closing.
+        f.run(&client.tcp(ACK));
+        assert_conn(&f, "FIN_WAIT", 120);
+        assert_eq!(real_conns(&f), (0, 1));
+        f.dp.advance_clock(std::time::Duration::from_secs(121))
+            .unwrap();
+        assert!(f.dp.list_conns(10).unwrap().entries.is_empty());
+    });
+}
+
+/// Replies whose flags move nothing leave the flow as it was (refreshed):
+/// data and ACKs keep ESTABLISHED, a SYN-ACK keeps SYN_RECV.
+#[test]
+fn replies_that_change_nothing_keep_the_state() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        established(&f);
+        f.dp.advance_clock(std::time::Duration::from_secs(100))
+            .unwrap();
+        for flags in [ACK, PSH_ACK] {
+            assert_eq!(f.run(&reply(1, 40000, flags)).action, XDP_REDIRECT);
+            assert_conn(&f, "ESTABLISHED", 900);
+            assert_eq!(real_conns(&f), (1, 0));
+        }
+
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        assert_eq!(f.run(&reply(1, 40000, SYN_ACK)).action, XDP_REDIRECT);
+        assert_conn(&f, "SYN_RECV", 60);
+        assert_eq!(real_conns(&f), (0, 1));
+    });
+}
+
+/// IPVS's OUTPUT rows for a handshake: the real's ACK after its SYN-ACK
+/// establishes the flow even if the director saw no ACK of the client's;
+/// a RST refusing the SYN closes it.
+#[test]
+fn the_reals_ack_or_rst_ends_the_handshake() {
+    let ns = client_route();
+    ns.run(|| {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        f.run(&reply(1, 40000, SYN_ACK));
+        f.run(&reply(1, 40000, ACK));
+        assert_conn(&f, "ESTABLISHED", 900);
+        assert_eq!(real_conns(&f), (1, 0));
+
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        f.run(&reply(1, 40000, RST));
+        assert_conn(&f, "CLOSE", 10);
+        assert_eq!(real_conns(&f), (0, 1));
+    });
+}
+
+/// A UDP NAT flow has no TCP state: its replies translate and refresh it,
+/// as before.
+#[test]
+fn a_udp_nat_reply_translates_and_refreshes_its_flow() {
+    let ns = client_route();
+    ns.run(|| {
+        let mut s = nat(service(VIP, 53, Protocol::Udp, Scheduler::Rr, &[(1, 1)]));
+        s.reals[0].port = 5353;
+        let mut f = Fixture::new(vec![s]);
+        f.run(&Pkt::to(VIP, 53).from(CLIENT, 999).payload(b"query").udp());
+        assert_conn(&f, "UDP", 300);
+        f.dp.advance_clock(std::time::Duration::from_secs(200))
+            .unwrap();
+        let mut p = Pkt::to(CLIENT, 999)
+            .from(real_ip(1), 5353)
+            .payload(b"answer");
+        p.src_mac = real_mac(1);
+        let o = f.run(&p.udp());
+        assert_eq!(o.action, XDP_REDIRECT);
+        assert_eq!(ip_src(&o.frame), VIP);
+        assert_eq!(ports(&o.frame, 34), (53, 999));
+        assert_checksums_valid(&o.frame);
+        // Refreshed: 300 s again, not 100.
+        assert_conn(&f, "UDP", 300);
+        assert_eq!(real_conns(&f), (0, 1));
+    });
+}

@@ -140,13 +140,20 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_addr: &[u32; 4], real_port: u
     rewrite(ctx, flow, true, real_addr, port)
 }
 
+/// The NAT flow an ICMP error from a real is about (`reply_flow`, no TCP
+/// flags: the flow's state stays, as IPVS's does).
+#[inline(always)]
+pub fn reverse(reply: &FlowKey, now: u64) -> Option<NatReverse> {
+    reply_flow(reply, 0, now)
+}
+
 /// The NAT flow a reply belongs to: in the set of the reply's destination
 /// (the flow's client side, see `lb_common::conn_set_base`), the live NAT
 /// entry of that client whose real, still in its slot, sent the reply.
-/// Refreshes the flow (IPVS keeps a connection alive on packets either
-/// way).
+/// Refreshes the flow and moves a TCP flow's state by the reply's
+/// `tcp_flags` (`conn::reply_seen`): IPVS sees NAT replies too.
 #[inline(never)]
-pub fn reverse(reply: &FlowKey, now: u64) -> Option<NatReverse> {
+pub fn reply_flow(reply: &FlowKey, tcp_flags: u8, now: u64) -> Option<NatReverse> {
     let base = conn::client_set_base(&reply.dst, reply.dport, reply.proto, reply.family);
     let mut way = 0;
     while way < CONN_WAYS {
@@ -156,7 +163,7 @@ pub fn reverse(reply: &FlowKey, now: u64) -> Option<NatReverse> {
             return None;
         }
         if is_reply_of(e, reply, now) {
-            e.info.last_seen = now;
+            conn::reply_seen(&mut e.info, reply.proto, tcp_flags, now);
             return Some(NatReverse {
                 vip: e.key.dst,
                 vport: e.key.dport,
