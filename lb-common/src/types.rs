@@ -495,6 +495,8 @@ pub const FRAG_NAT_REPLY: u8 = 0xff;
 pub struct RateWindow {
     pub start: u64,
     pub count: u64,
+    /// 1: the second before this one went over the limit.
+    pub over_before: u64,
 }
 
 /// lblc/lblcr: the real servers a destination address was given.

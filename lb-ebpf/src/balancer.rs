@@ -5,8 +5,9 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, CONN_F_NAT, FlowKey, FwdMethod, IPPROTO_TCP, REAL_F_MAC_RESOLVED, RealInfo, Reason,
-    VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit, vip_fast_slot_of,
+    AF_INET, CONN_F_NAT, FlowKey, FwdMethod, IPPROTO_TCP, IPPROTO_UDP, REAL_F_MAC_RESOLVED,
+    RealInfo, Reason, VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit,
+    vip_fast_slot_of,
 };
 
 use crate::{
@@ -242,7 +243,8 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u64 {
     // Above the new-connection rate (a SYN flood), new flows are forwarded
     // by the consistent choice but not recorded, so they cannot push
     // established flows out of the table.
-    let record = conn::may_record(now);
+    let admission = conn::admit(now);
+    let record = admission.record;
     if !record {
         stats::count(Reason::NewConnRateLimited);
     }
@@ -254,7 +256,11 @@ fn new_flow(flow: &Flow, vip: &VipInfo, now: u64) -> u64 {
         if unseen {
             stats::count(Reason::ConnMissMidFlow);
         }
-        slot = if unseen || !record {
+        // UDP has no opening packet to tell a new flow from one that went
+        // unrecorded during a flood: until a calm second has passed, its
+        // datagrams keep the choice they got then (recorded now).
+        let maybe_unrecorded = flow.key.proto == IPPROTO_UDP && admission.flooded;
+        slot = if unseen || !record || maybe_unrecorded {
             sched::consistent(vip, &flow.key)
         } else {
             sched::pick(vip, &flow.key, now)

@@ -360,25 +360,44 @@ extern "C" fn find_step(way: u64, ctx: *mut c_void) -> i64 {
     1
 }
 
-/// Whether this CPU may record one more new flow in the current second
-/// (`new_conn_rate_limit`; 0 = no limit).
+/// What the new-connection rate limit lets this CPU do with a new flow.
+pub struct Admission {
+    /// Record it: within `new_conn_rate_limit` this second (0 = no limit).
+    pub record: bool,
+    /// This second or the one before went over the limit: flows forwarded
+    /// unrecorded may still be sending.
+    pub flooded: bool,
+}
+
+/// Counts a new flow against this CPU's rate limit.
 #[inline(always)]
-pub fn may_record(now: u64) -> bool {
+pub fn admit(now: u64) -> Admission {
+    const SECOND: u64 = 1_000_000_000;
+    let calm = Admission {
+        record: true,
+        flooded: false,
+    };
     let limit = GLOBALS.get(0).map_or(0, |g| g.new_conn_rate_limit) as u64;
     if limit == 0 {
-        return true;
+        return calm;
     }
     let Some(w) = RATE.get_ptr_mut(0) else {
-        return true;
+        return calm;
     };
     // SAFETY: a per-CPU slot is only touched by this CPU.
     let w = unsafe { &mut *w };
-    if now.wrapping_sub(w.start) >= 1_000_000_000 {
+    let since = now.wrapping_sub(w.start);
+    if since >= SECOND {
+        w.over_before = (w.count > limit && since < 2 * SECOND) as u64;
         w.start = now;
         w.count = 0;
     }
     w.count += 1;
-    w.count <= limit
+    let record = w.count <= limit;
+    Admission {
+        record,
+        flooded: !record || w.over_before != 0,
+    }
 }
 
 /// The idle timeout (seconds) of a state, from the table lbd fills.

@@ -6,8 +6,8 @@
 
 use lb_common::{
     AF_INET6, FlowKey, HASH_TABLE_SIZE, LBLC_SET, LblcKey, MAGLEV_ROW, MAGLEV_ROWS,
-    MAGLEV_TABLE_SIZE, MAX_REALS_PER_VIP, RealConns, SCHED_SEQ_SIZE, SchedKind, VIP_F_FALLBACK,
-    VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, flow_hash, ipvs_hash,
+    MAGLEV_TABLE_SIZE, MAX_REALS_PER_VIP, PersistKey, RealConns, SCHED_SEQ_SIZE, SchedKind,
+    VIP_F_ANY_PORT, VIP_F_FALLBACK, VIP_F_HASH_DST, VIP_F_HASH_PORT, VipInfo, flow_hash, ipvs_hash,
 };
 
 use aya_ebpf::cty::c_void;
@@ -322,7 +322,9 @@ pub fn pick(vip: &VipInfo, key: &FlowKey, now: u64) -> u32 {
 /// The choice every director makes alike for a flow it has not seen
 /// (failover, eviction, a new-connection flood): the deterministic
 /// schedulers' own choice (mh, sh, dh), otherwise the VIP's Maglev table
-/// by the whole flow.
+/// by the whole flow, or for a persistent VIP by what its templates hold
+/// (client address under the mask, port unless every port): a client's
+/// connections stay together while none is recorded.
 #[inline(always)]
 pub fn consistent(vip: &VipInfo, key: &FlowKey) -> u32 {
     let kind = vip.sched;
@@ -330,7 +332,25 @@ pub fn consistent(vip: &VipInfo, key: &FlowKey) -> u32 {
         mh(vip, key)
     } else if kind == SchedKind::Hash as u8 {
         hash_table(vip, key)
+    } else if vip.persist_timeout != 0 {
+        persistent_consistent(vip, key)
     } else {
         maglev_at(vip, flow_hash(key))
     }
+}
+
+/// `consistent` for a persistent VIP, in a frame of its own (the masked
+/// key stays out of the caller's).
+#[inline(never)]
+fn persistent_consistent(vip: &VipInfo, key: &FlowKey) -> u32 {
+    let p = PersistKey::of(key, vip.persist_prefix, vip.flags & VIP_F_ANY_PORT != 0);
+    let client = FlowKey {
+        src: p.client,
+        dst: p.vip,
+        dport: p.vport,
+        proto: p.proto,
+        family: p.family,
+        ..FlowKey::default()
+    };
+    maglev_at(vip, flow_hash(&client))
 }

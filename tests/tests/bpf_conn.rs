@@ -310,6 +310,33 @@ fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
 }
 
 #[test]
+fn udp_flows_forwarded_unrecorded_in_a_flood_keep_their_real_after_it() {
+    let mut f = rr3(Protocol::Udp, 53);
+    f.dp.set_new_conn_rate_limit(5).unwrap();
+    let dgram = |i: u16| Pkt::to(VIP, 53).from(Ipv4Addr::new(10, 3, 0, i as u8), 3000 + i);
+    let during: Vec<u8> = (0..20)
+        .map(|i| f.real_of(&f.run(&dgram(i).udp())))
+        .collect();
+    assert_eq!(f.dp.conn_count(), 5);
+    // The next second: the unrecorded flows' next datagrams are recorded
+    // (five of them), and on the real they had, not where rr is now.
+    f.dp.advance_clock(secs(1)).unwrap();
+    for i in 5..20 {
+        let real = f.real_of(&f.run(&dgram(i).udp()));
+        assert_eq!(real, during[i as usize], "flow {i} moved after the flood");
+    }
+    assert_eq!(f.dp.conn_count(), 10);
+    // After a calm second, new UDP flows go by the scheduler again.
+    f.dp.advance_clock(secs(1)).unwrap();
+    f.run(&dgram(100).udp());
+    f.dp.advance_clock(secs(1)).unwrap();
+    let calm: std::collections::HashSet<u8> = (200..203)
+        .map(|i| f.real_of(&f.run(&dgram(i).udp())))
+        .collect();
+    assert_eq!(calm.len(), 3, "rr over three reals: {calm:?}");
+}
+
+#[test]
 fn a_full_table_evicts_the_least_recent_flows_and_counts_their_return() {
     let mut f = rr3_in_table(16);
     for i in 0..64 {

@@ -226,3 +226,24 @@ fn the_sorry_server_takes_traffic_while_no_real_has_weight() {
         assert_eq!(f.real_of(&f.run(&from([10, 4, 0, i], 1000).tcp(SYN))), 1);
     }
 }
+
+#[test]
+fn above_the_new_connection_rate_a_clients_connections_stay_together() {
+    // Over the limit nothing is recorded, no template either: the
+    // consistent choice then hashes what a template holds (the client
+    // under the mask), not the whole flow, so a client's connections
+    // still share a real.
+    let mut f = Fixture::new(vec![persistent(80, 50, 24, &[(1, 1), (2, 1), (3, 1)])]);
+    f.dp.set_new_conn_rate_limit(1).unwrap();
+    f.run(&from([10, 4, 9, 9], 999).tcp(SYN)); // this second's one record
+    for client in 1..=6u8 {
+        let reals: std::collections::HashSet<u8> = (0..8u16)
+            .map(|i| {
+                let p = from([10, 4, client, 1 + i as u8], 2000 + i);
+                f.real_of(&f.run(&p.tcp(SYN)))
+            })
+            .collect();
+        assert_eq!(reals.len(), 1, "client net {client}: {reals:?}");
+    }
+    assert_eq!(f.dp.conn_count(), 1, "nothing else was recorded");
+}
