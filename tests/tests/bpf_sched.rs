@@ -204,6 +204,30 @@ fn sh_fallback_sends_them_to_an_available_real() {
     }
 }
 
+#[test]
+fn sh_an_overloaded_real_leaves_the_other_reals_buckets_alone() {
+    // IPVS flags an overloaded real (IP_VS_DEST_F_OVERLOAD) and checks the
+    // flag when its bucket is chosen; the buckets are dealt by weight only.
+    let mut s = service(VIP, 80, Protocol::Tcp, Scheduler::Sh, &[(1, 2), (2, 2)]);
+    s.reals[0].u_threshold = 1;
+    s.reals[0].l_threshold = 1;
+    let f = Fixture::new(vec![s]);
+    let src = |i: u16| Ipv4Addr::new(10, 3, 0, i as u8);
+    let syn = |i: u16, port: u16| Pkt::to(VIP, 80).from(src(i), port).tcp(SYN);
+    let owners: Vec<u8> = (0..64).map(|i| f.real_of(&f.run(&syn(i, 1000)))).collect();
+    assert!(owners.contains(&1) && owners.contains(&2), "{owners:?}");
+    let mut f = f;
+    f.dp.sweep().unwrap();
+    for (i, owner) in owners.iter().enumerate() {
+        let o = f.run(&syn(i as u16, 2000));
+        if *owner == 2 {
+            assert_eq!(f.real_of(&o), 2, "client {} of real 2 moved", src(i as u16));
+        } else {
+            assert_eq!(o.action, XDP_DROP, "real 1 is overloaded, no sh-fallback");
+        }
+    }
+}
+
 // dh: buckets by destination address.
 
 #[test]

@@ -1407,13 +1407,18 @@ impl XdpDataplane {
                 SchedulerFlag::MhFallback => 0,
             };
         }
-        // sh repeats a real by its weight; dh deals one bucket per real
-        // whatever its weight (ip_vs_dh_reassign).
+        // sh repeats a real by its weight as configured (or drained): an
+        // overloaded real is unavailable only when its bucket is looked up
+        // (REALS' weight), as IPVS's overload flag, so the other reals'
+        // clients keep their buckets. dh deals one bucket per real whatever
+        // its weight (ip_vs_dh_reassign).
         let hash_table = if s.attrs.scheduler == Scheduler::Dh {
-            let once: Vec<(u32, u32)> = weights.iter().map(|&(slot, _)| (slot, 1)).collect();
+            let once: Vec<(u32, u32)> = s.reals.iter().map(|r| (r.slot, 1)).collect();
             ipvs_hash::table(&once)
         } else {
-            ipvs_hash::table(&weights)
+            let configured: Vec<(u32, u32)> =
+                s.reals.iter().map(|r| (r.slot, r.real.weight)).collect();
+            ipvs_hash::table(&configured)
         };
         let slots: Vec<u32> = s.reals.iter().map(|r| r.slot).collect();
         let method = match s.attrs.method {
