@@ -199,6 +199,39 @@ fn rr_walks_the_reals_in_config_order() {
     assert_eq!(seq, expected);
 }
 
+/// Runs `f` with this thread pinned to `cpu`, then lets it run anywhere.
+fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let all = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let mut one = CpuSet::new();
+    one.set(cpu).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+    let out = f();
+    sched_setaffinity(Pid::from_raw(0), &all).unwrap();
+    out
+}
+
+#[test]
+fn rr_each_cpu_starts_at_its_own_point_of_the_sequence() {
+    // One cursor per CPU; had they all begun at 0, connections arriving on
+    // different CPUs would all go to the first real.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("one CPU: nothing to compare");
+        return;
+    }
+    let f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1), (2, 1), (3, 1), (4, 1)],
+    )]);
+    let first = |cpu: usize| on_cpu(cpu, || f.real_of(&f.run(&client(cpu as u16).tcp(SYN))));
+    assert_ne!(first(0), first(1));
+}
+
 #[test]
 fn wrr_follows_the_ipvs_interleaved_sequence() {
     let f = Fixture::new(vec![service(

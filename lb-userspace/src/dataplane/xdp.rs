@@ -126,6 +126,7 @@ struct Maps {
     ifaces: BpfHashMap<MapData, u32, IfaceInfo>,
     vip_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
+    sched_pos: PerCpuArray<MapData, u32>,
     dp_stats: PerCpuArray<MapData, u64>,
     timeouts: Array<MapData, u64>,
     clock: Array<MapData, ClockInfo>,
@@ -453,6 +454,7 @@ impl XdpDataplane {
             ifaces: take(&mut ebpf, "LB_IFACES")?,
             vip_stats: take(&mut ebpf, "LB_VIP_STATS")?,
             real_stats: take(&mut ebpf, "LB_REAL_STATS")?,
+            sched_pos: take(&mut ebpf, "LB_SCHED_POS")?,
             dp_stats: take(&mut ebpf, "LB_DP_STATS")?,
             timeouts: take(&mut ebpf, "LB_TIMEOUTS")?,
             clock: take(&mut ebpf, "LB_CLOCK")?,
@@ -1299,6 +1301,21 @@ impl XdpDataplane {
         Self::zero_counters(&mut self.maps.real_stats, slot)
     }
 
+    /// Each CPU walks a VIP's rr/wrr sequence from its own point, CPU c
+    /// from c/n of it. IPVS has one cursor for all CPUs; cursors that all
+    /// began at 0 would send a few long-lived connections arriving on
+    /// different CPUs (RSS queues) all to the sequence's first real.
+    fn stagger_cursors(&mut self, vip_id: u32, len: u32) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let starts: Vec<u32> = (0..cpus)
+            .map(|c| (c as u64 * len as u64 / cpus as u64) as u32)
+            .collect();
+        self.maps
+            .sched_pos
+            .set(vip_id, PerCpuValues::try_from(starts)?, 0)?;
+        Ok(())
+    }
+
     fn zero_counters(stats: &mut PerCpuArray<MapData, Counters>, index: u32) -> anyhow::Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         stats.set(
@@ -1477,6 +1494,9 @@ impl XdpDataplane {
             self.vip_fast_put(vip_key(key), info)?;
         }
         self.services.get_mut(key).expect("checked above").maglev = Some(table);
+        if !seq.is_empty() {
+            self.stagger_cursors(vip_id, seq.len() as u32)?;
+        }
         debug!(service = %key, "synced");
         Ok(())
     }
