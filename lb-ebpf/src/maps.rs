@@ -122,7 +122,9 @@ pub static HASH_TABLE: Array<u32> =
 #[map(name = "LB_LBLC")]
 pub static LBLC: LruHashMap<LblcKey, LblcEntry> = LruHashMap::with_max_entries(65536, 0);
 
-/// Persistence templates (LRU: a full table forgets the oldest client).
+/// Persistence templates (LRU: a full table forgets the least recently
+/// used client). lbd sizes it from the connection table
+/// (`persist_table_entries`).
 #[map(name = "LB_PERSIST")]
 pub static PERSIST: LruHashMap<PersistKey, PersistInfo> = LruHashMap::with_max_entries(262144, 0);
 

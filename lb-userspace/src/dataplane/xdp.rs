@@ -60,10 +60,20 @@ fn loader_for(conn_table_size: u32) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     let entries = conn_table_entries(conn_table_size);
     loader.map_max_entries("LB_CONNS", entries);
+    loader.map_max_entries("LB_PERSIST", persist_table_entries(entries));
     // Leaked once per loader: the loader borrows its globals' bytes.
     let mask: &'static u32 = Box::leak(Box::new(conn_set_mask(entries)));
     loader.override_global("CONN_SET_MASK", mask, true);
     loader
+}
+
+/// Persistence templates the data plane holds for a connection table of
+/// `conn_entries`: one per 16 connections, at least 65 536 (262 144 with
+/// the default table). IPVS keeps templates among its connections; here
+/// they are an LRU map of their own, whose every entry costs about 100
+/// bytes preallocated, so it takes a share of the table's size, not all.
+pub fn persist_table_entries(conn_entries: u32) -> u32 {
+    (conn_entries / 16).max(65_536)
 }
 
 /// Where and how to attach.
