@@ -49,6 +49,8 @@ struct Inner {
     health: Health,
     /// Reals the operator drained (`lbctl drain`): weight 0 until `enable`.
     drained: BTreeSet<(ServiceKey, RealKey)>,
+    /// `--interface` was given: it, not the file's, names the interfaces.
+    interfaces_from_cli: bool,
 }
 
 impl Inner {
@@ -124,12 +126,24 @@ impl Daemon {
         let mut inner = self.inner.lock().await;
         let mut config = config::load_file(&inner.config_path).map_err(|e| e.to_string())?;
         // An interface given on the command line outlives reloads.
+        let interfaces_changed = !inner.interfaces_from_cli
+            && config.global.interfaces != inner.config.global.interfaces;
         config.global.interfaces = inner.config.global.interfaces.clone();
-        if config.global.interfaces != inner.config.global.interfaces
-            || config.global.bpf_pin_dir != inner.config.global.bpf_pin_dir
+        let (old, new) = (&inner.config.global, &config.global);
+        if interfaces_changed
+            || new.bpf_pin_dir != old.bpf_pin_dir
+            || new.dataplane != old.dataplane
+            || new.xdp_mode != old.xdp_mode
+            || new.conn_table_size != old.conn_table_size
         {
-            warn!("global.interfaces and global.bpf_pin_dir take effect at the next start");
+            warn!(
+                "global.interfaces, bpf_pin_dir, dataplane, xdp_mode and conn_table_size take \
+                 effect at the next start"
+            );
         }
+        let retune = new.timeouts != old.timeouts
+            || new.new_conn_rate_limit != old.new_conn_rate_limit
+            || new.tunnel_source != old.tunnel_source;
         let script_user = health_script_user(&config).map_err(|e| format!("{e:#}"))?;
         // Check the new state (with the current health) before touching anything.
         let trial = DesiredState::with_overrides(&config, &inner.health.overrides());
@@ -150,6 +164,13 @@ impl Daemon {
             None
         };
         inner.health.sync(&config, script_user);
+        if retune {
+            inner
+                .dataplane
+                .apply_global(&config.global)
+                .map_err(|e| format!("{e:#}"))?;
+            info!("global timeouts, new_conn_rate_limit and tunnel_source applied");
+        }
         inner.config = config;
         let config = &inner.config;
         let exists = |(s, r): &(ServiceKey, RealKey)| {
@@ -446,6 +467,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             rates: RateEstimator::default(),
             health,
             drained: BTreeSet::new(),
+            interfaces_from_cli: !opts.interfaces.is_empty(),
         }),
         vrrp,
     });

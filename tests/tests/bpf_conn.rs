@@ -277,6 +277,59 @@ fn timeouts_follow_the_config() {
     assert_ne!(f.real_of(&f.run(&dgram)), first);
 }
 
+/// Two reals under rr, UDP port 53, with these timeouts.
+fn udp_rr2(t: &lb_userspace::config::Timeouts) -> Fixture {
+    Fixture::with_timeouts(
+        vec![service(
+            VIP,
+            53,
+            Protocol::Udp,
+            Scheduler::Rr,
+            &[(1, 1), (2, 1)],
+        )],
+        t,
+    )
+}
+
+#[test]
+fn a_timeout_under_a_second_rounds_up_instead_of_expiring_at_once() {
+    use lb_userspace::config::Timeouts;
+    let mut f = udp_rr2(&Timeouts {
+        tcp: secs(30),
+        tcp_fin: secs(5),
+        udp: Duration::from_millis(500),
+    });
+    let dgram = Pkt::to(VIP, 53).udp();
+    let first = f.real_of(&f.run(&dgram));
+    // Truncated to whole seconds, 500 ms was 0: every datagram a new flow
+    // that rr sent to the other real.
+    f.dp.advance_clock(Duration::from_millis(300)).unwrap();
+    assert_eq!(f.real_of(&f.run(&dgram)), first);
+    f.dp.advance_clock(Duration::from_millis(1500)).unwrap();
+    assert_ne!(f.real_of(&f.run(&dgram)), first);
+}
+
+#[test]
+fn timeouts_changed_while_running_apply_to_new_flows() {
+    use lb_userspace::config::Timeouts;
+    let t = |udp| Timeouts {
+        tcp: secs(30),
+        tcp_fin: secs(5),
+        udp: secs(udp),
+    };
+    let mut f = udp_rr2(&t(300));
+    // What `lbctl reload` does with a new `global.timeouts`.
+    f.dp.set_timeouts(&t(2)).unwrap();
+    let dgram = Pkt::to(VIP, 53).udp();
+    let first = f.real_of(&f.run(&dgram));
+    f.dp.advance_clock(secs(3)).unwrap();
+    assert_ne!(
+        f.real_of(&f.run(&dgram)),
+        first,
+        "the flow expired after the new 2 s, not the old 300 s"
+    );
+}
+
 #[test]
 fn above_the_new_connection_rate_flows_are_forwarded_but_not_recorded() {
     let mut f = rr3(Protocol::Tcp, 80);

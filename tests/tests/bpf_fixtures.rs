@@ -703,25 +703,22 @@ fn adding_a_real_or_changing_weights_keeps_established_flows() {
 
 #[test]
 fn a_reused_slot_does_not_inherit_old_flows() {
-    let mut f = Fixture::new(vec![service(
-        VIP,
-        80,
-        Protocol::Tcp,
-        Scheduler::Rr,
-        &[(1, 1)],
-    )]);
+    let mut f = Fixture::new(vec![]);
+    // One slot (1): real 2 is bound to get real 1's.
+    f.dp.limit_slots(2);
+    let with = |reals: &[(u8, u32)]| vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, reals)];
+    f.set(with(&[(1, 1)]));
     let p = client(1);
     assert_eq!(f.real_of(&f.run(&p.tcp(SYN))), 1);
-    // Real 1 leaves, real 2 comes, possibly in real 1's old slot.
-    f.set(vec![service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[])]);
-    f.set(vec![service(
-        VIP,
-        80,
-        Protocol::Tcp,
-        Scheduler::Rr,
-        &[(2, 1)],
-    )]);
+    // Real 1 leaves, real 2 comes in its slot, with the next generation.
+    f.set(with(&[]));
+    f.set(with(&[(2, 1)]));
     assert_eq!(f.real_of(&f.run(&p.tcp(ACK))), 2);
+    assert_eq!(
+        f.dp.reason_count(Reason::ConnMissMidFlow),
+        1,
+        "the old flow's entry no longer matches its slot: a miss"
+    );
 }
 
 #[test]

@@ -291,10 +291,20 @@ fn a_real_learned_on_an_interface_carries_its_tunnel_details() {
     let o = f.run(&p.clone().payload(&[7u8; 940]).tcp(PSH_ACK));
     assert_eq!(o.frame[23], 4, "980 + 20 bytes fit: IPIP");
     assert_eq!(src_mac(&o.frame), new_mac);
-    assert_eq!(&o.frame[26..30], &DIRECTOR_IP.octets());
+    assert_eq!(
+        &o.frame[26..30],
+        &[192, 0, 2, 9],
+        "the configured source outlives a change of the interface"
+    );
     let o = f.run(&p.clone().payload(&[7u8; 941]).tcp(PSH_ACK));
     assert_eq!(o.frame[23], 1, "one byte more: ICMP back to the client");
     assert_eq!(u16::from_be_bytes([o.frame[40], o.frame[41]]), 980);
+
+    // A reload without `tunnel_source`: the interface's own address again.
+    f.dp.set_tunnel_source(&[]).unwrap();
+    let o = f.run(&p.tcp(ACK));
+    assert_eq!(&o.frame[26..30], &DIRECTOR_IP.octets(), "own address again");
+    assert_eq!(checksum(&o.frame[14..34]), 0);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use lb_tests::director::Director;
 use lb_tests::lab::DrLab;
 use lb_tests::traffic::{HttpKeepAlive, http_get, while_running};
+use lb_userspace::dataplane::ConnList;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const LONG_LIVED: usize = 50;
@@ -118,4 +119,61 @@ fn director_config(d: &Director, reals: &[(u8, u32)]) -> String {
     config(reals)
         .replace("/sys/fs/bpf/lbd-lab", d.pin_dir.to_str().unwrap())
         .replace("/run/lbd/lab.sock", d.socket.to_str().unwrap())
+}
+
+/// What may change while running (`global.timeouts`, like `ipvsadm
+/// --set`) applies on reload: a connection opened after it takes the new
+/// tcp timeout, one opened before keeps the timeout of its state.
+#[test]
+fn a_reload_applies_new_timeouts() {
+    let mut lab = DrLab::new(2).expect("building the lab");
+    lab.start_servers().expect("starting real servers");
+    let reals = [(11, 1), (12, 1)];
+    let director = Director::start(&lab, &config(&reals)).expect("starting lbd");
+    let vip = lab.vip_http();
+    let connect = || {
+        lab.client.ns.run(move || {
+            let mut c = HttpKeepAlive::connect(vip, TIMEOUT).expect("connecting");
+            c.get().expect("first request");
+            c
+        })
+    };
+    // Seconds to expiry of each established connection, by client port.
+    let expiries = || -> Vec<(u16, u64)> {
+        let json = director.lbctl(&["conns", "--json"]).expect("lbctl conns");
+        let list: ConnList = serde_json::from_str(&json).expect("conns JSON");
+        list.entries
+            .iter()
+            .filter(|e| e.state == "ESTABLISHED")
+            .map(|e| (e.client_port, e.expires))
+            .collect()
+    };
+    let _before = connect();
+    let old = expiries();
+    assert!(
+        old.len() == 1 && old[0].1 > 800,
+        "the default 900 s: {old:?}"
+    );
+    let reloaded = director_config(&director, &reals).replace(
+        "global:\n",
+        "global:\n  timeouts: { tcp: 77s, tcp_fin: 120s, udp: 300s }\n",
+    );
+    std::fs::write(&director.config_path, reloaded).unwrap();
+    director
+        .lbctl(&["reload"])
+        .unwrap_or_else(|e| panic!("reload: {e:#}\n{}", director.log()));
+    let _after = connect();
+    let now = expiries();
+    let new: Vec<_> = now
+        .iter()
+        .filter(|c| !old.contains(c) && c.0 != old[0].0)
+        .collect();
+    assert!(
+        new.len() == 1 && new[0].1 <= 77,
+        "a connection after the reload takes tcp 77s: {now:?}"
+    );
+    assert!(
+        now.iter().any(|c| c.0 == old[0].0 && c.1 > 800),
+        "the earlier connection keeps its state's timeout: {now:?}"
+    );
 }

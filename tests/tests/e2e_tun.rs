@@ -122,3 +122,69 @@ fn ipv6_a_tunnelled_connection_keeps_its_real_which_sees_the_client_and_the_vip(
     real.assert_connection(vip, lab.client.ip6.unwrap().into());
     drop(conn);
 }
+
+/// Sends `len` bytes to `dest` from a fresh socket and waits for the real's
+/// answer; None if none comes.
+fn big_udp_exchange(dest: std::net::SocketAddr, len: usize) -> Option<String> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect(dest).ok()?;
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .ok()?;
+    sock.send(&vec![b'x'; len]).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
+#[test]
+fn a_raised_egress_mtu_is_read_while_lbd_runs() {
+    // Three reals: lab-tun.yaml's.
+    let mut lab = DrLab::new(3).expect("building the lab");
+    lab.start_servers().expect("starting real servers");
+    let _decaps = attach_decaps(&lab, IpAddr::V4(lab.vip));
+    let director = Director::start(&lab, &tun_config()).expect("starting lbd");
+    let too_big = || {
+        let status = director.status().expect("lbctl status");
+        status
+            .reasons
+            .iter()
+            .find(|(r, _)| r == "tun_too_big")
+            .map_or(0, |(_, n)| *n)
+    };
+    // 1460 bytes of UDP: a 1488-byte packet, 1508 with the IPIP header.
+    let udp = lab.vip_udp();
+    let client = &lab.client.ns;
+    // A fresh path each time: the client's kernel would otherwise remember
+    // the MTU that lbd's ICMP told it, and fragment.
+    let exchange = || {
+        client.ip(&["route", "flush", "cache"]).ok();
+        client.run(move || big_udp_exchange(udp, 1460))
+    };
+    assert!(exchange().is_none(), "1508 bytes do not fit a 1500 MTU");
+    assert!(too_big() > 0, "lbd answered: too big");
+    // What an operator does to make room for IPIP: a larger MTU on the
+    // way to the real servers (the director's interface, the switch, the
+    // reals'). lbd reads its interface's again without a restart.
+    let switch_ports = lab
+        .director_peers
+        .iter()
+        .chain(lab.reals.iter().map(|r| &r.bridge_peer));
+    for port in switch_ports {
+        lab.switch
+            .ip(&["link", "set", port, "mtu", "1600"])
+            .unwrap();
+    }
+    for host in std::iter::once(&lab.director).chain(&lab.reals) {
+        host.ns.ip(&["link", "set", "eth0", "mtu", "1600"]).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while exchange().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lbd kept the MTU of 1500: {} too big\n{}",
+            too_big(),
+            director.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

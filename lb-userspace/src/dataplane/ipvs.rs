@@ -6,13 +6,15 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 use tracing::{info, warn};
 
-use super::{ConnEntry, ConnList, Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
+use super::{
+    ConnEntry, ConnList, Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats,
+    whole_seconds,
+};
 use crate::config::{self, Method, Protocol, SchedulerFlag};
 use crate::ipvs::consts::*;
 use crate::ipvs::{
@@ -34,11 +36,6 @@ pub struct IpvsDataplane {
     /// In a RefCell because reading (`status(&self)`) also sends requests.
     client: RefCell<IpvsClient>,
     services: BTreeMap<ServiceKey, Programmed>,
-}
-
-fn seconds(d: Duration) -> u32 {
-    // Round up: a sub-second timeout must not become "unchanged" (0).
-    d.as_millis().div_ceil(1000).clamp(1, u32::MAX as u128) as u32
 }
 
 fn service_id(key: &ServiceKey) -> ServiceId {
@@ -98,7 +95,7 @@ pub fn service_spec(key: &ServiceKey, attrs: &ServiceAttrs) -> ServiceSpec {
     let (timeout, netmask) = match attrs.persistence {
         Some(p) => {
             flags |= IP_VS_SVC_F_PERSISTENT;
-            (seconds(p.timeout), p.netmask.min(host_prefix))
+            (whole_seconds(p.timeout), p.netmask.min(host_prefix))
         }
         None => (0, host_prefix),
     };
@@ -142,18 +139,24 @@ fn expire_nodest_conn() {
     }
 }
 
+/// `ipvsadm --set tcp tcpfin udp`, in whole seconds rounded up.
+fn set_timeouts(client: &mut IpvsClient, timeouts: &config::Timeouts) -> anyhow::Result<Timeouts> {
+    let t = Timeouts {
+        tcp: whole_seconds(timeouts.tcp),
+        tcp_fin: whole_seconds(timeouts.tcp_fin),
+        udp: whole_seconds(timeouts.udp),
+    };
+    client.set_timeouts(&t)?;
+    Ok(t)
+}
+
 impl IpvsDataplane {
     /// Connects to the kernel's IPVS and sets the global timeouts
     /// (ipvsadm --set). Fails with a message naming the `ip_vs` module
     /// when the kernel has no IPVS.
     pub fn start(timeouts: &config::Timeouts) -> anyhow::Result<Self> {
         let mut client = IpvsClient::connect()?;
-        let t = Timeouts {
-            tcp: seconds(timeouts.tcp),
-            tcp_fin: seconds(timeouts.tcp_fin),
-            udp: seconds(timeouts.udp),
-        };
-        client.set_timeouts(&t)?;
+        let t = set_timeouts(&mut client, timeouts)?;
         expire_nodest_conn();
         let info = client.info()?;
         info!(
@@ -463,6 +466,11 @@ impl Dataplane for IpvsDataplane {
         }))
     }
 
+    fn apply_global(&mut self, global: &config::Global) -> anyhow::Result<()> {
+        // The kernel has no rate limit or tunnel source of lbd's kind.
+        set_timeouts(self.client.get_mut(), &global.timeouts).map(drop)
+    }
+
     fn shutdown(mut self: Box<Self>, cleanup: bool) -> anyhow::Result<()> {
         if !cleanup {
             return Ok(());
@@ -534,6 +542,8 @@ pub fn parse_proc_conns<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::{Persistence, Scheduler};
 

@@ -13,10 +13,19 @@ pub mod slots;
 pub mod xdp;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Global;
 use crate::state::{Change, DesiredState};
+
+/// A timeout in whole seconds, as both data planes hold them, rounded up:
+/// `500ms` must not become 0 (expired at once in the XDP table, "leave
+/// unchanged" for IPVS), nor `1.5s` shorter than configured.
+pub fn whole_seconds(d: Duration) -> u32 {
+    d.as_millis().div_ceil(1000).clamp(1, u32::MAX as u128) as u32
+}
 
 /// Counters of a service or real server, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +181,13 @@ pub trait Dataplane: Send {
     fn current(&self) -> DesiredState {
         DesiredState::default()
     }
+
+    /// Applies the director-wide settings that may change while running:
+    /// `global.timeouts` (like `ipvsadm --set`) and, for XDP,
+    /// `new_conn_rate_limit` and `tunnel_source`. At start and on every
+    /// reload that changes them; established connections keep the timeout
+    /// of their state until it changes, as in IPVS.
+    fn apply_global(&mut self, global: &Global) -> anyhow::Result<()>;
 
     /// Stops: with `cleanup`, removes everything it set up; without, leaves
     /// the data plane forwarding for the next lbd to adopt.

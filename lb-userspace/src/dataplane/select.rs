@@ -22,8 +22,7 @@ fn start_xdp(config: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
         timeouts: config.global.timeouts,
     };
     let mut xdp = XdpDataplane::start(&opts)?;
-    xdp.set_new_conn_rate_limit(config.global.new_conn_rate_limit.min(u32::MAX as u64) as u32)?;
-    xdp.set_tunnel_source(&config.global.tunnel_source)?;
+    xdp.apply_global(&config.global)?;
     Ok(Box::new(xdp))
 }
 

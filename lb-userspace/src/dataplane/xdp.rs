@@ -37,9 +37,10 @@ use tracing::{debug, info, warn};
 use super::clock;
 use super::conn_table::ConnTable;
 use super::slots::{IdPool, SlotPool};
-use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats};
+use super::{Dataplane, DataplaneStatus, RealStatus, ServiceStatus, Stats, whole_seconds};
 use crate::config::{
-    Method, Persistence, Protocol, Scheduler, SchedulerFlag, Timeouts, XdpMode as ConfigXdpMode,
+    Global, Method, Persistence, Protocol, Scheduler, SchedulerFlag, Timeouts,
+    XdpMode as ConfigXdpMode,
 };
 use crate::state::{Change, DesiredState, Real, RealKey, Service, ServiceAttrs, ServiceKey};
 use ipnet::IpNet;
@@ -100,11 +101,20 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
 fn state_timeouts(t: &Timeouts) -> [u64; CONN_STATES as usize] {
     let mut out = [0u64; CONN_STATES as usize];
     out[CONN_TCP_SYN_RECV as usize] = 60;
-    out[CONN_TCP_ESTABLISHED as usize] = t.tcp.as_secs();
-    out[CONN_TCP_FIN_WAIT as usize] = t.tcp_fin.as_secs();
+    out[CONN_TCP_ESTABLISHED as usize] = whole_seconds(t.tcp) as u64;
+    out[CONN_TCP_FIN_WAIT as usize] = whole_seconds(t.tcp_fin) as u64;
     out[CONN_TCP_CLOSE as usize] = 10;
-    out[CONN_UDP as usize] = t.udp.as_secs();
+    out[CONN_UDP as usize] = whole_seconds(t.udp) as u64;
     out
+}
+
+/// The per-state timeouts a new state takes (entries already in a state
+/// keep theirs until it changes, as in IPVS).
+fn write_timeouts(maps: &mut Maps, timeouts: &Timeouts) -> anyhow::Result<()> {
+    for (state, secs) in state_timeouts(timeouts).into_iter().enumerate() {
+        maps.timeouts.set(state as u32, secs, 0)?;
+    }
+    Ok(())
 }
 
 /// A connection's idle timeout in ns, as the program applies it (each
@@ -182,6 +192,11 @@ pub struct XdpDataplane {
     vip_ids: IdPool,
     slots: SlotPool,
     neighbors: HashMap<IpAddr, ([u8; 6], u32)>,
+    /// Each interface as the system has it (MAC, MTU, own addresses), before
+    /// `tunnel_source` replaces its addresses as tunnel sources.
+    own_info: HashMap<u32, IfaceInfo>,
+    /// `global.tunnel_source`: at most one address per family.
+    tunnel_source: Vec<IpAddr>,
     /// Slots above their uthreshold (IPVS's IP_VS_DEST_F_OVERLOAD): they
     /// count as weight 0 for new connections until below lthreshold.
     overloaded: HashSet<u32>,
@@ -477,9 +492,7 @@ impl XdpDataplane {
             lblc: take(&mut ebpf, "LB_LBLC")?,
         };
         let mut maps = maps;
-        for (state, secs) in state_timeouts(timeouts).into_iter().enumerate() {
-            maps.timeouts.set(state as u32, secs, 0)?;
-        }
+        write_timeouts(&mut maps, timeouts)?;
         let ns_per_jiffy = clock::ns_per_jiffy(program(&ebpf, "clock_probe")?)?;
         // The offset stays (an adopted clock goes on where it was).
         let offset = maps.clock.get(&0, 0)?.offset;
@@ -503,6 +516,8 @@ impl XdpDataplane {
             vip_ids: IdPool::new(0, MAX_VIPS),
             slots: SlotPool::new(MAX_REALS),
             neighbors: HashMap::new(),
+            own_info: HashMap::new(),
+            tunnel_source: Vec::new(),
             overloaded: HashSet::new(),
         })
     }
@@ -586,12 +601,9 @@ impl XdpDataplane {
         let ifindex = nix::net::if_::if_nametoindex(ifname)
             .with_context(|| format!("interface {ifname} not found"))?;
         let mac = interface_mac(ifname)?;
-        self.maps
-            .ifaces
-            .insert(ifindex, interface_info(ifname, mac)?, 0)?;
         // Reals already known through it (an adopted data plane) carry
         // its details.
-        self.rewrite_reals_on(ifindex)
+        self.set_interface_info(ifindex, interface_info(ifname, mac)?)
     }
 
     /// Pins the balancer's link `id` at `pin`, so it outlives lbd.
@@ -785,6 +797,8 @@ impl XdpDataplane {
 
     /// `set_interface` with MTU and tunnel source addresses.
     pub fn set_interface_info(&mut self, ifindex: u32, info: IfaceInfo) -> anyhow::Result<()> {
+        self.own_info.insert(ifindex, info);
+        let info = self.with_tunnel_source(info);
         self.maps.ifaces.insert(ifindex, info, 0)?;
         self.rewrite_reals_on(ifindex)
     }
@@ -816,6 +830,19 @@ impl XdpDataplane {
 
     /// `global.new_conn_rate_limit`: above it, per CPU per second, new flows
     /// are forwarded by the consistent choice and not recorded.
+    /// Fixtures: hand out only slots below `limit` (set before any real is
+    /// added), so that a freed slot is reused at once and its generation
+    /// is what tells the old real's flows apart. lbd itself takes fresh
+    /// slots first.
+    pub fn limit_slots(&mut self, limit: u32) {
+        self.slots = SlotPool::new(limit.clamp(2, MAX_REALS));
+    }
+
+    /// `global.timeouts`: what connections take when they enter a state.
+    pub fn set_timeouts(&mut self, timeouts: &Timeouts) -> anyhow::Result<()> {
+        write_timeouts(&mut self.maps, timeouts)
+    }
+
     pub fn set_new_conn_rate_limit(&mut self, limit: u32) -> anyhow::Result<()> {
         self.new_conn_rate_limit = limit;
         let mut g = self.maps.globals.get(&0, 0)?;
@@ -936,15 +963,16 @@ impl XdpDataplane {
     /// `global.tunnel_source`: the outer source of TUN packets, per family,
     /// on every interface (instead of each interface's own address).
     pub fn set_tunnel_source(&mut self, sources: &[IpAddr]) -> anyhow::Result<()> {
+        self.tunnel_source = sources.to_vec();
         let ifaces: Vec<(u32, IfaceInfo)> =
             self.maps.ifaces.iter().filter_map(|i| i.ok()).collect();
-        for (ifindex, mut info) in ifaces {
-            for src in sources {
-                let (words, _) = addr_words(*src);
-                match src {
-                    IpAddr::V4(_) => info.addr4 = words[0],
-                    IpAddr::V6(_) => info.addr6 = words,
-                }
+        for (ifindex, old) in ifaces {
+            // A family the config names no source for (any more) takes
+            // the interface's own address.
+            let own = self.own_info.get(&ifindex).copied().unwrap_or(old);
+            let info = self.with_tunnel_source(own);
+            if info == old {
+                continue;
             }
             self.maps.ifaces.insert(ifindex, info, 0)?;
             // The reals through it carry its tunnel source.
@@ -953,8 +981,46 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// `info` with `global.tunnel_source` as its tunnel sources.
+    fn with_tunnel_source(&self, mut info: IfaceInfo) -> IfaceInfo {
+        for src in &self.tunnel_source {
+            let (words, _) = addr_words(*src);
+            match src {
+                IpAddr::V4(_) => info.addr4 = words[0],
+                IpAddr::V6(_) => info.addr6 = words,
+            }
+        }
+        info
+    }
+
+    /// Reads the attached interfaces' MTU and addresses again: an operator
+    /// who raises the MTU on the real servers' side to make room for IPIP
+    /// gets no more "too big" answers, without restarting lbd.
+    fn refresh_interfaces(&mut self) -> anyhow::Result<()> {
+        let names: Vec<String> = self.attached.iter().map(|a| a.ifname.clone()).collect();
+        for ifname in names {
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(ifname.as_str()) else {
+                continue;
+            };
+            let Some(&known) = self.own_info.get(&ifindex) else {
+                continue;
+            };
+            let now = interface_info(&ifname, known.mac)?;
+            if now != known {
+                info!(
+                    interface = ifname,
+                    mtu = now.mtu,
+                    "interface MTU or addresses changed"
+                );
+                self.set_interface_info(ifindex, now)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets an interface (fixtures: traffic arriving on it is dropped).
     pub fn remove_interface(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        self.own_info.remove(&ifindex);
         self.maps.ifaces.remove(&ifindex)?;
         self.rewrite_reals_on(ifindex)
     }
@@ -1490,10 +1556,7 @@ impl XdpDataplane {
             flags,
             seq_len: seq.len() as u32,
             n_reals: slots.len() as u32,
-            persist_timeout: s
-                .attrs
-                .persistence
-                .map_or(0, |p| p.timeout.as_secs().clamp(1, u32::MAX as u64) as u32),
+            persist_timeout: s.attrs.persistence.map_or(0, |p| whole_seconds(p.timeout)),
             persist_prefix: s.attrs.persistence.map_or(0, |p| p.netmask),
             _pad: [0; 3],
         };
@@ -1597,11 +1660,18 @@ impl Dataplane for XdpDataplane {
     }
 
     fn maintain(&mut self) -> anyhow::Result<()> {
-        self.sweep()
+        self.sweep()?;
+        self.refresh_interfaces()
     }
 
     fn conns(&self, max: usize) -> anyhow::Result<super::ConnList> {
         self.list_conns(max)
+    }
+
+    fn apply_global(&mut self, global: &Global) -> anyhow::Result<()> {
+        self.set_timeouts(&global.timeouts)?;
+        self.set_new_conn_rate_limit(global.new_conn_rate_limit.min(u32::MAX as u64) as u32)?;
+        self.set_tunnel_source(&global.tunnel_source)
     }
 
     fn shutdown(self: Box<Self>, cleanup: bool) -> anyhow::Result<()> {
@@ -2219,5 +2289,35 @@ mod overload_tests {
         // No lower threshold: cleared below 3/4 of the upper.
         assert!(overloaded(8, 10, 0, true));
         assert!(!overloaded(7, 10, 0, true));
+    }
+}
+
+#[cfg(test)]
+mod table_size_tests {
+    use super::*;
+
+    #[test]
+    fn persistence_templates_scale_with_the_connection_table() {
+        // The default table (4 Mi entries) keeps 262 144 templates.
+        assert_eq!(
+            persist_table_entries(conn_table_entries(4_194_304)),
+            262_144
+        );
+        assert_eq!(persist_table_entries(conn_table_entries(1 << 24)), 1 << 20);
+        assert_eq!(persist_table_entries(conn_table_entries(65_536)), 65_536);
+        assert_eq!(persist_table_entries(4), 65_536);
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds_rounded_up() {
+        let t = Timeouts {
+            tcp: Duration::from_millis(1500),
+            tcp_fin: Duration::from_millis(1),
+            udp: Duration::from_secs(300),
+        };
+        let s = state_timeouts(&t);
+        assert_eq!(s[CONN_TCP_ESTABLISHED as usize], 2);
+        assert_eq!(s[CONN_TCP_FIN_WAIT as usize], 1);
+        assert_eq!(s[CONN_UDP as usize], 300);
     }
 }
