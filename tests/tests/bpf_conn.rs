@@ -259,16 +259,7 @@ fn timeouts_follow_the_config() {
         tcp_fin: secs(5),
         udp: secs(7),
     };
-    let mut f = Fixture::with_timeouts(
-        vec![service(
-            VIP,
-            53,
-            Protocol::Udp,
-            Scheduler::Rr,
-            &[(1, 1), (2, 1)],
-        )],
-        &t,
-    );
+    let mut f = udp_rr2(&t);
     let dgram = Pkt::to(VIP, 53).udp();
     let first = f.real_of(&f.run(&dgram));
     f.dp.advance_clock(secs(6)).unwrap();

@@ -161,11 +161,8 @@ fn an_address_that_was_there_stays_and_sysctls_wait_for_the_last_vip() {
     assert!(!lo_addrs(&ns).contains(&"fd77::100/128".to_owned()));
 }
 
-#[test]
-fn tun_attaches_decap_once_and_detaches_it_with_the_last_vip() {
-    assert!(lb_tests::have_root(), "needs root (namespaces, XDP)");
-    let ns = Netns::new("rs-tun").unwrap();
-    let dirs = Dirs::new(&ns);
+/// An up veth pair, veth0 and veth1, in `ns`.
+fn veth_pair(ns: &Netns) {
     ns.ip(&[
         "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
     ])
@@ -173,23 +170,34 @@ fn tun_attaches_decap_once_and_detaches_it_with_the_last_vip() {
     for i in ["veth0", "veth1"] {
         ns.link_up(i).unwrap();
     }
+}
+
+/// `lbctl realserver setup --vip VIP --method TUN --interface veth0`.
+fn tun_setup_on_veth0(ns: &Netns, dirs: &Dirs, vip: &str) -> String {
+    realserver(
+        ns,
+        dirs,
+        &[
+            "setup",
+            "--vip",
+            vip,
+            "--method",
+            "TUN",
+            "--interface",
+            "veth0",
+        ],
+    )
+}
+
+#[test]
+fn tun_attaches_decap_once_and_detaches_it_with_the_last_vip() {
+    assert!(lb_tests::have_root(), "needs root (namespaces, XDP)");
+    let ns = Netns::new("rs-tun").unwrap();
+    let dirs = Dirs::new(&ns);
+    veth_pair(&ns);
     assert_eq!(xdp_prog_on(&ns, "veth0"), None);
 
-    let tun = |vip: &str| {
-        realserver(
-            &ns,
-            &dirs,
-            &[
-                "setup",
-                "--vip",
-                vip,
-                "--method",
-                "TUN",
-                "--interface",
-                "veth0",
-            ],
-        )
-    };
+    let tun = |vip: &str| tun_setup_on_veth0(&ns, &dirs, vip);
     let out = tun("10.77.0.100");
     assert!(
         out.contains("decap on veth0 now takes 10.77.0.100"),
@@ -346,29 +354,9 @@ fn a_vip_prefix_becomes_a_local_route_and_a_decap_prefix() {
     assert!(lb_tests::have_root(), "needs root (namespaces, XDP)");
     let ns = Netns::new("rs-prefix").unwrap();
     let dirs = Dirs::new(&ns);
-    ns.ip(&[
-        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-    ])
-    .unwrap();
-    for i in ["veth0", "veth1"] {
-        ns.link_up(i).unwrap();
-    }
+    veth_pair(&ns);
     let before_addrs = lo_addrs(&ns);
-    let setup = |vip: &str| {
-        realserver(
-            &ns,
-            &dirs,
-            &[
-                "setup",
-                "--vip",
-                vip,
-                "--method",
-                "TUN",
-                "--interface",
-                "veth0",
-            ],
-        )
-    };
+    let setup = |vip: &str| tun_setup_on_veth0(&ns, &dirs, vip);
     let out = setup("10.78.0.0/24");
     assert!(
         out.contains("added local route 10.78.0.0/24 to lo"),
