@@ -3,14 +3,19 @@
 //! fragment, so a packet that would exceed the egress MTU is answered, as
 //! Katran does, with ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet
 //! too big", quoting the start of the packet, so the client lowers its MTU.
-//! The frame is turned into the reply in place and sent back (XDP_TX).
+//! The frame is turned into the reply in place and sent back (XDP_TX). A
+//! router's "too big" about a tunnel packet the director sent is passed on
+//! to the client the same way (`tunnel_too_big`).
 
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{AF_INET, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, Reason};
+use lb_common::{
+    AF_INET, AF_INET6, FlowKey, FwdMethod, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP,
+    IPPROTO_IPV6, Reason,
+};
 
 use crate::balancer::{find_vip, is_vip_address};
 use crate::fwd::{self, nat_icmp};
@@ -66,7 +71,12 @@ pub fn too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
 /// Shrinks or grows the frame's end so it is `len` bytes long.
 #[inline(always)]
 fn set_len(ctx: &XdpContext, len: usize) -> bool {
+    // Through the stack: LLVM would otherwise fold `len - (end - start)`
+    // into `len - end + start`, arithmetic on the end pointer that the
+    // verifier refuses.
     let now = (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: a read of a local.
+    let now = unsafe { core::ptr::read_volatile(&now) };
     // SAFETY: the helper only moves the end of this packet's data.
     unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - now) == 0 }
 }
@@ -91,18 +101,35 @@ fn too_big_v4(ctx: &XdpContext, mtu: u32) -> u32 {
     {
         return xdp_action::XDP_DROP;
     }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: a bounds-checked pointer into the rewritten frame.
+    unsafe {
+        write_mac(&raw mut (*eth).dst, &client_mac);
+        write_mac(&raw mut (*eth).src, &own_mac);
+    }
+    if !write_frag_needed_v4(ctx, vip, client, mtu) {
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_TX
+}
+
+/// Writes, behind the Ethernet header, an IPv4 header from `src` to `dst`
+/// and ICMP "fragmentation needed" with `mtu`, whose QUOTE4 bytes of quote
+/// are already in place (the frame ends there).
+#[inline(always)]
+fn write_frag_needed_v4(ctx: &XdpContext, src: u32, dst: u32, mtu: u32) -> bool {
     let (Some(eth), Some(ip), Some(icmp), Some(body)) = (
         ptr_at::<EthHdr>(ctx, 0),
         ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN),
         ptr_at::<IcmpHead>(ctx, ETH_HLEN + 20),
         ptr_at::<[u8; 8 + QUOTE4]>(ctx, ETH_HLEN + 20),
     ) else {
-        return xdp_action::XDP_DROP;
+        return false;
     };
     // SAFETY: bounds-checked pointers into the rewritten frame.
     unsafe {
-        write_mac(&raw mut (*eth).dst, &client_mac);
-        write_mac(&raw mut (*eth).src, &own_mac);
         (*eth).proto = ETH_P_IP.to_be();
         let mut h = Ipv4Hdr {
             vihl: 0x45,
@@ -113,8 +140,8 @@ fn too_big_v4(ctx: &XdpContext, mtu: u32) -> u32 {
             ttl: 64,
             proto: IPPROTO_ICMP,
             check: 0,
-            saddr: vip,
-            daddr: client,
+            saddr: src,
+            daddr: dst,
         };
         let hp = &raw mut h as *mut [u8; 20];
         h.check = !fold(sum_bytes(hp, 0));
@@ -127,7 +154,7 @@ fn too_big_v4(ctx: &XdpContext, mtu: u32) -> u32 {
         };
         (*icmp).check = !fold(sum_bytes(body, 0));
     }
-    xdp_action::XDP_TX
+    true
 }
 
 fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
@@ -149,27 +176,42 @@ fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
     {
         return xdp_action::XDP_DROP;
     }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: a bounds-checked pointer into the rewritten frame.
+    unsafe {
+        write_mac(&raw mut (*eth).dst, &client_mac);
+        write_mac(&raw mut (*eth).src, &own_mac);
+    }
+    if !write_too_big_v6(ctx, &vip, &client, mtu) {
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_TX
+}
+
+/// `write_frag_needed_v4` for IPv6: ICMPv6 "packet too big".
+#[inline(always)]
+fn write_too_big_v6(ctx: &XdpContext, src: &[u32; 4], dst: &[u32; 4], mtu: u32) -> bool {
     let (Some(eth), Some(ip), Some(icmp), Some(body)) = (
         ptr_at::<EthHdr>(ctx, 0),
         ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN),
         ptr_at::<IcmpHead>(ctx, ETH_HLEN + 40),
         ptr_at::<[u8; 8 + QUOTE6]>(ctx, ETH_HLEN + 40),
     ) else {
-        return xdp_action::XDP_DROP;
+        return false;
     };
     let payload = (8 + QUOTE6) as u32;
     // SAFETY: bounds-checked pointers into the rewritten frame.
     unsafe {
-        write_mac(&raw mut (*eth).dst, &client_mac);
-        write_mac(&raw mut (*eth).src, &own_mac);
         (*eth).proto = ETH_P_IPV6.to_be();
         *ip = Ipv6Hdr {
             vtc_flow: (6u32 << 28).to_be(),
             payload_len: (payload as u16).to_be(),
             next_header: IPPROTO_ICMPV6,
             hop_limit: 255,
-            saddr: vip,
-            daddr: client,
+            saddr: *src,
+            daddr: *dst,
         };
         *icmp = IcmpHead {
             kind: 2,
@@ -184,7 +226,7 @@ fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
         let sum = sum_bytes(addrs, fold(tail_sum) as u32);
         (*icmp).check = !fold(sum_bytes(body, fold(sum) as u32));
     }
-    xdp_action::XDP_TX
+    true
 }
 
 /// ICMP types the balancer handles.
@@ -395,15 +437,179 @@ fn error_to_real(ctx: &XdpContext, pkt: &Icmp) -> u32 {
 /// client's packet is translated and passed on to the kernel, which
 /// forwards it to the client; anything else passes untouched.
 fn not_for_a_vip(ctx: &XdpContext, pkt: &Icmp) -> u32 {
-    if GLOBALS.get(0).is_some_and(|g| g.nat != 0)
-        && let Some(head) = ptr_at_var::<IcmpHead>(ctx, pkt.off as usize)
-        // SAFETY: bounds-checked by ptr_at_var.
-        && is_error(pkt.family, unsafe { (*head).kind })
-    {
+    let Some(head) = ptr_at_var::<IcmpHead>(ctx, pkt.off as usize) else {
+        return pass_malformed();
+    };
+    // SAFETY: bounds-checked by ptr_at_var.
+    let (kind, code) = unsafe { ((*head).kind, (*head).code) };
+    let too_big = if pkt.family == AF_INET {
+        kind == 3 && code == 4
+    } else {
+        kind == 2
+    };
+    if too_big {
+        let action = tunnel_too_big(ctx, pkt);
+        if action != NOT_OUR_TUNNEL {
+            return action;
+        }
+    }
+    if GLOBALS.get(0).is_some_and(|g| g.nat != 0) && is_error(pkt.family, kind) {
         return error_to_client(ctx, pkt);
     }
     stats::count(Reason::PassNotVip);
     xdp_action::XDP_PASS
+}
+
+/// `tunnel_too_big`'s answer for an error about anything else.
+const NOT_OUR_TUNNEL: u32 = u32::MAX;
+
+/// A router on the way to a TUN real says the director's tunnel packet was
+/// too big (DF set: the inner packet's). As IPVS does (ip_vs_in_icmp), the
+/// client is told, with the MTU less the tunnel header, quoting its own
+/// packet: the error's headers and the quoted outer header give way to a
+/// new IP and ICMP header, sent by the FIB's next hop to the client, or
+/// where the director does not forward, back to the router that sent the
+/// error.
+/// Only for a connection lbd holds; the error's IP header must have no
+/// options (IPv6: no extension headers).
+// A separate BPF subprogram: its own stack frame (the FIB lookup's 64
+// bytes), verified on its own.
+#[inline(never)]
+fn tunnel_too_big(ctx: &XdpContext, pkt: &Icmp) -> u32 {
+    let (ip_hlen, quote) = if pkt.family == AF_INET {
+        (20, QUOTE4)
+    } else {
+        (40, QUOTE6)
+    };
+    let outer = ETH_HLEN + ip_hlen + ICMP_HLEN;
+    let inner = outer + ip_hlen;
+    if pkt.off as usize != ETH_HLEN + ip_hlen || inner + quote > ETH_HLEN + pkt.ip_len as usize {
+        return NOT_OUR_TUNNEL;
+    }
+    let Some((key, mtu)) = (if pkt.family == AF_INET {
+        tunnelled_v4(ctx)
+    } else {
+        tunnelled_v6(ctx)
+    }) else {
+        return NOT_OUR_TUNNEL;
+    };
+    if conn::find(&key, clock::now()).is_none() {
+        return NOT_OUR_TUNNEL;
+    }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return NOT_OUR_TUNNEL;
+    };
+    // The error's sender and this interface. SAFETY: a bounds-checked
+    // pointer, copied out before the rewrite.
+    let macs = unsafe { [(*eth).src, (*eth).dst] };
+    // The new headers end where the quoted outer header did: the client's
+    // quoted packet stays where it is.
+    // SAFETY: the helper only moves the start of this packet's data.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ip_hlen as i32) } != 0
+        || !set_len(ctx, ETH_HLEN + ip_hlen + ICMP_HLEN + quote)
+    {
+        return xdp_action::XDP_DROP;
+    }
+    let written = if pkt.family == AF_INET {
+        write_frag_needed_v4(ctx, key.dst[0], key.src[0], mtu)
+    } else {
+        write_too_big_v6(ctx, &key.dst, &key.src, mtu)
+    };
+    if !written {
+        return xdp_action::XDP_DROP;
+    }
+    stats::count(Reason::IcmpErrorToClient);
+    send_to_client(ctx, &key, &macs)
+}
+
+/// Sends the error `tunnel_too_big` wrote to the client of `flow` (client
+/// → VIP); `macs`: the router's and this interface's. A subprogram of its
+/// own: the FIB lookup's frame is not on the connection lookup's chain
+/// (6.1 allows 512 bytes along one).
+#[inline(never)]
+fn send_to_client(ctx: &XdpContext, flow: &FlowKey, macs: &[[u8; 6]; 2]) -> u32 {
+    let v4 = flow.family == AF_INET;
+    let back = FlowKey {
+        src: flow.dst,
+        dst: flow.src,
+        proto: if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 },
+        family: flow.family,
+        ..FlowKey::default()
+    };
+    let len = if v4 {
+        20 + ICMP_HLEN + QUOTE4
+    } else {
+        40 + ICMP_HLEN + QUOTE6
+    };
+    // SAFETY: reading the context of this packet.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    fwd::out::by_fib_or_back(ctx, ingress, &back, len as u16, &macs[0], &macs[1])
+}
+
+/// An IPv4 "fragmentation needed" quoting an IPIP packet: the client's
+/// flow inside, and the MTU to tell the client (None: not such an error,
+/// or an MTU too small to pass on).
+#[inline(always)]
+fn tunnelled_v4(ctx: &XdpContext) -> Option<(FlowKey, u32)> {
+    const OUTER: usize = ETH_HLEN + 20 + ICMP_HLEN;
+    let head = ptr_at::<IcmpHead>(ctx, ETH_HLEN + 20)?;
+    let outer = ptr_at::<Ipv4Hdr>(ctx, OUTER)?;
+    let quote = ptr_at::<[u8; QUOTE4]>(ctx, OUTER + 20)?;
+    // SAFETY: bounds-checked pointers.
+    unsafe {
+        let inner = &*(quote as *const Ipv4Hdr);
+        let ports = &*((quote as *const u8).add(20) as *const QuotedPorts);
+        if (*outer).vihl != 0x45 || (*outer).proto != IPPROTO_IPIP || inner.vihl != 0x45 {
+            return None;
+        }
+        // Next-hop MTU: the low half of the header's last word.
+        let mtu = u32::from_be((*head).rest) & 0xffff;
+        if mtu < 68 + 20 {
+            return None;
+        }
+        let key = FlowKey {
+            src: [inner.saddr, 0, 0, 0],
+            dst: [inner.daddr, 0, 0, 0],
+            sport: ports.sport,
+            dport: ports.dport,
+            proto: inner.proto,
+            family: AF_INET,
+            ..FlowKey::default()
+        };
+        Some((key, mtu - 20))
+    }
+}
+
+/// `tunnelled_v4` for ICMPv6 "packet too big" quoting an IP6IP6 packet.
+#[inline(always)]
+fn tunnelled_v6(ctx: &XdpContext) -> Option<(FlowKey, u32)> {
+    const OUTER: usize = ETH_HLEN + 40 + ICMP_HLEN;
+    let head = ptr_at::<IcmpHead>(ctx, ETH_HLEN + 40)?;
+    let outer = ptr_at::<Ipv6Hdr>(ctx, OUTER)?;
+    let quote = ptr_at::<[u8; QUOTE6]>(ctx, OUTER + 40)?;
+    // SAFETY: bounds-checked pointers.
+    unsafe {
+        let inner = &*(quote as *const Ipv6Hdr);
+        let ports = &*((quote as *const u8).add(40) as *const QuotedPorts);
+        if (*outer).next_header != IPPROTO_IPV6 || u32::from_be(inner.vtc_flow) >> 28 != 6 {
+            return None;
+        }
+        let mtu = u32::from_be((*head).rest);
+        if mtu < 1280 {
+            return None;
+        }
+        let key = FlowKey {
+            src: inner.saddr,
+            dst: inner.daddr,
+            sport: ports.sport,
+            dport: ports.dport,
+            proto: inner.next_header,
+            family: AF_INET6,
+            ..FlowKey::default()
+        };
+        // IPv6 links carry at least 1280 bytes: no smaller MTU to tell.
+        Some((key, (mtu - 40).max(1280)))
+    }
 }
 
 // A separate BPF subprogram: its own stack frame, verified on its own.

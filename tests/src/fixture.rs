@@ -16,6 +16,7 @@ pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 
 /// BPF_PROG_TEST_RUN reports loopback as the ingress interface.
 pub const LOOPBACK_IFINDEX: u32 = 1;

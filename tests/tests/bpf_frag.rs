@@ -236,8 +236,6 @@ fn client_route() -> lb_tests::netns::Netns {
     ns
 }
 
-const XDP_REDIRECT: u32 = 4;
-
 #[test]
 fn every_fragment_of_a_nat_reply_gets_the_vip_as_source() {
     let ns = client_route();

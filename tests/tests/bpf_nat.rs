@@ -14,7 +14,6 @@ use lb_userspace::config::{Method, Protocol, Scheduler};
 use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::state::Service;
 
-const XDP_REDIRECT: u32 = 4;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
 const CLIENT_NEIGH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x02];
 

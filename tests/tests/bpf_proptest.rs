@@ -87,8 +87,6 @@ use proptest::sample::select;
 use proptest::strategy::Union;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-const XDP_REDIRECT: u32 = 4;
-
 // ---------------------------------------------------------------------------
 // The tables
 

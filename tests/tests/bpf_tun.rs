@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun as _, TestRunOptions};
 use lb_common::{IfaceInfo, Reason, csum::checksum};
 use lb_tests::fixture::*;
+use lb_tests::netns::Netns;
 use lb_tests::packet::*;
 use lb_userspace::config::{Method, Protocol, Scheduler};
 use lb_userspace::dataplane::Dataplane as _;
@@ -511,4 +512,147 @@ fn decap_takes_every_address_of_a_vip_prefix() {
     .unwrap();
     let syn = Pkt::to(Ipv4Addr::new(10, 0, 200, 1), 80).tcp(SYN);
     assert_eq!(&run_decap(&d, &ipip(&syn)).frame[12..], &syn[12..]);
+}
+
+/// A namespace where the FIB knows the way to the clients 10.9.0.2 and
+/// fd09::2: out of `v0`, to static neighbours, with forwarding on.
+/// BPF_PROG_TEST_RUN's ingress is the namespace's `lo`.
+fn client_route() -> Netns {
+    let ns = Netns::new("tunfib").unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        .unwrap();
+    ns.link_up("v0").unwrap();
+    ns.link_up("v1").unwrap();
+    ns.add_addr("v0", "10.9.0.1/24").unwrap();
+    ns.ip(&["-6", "addr", "add", "fd09::1/64", "dev", "v0", "nodad"])
+        .unwrap();
+    for (addr, mac) in [
+        ("10.9.0.2", "02:00:00:00:99:02"),
+        ("fd09::2", "02:00:00:00:99:06"),
+    ] {
+        ns.ip(&["neigh", "replace", addr, "lladdr", mac, "dev", "v0"])
+            .unwrap();
+    }
+    for key in [
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv4.conf.lo.forwarding",
+        "net.ipv6.conf.all.forwarding",
+    ] {
+        ns.set_sysctl(key, "1").unwrap();
+    }
+    ns
+}
+
+/// A router's ICMP "fragmentation needed" (MTU `mtu`) to the director,
+/// quoting the start of `sent` (an IPIP frame the director sent).
+fn frag_needed_about(sent: &[u8], mtu: u16) -> Vec<u8> {
+    use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(real_mac(9), DIRECTOR_MAC)
+        .ipv4([10, 0, 0, 254], DIRECTOR_IP.octets(), 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+        ))
+        .write(&mut out, &sent[14..14 + 20 + 28])
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_routers_frag_needed_about_a_tunnel_packet_reaches_the_client() {
+    let ns = client_route();
+    let v0 = ns.ifindex_of("v0").unwrap();
+    ns.run(move || {
+        let f = v4();
+        let client = Ipv4Addr::new(10, 9, 0, 2);
+        let syn = Pkt::to(VIP, 80).from(client, 40000).tcp(SYN);
+        let sent = f.run(&syn);
+        assert_eq!(sent.frame[23], 4, "IPIP");
+        let o = f.run(&frag_needed_about(&sent.frame, 1400));
+        assert_eq!(
+            o.action, XDP_REDIRECT,
+            "to the client's interface (v0 = {v0})"
+        );
+        assert_eq!(dst_mac(&o.frame), [0x02, 0, 0, 0, 0x99, 2]);
+        assert_eq!(o.frame.len(), 14 + 20 + 8 + 28);
+        assert_eq!(&o.frame[26..30], &VIP.octets(), "from the VIP");
+        assert_eq!(&o.frame[30..34], &client.octets(), "to the client");
+        assert_eq!(o.frame[23], 1, "ICMP");
+        assert_eq!(checksum(&o.frame[14..34]), 0, "IPv4 header checksum");
+        assert_eq!((o.frame[34], o.frame[35]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([o.frame[40], o.frame[41]]), 1380);
+        assert_eq!(checksum(&o.frame[34..]), 0, "ICMP checksum");
+        assert_eq!(
+            &o.frame[42..],
+            &syn[14..14 + 28],
+            "quoting the client's packet"
+        );
+        assert_eq!(f.dp.reason_count(Reason::IcmpErrorToClient), 1);
+
+        // About a flow lbd does not hold: not for the client, passed.
+        let other = Pkt::to(VIP, 80).from(client, 40001).tcp(SYN);
+        let mut unknown = sent.frame.clone();
+        unknown[14 + 20..14 + 20 + 28].copy_from_slice(&other[14..14 + 28]);
+        let err = frag_needed_about(&unknown, 1400);
+        let o = f.run(&err);
+        assert_eq!((o.action, &o.frame), (XDP_PASS, &err));
+    });
+}
+
+#[test]
+fn a_routers_packet_too_big_about_an_ip6ip6_packet_reaches_the_client() {
+    use etherparse::{Icmpv6Type, PacketBuilder};
+    let ns = client_route();
+    ns.run(move || {
+        let f = v6();
+        let client: Ipv6Addr = "fd09::2".parse().unwrap();
+        let syn = Pkt6::to(VIP6, 80).from(client, 40000).tcp(SYN);
+        let sent = f.run(&syn);
+        assert_eq!(sent.frame[20], 41, "IP6IP6");
+        let mut err = Vec::new();
+        PacketBuilder::ethernet2(real_mac(9), DIRECTOR_MAC)
+            .ipv6(
+                "fd00::fe".parse::<Ipv6Addr>().unwrap().octets(),
+                DIRECTOR_IP6.octets(),
+                64,
+            )
+            .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1400 })
+            .write(&mut err, &sent.frame[14..14 + 40 + 48])
+            .unwrap();
+        let o = f.run(&err);
+        assert_eq!(o.action, XDP_REDIRECT);
+        assert_eq!(dst_mac(&o.frame), [0x02, 0, 0, 0, 0x99, 6]);
+        assert_eq!(o.frame.len(), 14 + 40 + 8 + 48);
+        assert_eq!(&o.frame[22..38], &VIP6.octets(), "from the VIP");
+        assert_eq!(&o.frame[38..54], &client.octets(), "to the client");
+        assert_eq!(o.frame[54], 2, "packet too big");
+        assert_eq!(
+            u32::from_be_bytes(o.frame[58..62].try_into().unwrap()),
+            1360
+        );
+        assert_checksums_valid(&o.frame);
+        assert_eq!(
+            &o.frame[62..],
+            &syn[14..14 + 48],
+            "quoting the client's packet"
+        );
+    });
+}
+
+#[test]
+fn without_forwarding_the_clients_frag_needed_goes_back_to_the_router() {
+    // A TUN director need not forward; the FIB then answers nothing, and
+    // the router that sent the error forwards lbd's on to the client.
+    let ns = Netns::new("tunnofwd").unwrap();
+    ns.run(move || {
+        let f = v4();
+        let client = Ipv4Addr::new(10, 9, 0, 2);
+        let sent = f.run(&Pkt::to(VIP, 80).from(client, 40000).tcp(SYN));
+        let o = f.run(&frag_needed_about(&sent.frame, 1400));
+        assert_eq!(o.action, XDP_TX);
+        assert_eq!(dst_mac(&o.frame), real_mac(9), "the router's");
+        assert_eq!(src_mac(&o.frame), DIRECTOR_MAC);
+        assert_eq!(&o.frame[30..34], &client.octets());
+        assert_eq!(u16::from_be_bytes([o.frame[40], o.frame[41]]), 1380);
+    });
 }

@@ -165,3 +165,55 @@ fn ipv6_reals_behind_a_link_local_router_are_reached_through_it() {
     assert!(router.contains("managed"), "{router:?}");
     d.stop().expect("lbd exits cleanly");
 }
+
+/// A link behind the router carries less than the director's: the router
+/// tells the director (the tunnel packet's source) that its packet was too
+/// big, and lbd tells the client, with the MTU less the tunnel header, as
+/// IPVS does. The client's TCP then sends segments that fit; without it
+/// they would vanish (DF set, the client never told).
+#[test]
+fn a_smaller_mtu_behind_the_router_is_told_to_the_client() {
+    use std::io::Write as _;
+    assert!(lb_tests::have_root(), "end-to-end tests need root");
+    let lab = RoutedLab::new(1).expect("building the routed lab");
+    lab.router
+        .ip(&["link", "set", "eth1", "mtu", "1300"])
+        .unwrap();
+    let reals = [IpAddr::V4(real_ip(1))];
+    let mut d = start(&lab, &config(&VIP.to_string(), &reals, "")).expect("starting lbd");
+    d.wait(Duration::from_secs(10), |s| {
+        resolved(s, reals[0]) == Some(true)
+    })
+    .expect("the real's next hop resolved");
+    let vip = SocketAddr::new(VIP.into(), HTTP_PORT);
+    // More than a segment: full-sized ones, DF set, until told otherwise.
+    let _conn = lab.client.run(move || {
+        let mut c = std::net::TcpStream::connect_timeout(&vip, TIMEOUT).expect("connecting");
+        c.write_all(&[b'x'; 30_000]).expect("writing");
+        c
+    });
+    let pmtu = || {
+        lab.client
+            .ip(&["route", "get", &VIP.to_string()])
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while !pmtu().contains("mtu 1280") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never learnt 1300 - 20: {}\n{:?}\n{}",
+            pmtu(),
+            d.status().map(|s| s.reasons),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = d.status().unwrap();
+    let relayed = status
+        .reasons
+        .iter()
+        .find(|(r, _)| r == "icmp_error_to_client")
+        .map_or(0, |(_, n)| *n);
+    assert!(relayed >= 1, "{:?}", status.reasons);
+    d.stop().expect("lbd exits cleanly");
+}

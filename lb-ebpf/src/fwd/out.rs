@@ -4,8 +4,8 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
-        xdp_action,
+        BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
@@ -72,6 +72,42 @@ pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
 pub fn by_fib(ctx: &XdpContext, ingress: u32, key: &FlowKey, ip_len: u16) -> u32 {
     // SAFETY: an all-zero bpf_fib_lookup is a valid value.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let rc = fib_lookup(ctx, &mut p, ingress, key, ip_len, 0);
+    fib_emit(ctx, ingress, rc, &p)
+}
+
+/// `by_fib` for a packet the director itself sends (ICMP about a packet
+/// that came in from `sender`, a neighbour on `ingress`). The FIB answers
+/// only where the interface forwards (a TUN director needs not): else the
+/// packet goes back to `sender`, a router that forwards it on.
+#[inline(always)]
+pub fn by_fib_or_back(
+    ctx: &XdpContext,
+    ingress: u32,
+    key: &FlowKey,
+    ip_len: u16,
+    sender: &[u8; 6],
+    own: &[u8; 6],
+) -> u32 {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid value.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let rc = fib_lookup(ctx, &mut p, ingress, key, ip_len, 0);
+    if rc == BPF_FIB_LKUP_RET_FWD_DISABLED as i64 {
+        return emit(ctx, ingress, ingress, sender, own);
+    }
+    fib_emit(ctx, ingress, rc, &p)
+}
+
+/// The FIB's answer for `key`'s packet (`p` gets the next hop).
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    p: &mut FibParams,
+    ingress: u32,
+    key: &FlowKey,
+    ip_len: u16,
+    flags: u32,
+) -> i64 {
     p.family = key.family;
     p.l4_protocol = key.proto;
     p.sport = key.sport;
@@ -86,14 +122,19 @@ pub fn by_fib(ctx: &XdpContext, ingress: u32, key: &FlowKey, ip_len: u16) -> u32
         p.__bindgen_anon_4.ipv6_dst = key.dst;
     }
     // SAFETY: the helper reads and writes `p`, which lives on our stack.
-    let rc = unsafe {
+    unsafe {
         bpf_fib_lookup(
             ctx.ctx as *mut _,
-            &mut p,
+            p,
             core::mem::size_of::<FibParams>() as i32,
-            0,
+            flags,
         )
-    };
+    }
+}
+
+/// Sends the frame to the next hop the FIB answered with.
+#[inline(always)]
+fn fib_emit(ctx: &XdpContext, ingress: u32, rc: i64, p: &FibParams) -> u32 {
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         // A route but no resolved neighbour: the kernel forwards the
         // (already translated) reply and resolves the client on the way.
