@@ -97,8 +97,15 @@ fn find_vip_fast(key: &FlowKey, port: u16) -> Option<&'static VipInfo> {
 /// (for packets without ports: fragments, ICMP).
 #[inline(always)]
 pub fn is_vip_address(addr: &[u32; 4], family: u8) -> bool {
+    VIP_ADDRS.get(address_key(addr, family)).is_some()
+}
+
+/// The key of one address, every port and protocol, in an address trie
+/// (LB_VIP_ADDRS, decap's DECAP_VIPS).
+#[inline(always)]
+pub fn address_key(addr: &[u32; 4], family: u8) -> Key<VipPrefix> {
     let bits = VIP_PREFIX_HEAD_BITS + if family == AF_INET { 32 } else { 128 };
-    let k = Key::new(
+    Key::new(
         bits,
         VipPrefix {
             proto: 0,
@@ -106,8 +113,7 @@ pub fn is_vip_address(addr: &[u32; 4], family: u8) -> bool {
             port: 0,
             addr: *addr,
         },
-    );
-    VIP_ADDRS.get(&k).is_some()
+    )
 }
 
 /// The prefix VIPs' trie, exact port first, then every port.

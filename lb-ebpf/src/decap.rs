@@ -6,14 +6,12 @@
 //! tunnel device elsewhere, or the kernel's reassembly), passes untouched.
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::bpf_xdp_adjust_head,
-    macros::map,
-    maps::{LpmTrie, lpm_trie::Key},
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::map, maps::LpmTrie,
     programs::XdpContext,
 };
-use lb_common::{AF_INET, AF_INET6, IPPROTO_IPIP, IPPROTO_IPV6, VIP_PREFIX_HEAD_BITS, VipPrefix};
+use lb_common::{AF_INET, AF_INET6, IPPROTO_IPIP, IPPROTO_IPV6, VipPrefix};
 
+use crate::balancer::address_key;
 use crate::parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ipv6Hdr, ptr_at, write_mac};
 
 /// The VIPs and VIP prefixes this real server serves through a tunnel,
@@ -69,17 +67,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
     } else {
         return xdp_action::XDP_PASS;
     };
-    let bits = VIP_PREFIX_HEAD_BITS + if family == AF_INET { 32 } else { 128 };
-    let key = Key::new(
-        bits,
-        VipPrefix {
-            proto: 0,
-            family,
-            port: 0,
-            addr: inner_dst,
-        },
-    );
-    if DECAP_VIPS.get(&key).is_none() {
+    if DECAP_VIPS.get(address_key(&inner_dst, family)).is_none() {
         return xdp_action::XDP_PASS;
     }
     // Drop the outer header: move the start past it, then write the

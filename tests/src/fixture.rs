@@ -10,6 +10,7 @@ use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::dataplane::xdp::XdpDataplane;
 use lb_userspace::state::{DesiredState, Real, Service, ServiceAttrs, ServiceKey};
 
+use crate::netns::Netns;
 use crate::packet::DIRECTOR_MAC;
 
 pub const XDP_ABORTED: u32 = 0;
@@ -188,4 +189,36 @@ impl Fixture {
         );
         mac[5]
     }
+}
+
+/// A namespace whose FIB reaches the `neighbours` (address, MAC: static
+/// entries) out of `v0`, a veth with the addresses `cidrs`, forwarding on:
+/// for what the program sends by the FIB (NAT replies, ICMP to clients).
+/// BPF_PROG_TEST_RUN's ingress is the namespace's `lo`.
+pub fn fib_namespace(tag: &str, cidrs: &[&str], neighbours: &[(&str, &str)]) -> Netns {
+    let ns = Netns::new(tag).unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        .unwrap();
+    ns.link_up("v0").unwrap();
+    ns.link_up("v1").unwrap();
+    for cidr in cidrs {
+        if cidr.contains(':') {
+            ns.ip(&["-6", "addr", "add", cidr, "dev", "v0", "nodad"])
+                .unwrap();
+        } else {
+            ns.add_addr("v0", cidr).unwrap();
+        }
+    }
+    for (addr, mac) in neighbours {
+        ns.ip(&["neigh", "replace", addr, "lladdr", mac, "dev", "v0"])
+            .unwrap();
+    }
+    for key in [
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv4.conf.lo.forwarding",
+        "net.ipv6.conf.all.forwarding",
+    ] {
+        ns.set_sysctl(key, "1").unwrap();
+    }
+    ns
 }

@@ -205,35 +205,14 @@ fn ipv6_nat_rewrites_the_destination_of_later_fragments() {
 /// A namespace whose FIB knows the clients (10.6.0.1, fd00:6::1) behind
 /// `v0`, with static neighbours. Test runs' ingress is its `lo`.
 fn client_route() -> lb_tests::netns::Netns {
-    let ns = lb_tests::netns::Netns::new("natfrag").unwrap();
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
-        .unwrap();
-    ns.link_up("v0").unwrap();
-    ns.link_up("v1").unwrap();
-    ns.add_addr("v0", "10.6.0.254/24").unwrap();
-    ns.ip(&["-6", "addr", "add", "fd00:6::fe/64", "dev", "v0", "nodad"])
-        .unwrap();
-    for (family, addr) in [("-4", "10.6.0.1"), ("-6", "fd00:6::1")] {
-        ns.ip(&[
-            family,
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            "02:00:00:00:66:01",
-            "dev",
-            "v0",
-        ])
-        .unwrap();
-    }
-    for key in [
-        "net.ipv4.conf.all.forwarding",
-        "net.ipv4.conf.lo.forwarding",
-        "net.ipv6.conf.all.forwarding",
-    ] {
-        ns.set_sysctl(key, "1").unwrap();
-    }
-    ns
+    fib_namespace(
+        "natfrag",
+        &["10.6.0.254/24", "fd00:6::fe/64"],
+        &[
+            ("10.6.0.1", "02:00:00:00:66:01"),
+            ("fd00:6::1", "02:00:00:00:66:01"),
+        ],
+    )
 }
 
 #[test]

@@ -143,29 +143,11 @@ fn a_port_zero_service_keeps_the_port() {
 /// A namespace where the FIB knows the way to CLIENT: out of `v0` to a
 /// static neighbour. BPF_PROG_TEST_RUN's ingress is the namespace's `lo`.
 fn client_route() -> Netns {
-    let ns = Netns::new("natfib").unwrap();
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
-        .unwrap();
-    ns.link_up("v0").unwrap();
-    ns.link_up("v1").unwrap();
-    ns.add_addr("v0", "10.9.0.1/24").unwrap();
-    ns.ip(&[
-        "neigh",
-        "replace",
-        "10.9.0.2",
-        "lladdr",
-        "02:00:00:00:99:02",
-        "dev",
-        "v0",
-    ])
-    .unwrap();
-    for key in [
-        "net.ipv4.conf.all.forwarding",
-        "net.ipv4.conf.lo.forwarding",
-    ] {
-        ns.set_sysctl(key, "1").unwrap();
-    }
-    ns
+    fib_namespace(
+        "natfib",
+        &["10.9.0.1/24"],
+        &[("10.9.0.2", "02:00:00:00:99:02")],
+    )
 }
 
 /// The real's reply to `client:cport` from `real:8080`.

@@ -518,29 +518,14 @@ fn decap_takes_every_address_of_a_vip_prefix() {
 /// fd09::2: out of `v0`, to static neighbours, with forwarding on.
 /// BPF_PROG_TEST_RUN's ingress is the namespace's `lo`.
 fn client_route() -> Netns {
-    let ns = Netns::new("tunfib").unwrap();
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
-        .unwrap();
-    ns.link_up("v0").unwrap();
-    ns.link_up("v1").unwrap();
-    ns.add_addr("v0", "10.9.0.1/24").unwrap();
-    ns.ip(&["-6", "addr", "add", "fd09::1/64", "dev", "v0", "nodad"])
-        .unwrap();
-    for (addr, mac) in [
-        ("10.9.0.2", "02:00:00:00:99:02"),
-        ("fd09::2", "02:00:00:00:99:06"),
-    ] {
-        ns.ip(&["neigh", "replace", addr, "lladdr", mac, "dev", "v0"])
-            .unwrap();
-    }
-    for key in [
-        "net.ipv4.conf.all.forwarding",
-        "net.ipv4.conf.lo.forwarding",
-        "net.ipv6.conf.all.forwarding",
-    ] {
-        ns.set_sysctl(key, "1").unwrap();
-    }
-    ns
+    fib_namespace(
+        "tunfib",
+        &["10.9.0.1/24", "fd09::1/64"],
+        &[
+            ("10.9.0.2", "02:00:00:00:99:02"),
+            ("fd09::2", "02:00:00:00:99:06"),
+        ],
+    )
 }
 
 /// A router's ICMP "fragmentation needed" (MTU `mtu`) to the director,

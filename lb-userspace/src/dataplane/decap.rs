@@ -15,9 +15,9 @@ use aya::{
     programs::{Xdp, XdpMode, links::FdLink},
 };
 use ipnet::IpNet;
-use lb_common::{VIP_PREFIX_HEAD_BITS, VipPrefix};
+use lb_common::VipPrefix;
 
-use super::xdp::{EBPF_OBJECT, addr_words};
+use super::xdp::{EBPF_OBJECT, vip_addrs_key};
 
 pub struct Decap {
     ebpf: Ebpf,
@@ -76,17 +76,8 @@ impl Decap {
 
 /// The trie key of `vip`: LB_VIP_ADDRS's layout, protocol and port 0.
 fn decap_key(vip: IpNet) -> Key<VipPrefix> {
-    let vip = vip.trunc();
-    let (addr, family) = addr_words(vip.addr());
-    Key::new(
-        VIP_PREFIX_HEAD_BITS + vip.prefix_len() as u32,
-        VipPrefix {
-            proto: 0,
-            family,
-            port: 0,
-            addr,
-        },
-    )
+    let (len, data) = vip_addrs_key(&vip.trunc());
+    Key::new(len, data)
 }
 
 /// Whether the trie holds exactly `key` (a lookup also finds a shorter

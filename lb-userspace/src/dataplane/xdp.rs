@@ -68,6 +68,19 @@ fn loader_for(conn_table_size: u32) -> EbpfLoader<'static> {
     loader
 }
 
+/// The (prefix length, key) of a VIP address or prefix, every port and
+/// protocol, in an address trie (LB_VIP_ADDRS, decap's DECAP_VIPS).
+pub fn vip_addrs_key(net: &IpNet) -> (u32, VipPrefix) {
+    let (addr, family) = addr_words(net.network());
+    let data = VipPrefix {
+        proto: 0,
+        family,
+        port: 0,
+        addr,
+    };
+    (VIP_PREFIX_HEAD_BITS + net.prefix_len() as u32, data)
+}
+
 /// Persistence templates the data plane holds for a connection table of
 /// `conn_entries`: one per 16 connections, at least 65 536 (262 144 with
 /// the default table). IPVS keeps templates among its connections; here
@@ -855,18 +868,8 @@ impl XdpDataplane {
     /// prefixes (fragments and ICMP carry no port; this says whether they
     /// are for a VIP).
     fn sync_vip_addrs(&mut self) -> anyhow::Result<()> {
-        let key = |net: &IpNet| {
-            let (addr, family) = addr_words(net.network());
-            let data = VipPrefix {
-                proto: 0,
-                family,
-                port: 0,
-                addr,
-            };
-            (VIP_PREFIX_HEAD_BITS + net.prefix_len() as u32, data)
-        };
         let wanted: BTreeSet<IpNet> = self.services.keys().map(|k| k.vip.trunc()).collect();
-        let wanted_keys: Vec<(u32, VipPrefix)> = wanted.iter().map(key).collect();
+        let wanted_keys: Vec<(u32, VipPrefix)> = wanted.iter().map(vip_addrs_key).collect();
         let present: Vec<(u32, VipPrefix)> = self
             .maps
             .vip_addrs
