@@ -271,11 +271,14 @@ pub const CONN_UDP: u8 = 5;
 /// Entries of the TIMEOUTS array (one per state, 0 unused).
 pub const CONN_STATES: u32 = 8;
 
-/// Whether a connection in `state` counts as active (IPVS: TCP established)
-/// rather than inactive (every other TCP state, and UDP).
+/// Whether a connection in `state` counts as active rather than inactive:
+/// as IPVS's `tcp_state_active_table` (Linux 4.8 on), TCP opening and
+/// established; every closing TCP state, and UDP, are inactive. (Before
+/// 4.8 a half-open connection counted as inactive, so lc/wlc piled a burst
+/// of new connections onto one real.)
 #[inline(always)]
 pub const fn conn_is_active(state: u8) -> bool {
-    state == CONN_TCP_ESTABLISHED
+    state == CONN_TCP_ESTABLISHED || state == CONN_TCP_SYN_RECV
 }
 
 /// Value of the connection table: the real server a flow is pinned to.

@@ -1,7 +1,8 @@
 //! Every IPVS scheduler's selection rule in the XDP program, with ties and
 //! weight 0 (net/netfilter/ipvs/ip_vs_{lc,wlc,sed,nq,fo,ovf,sh,dh,mh,lblc,
-//! lblcr}.c). Connections are opened (SYN, inactive) and established
-//! (ACK, active) through the program itself, so the counts the schedulers
+//! lblcr}.c). Connections are opened (SYN: half-open, active as in IPVS
+//! since Linux 4.8), established (ACK, active) or opened and closed (FIN,
+//! inactive) through the program itself, so the counts the schedulers
 //! compare are the data plane's own.
 
 use std::collections::{HashMap, HashSet};
@@ -28,9 +29,16 @@ fn client(i: u16) -> Pkt {
     Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 3, (i >> 8) as u8, i as u8), 20000 + i)
 }
 
-/// Opens a connection (SYN only: inactive) and returns its real.
+/// Opens a connection (SYN only: half-open, active) and returns its real.
 fn open(f: &Fixture, i: u16) -> u8 {
     f.real_of(&f.run(&client(i).tcp(SYN)))
+}
+
+/// Opens a connection and closes it (FIN: inactive); returns its real.
+fn closed(f: &Fixture, i: u16) -> u8 {
+    let r = open(f, i);
+    assert_eq!(f.real_of(&f.run(&client(i).tcp(FIN_ACK))), r);
+    r
 }
 
 /// Opens and establishes a connection (active) and returns its real.
@@ -57,7 +65,19 @@ fn lc_counts_an_active_connection_as_256_inactive_ones() {
     let f = fixture(Scheduler::Lc, &[(1, 1), (2, 1)]);
     assert_eq!(establish(&f, 0), 1); // real 1: overhead 256
     // Real 2 takes new connections until its 256 inactive ones tie.
-    assert!(picks(&f, 1, 50, open).iter().all(|&r| r == 2));
+    assert!(picks(&f, 1, 50, closed).iter().all(|&r| r == 2));
+}
+
+#[test]
+fn lc_counts_a_half_open_connection_as_active() {
+    // ip_vs_proto_tcp.c's tcp_state_active_table (Linux 4.8 on): SYN_RECV
+    // is active, so a burst of new connections spreads instead of piling
+    // onto the real whose connections are all half-open.
+    let f = fixture(Scheduler::Lc, &[(1, 1), (2, 1)]);
+    assert_eq!(establish(&f, 0), 1);
+    assert_eq!(open(&f, 1), 2);
+    // 256 vs 256: the tie goes to the first (inactive, real 2 would win).
+    assert_eq!(open(&f, 2), 1);
 }
 
 #[test]
@@ -98,7 +118,7 @@ fn sed_sends_to_the_shortest_expected_delay() {
 #[test]
 fn sed_ignores_inactive_connections() {
     let f = fixture(Scheduler::Sed, &[(1, 1), (2, 2)]);
-    assert!(picks(&f, 0, 10, open).iter().all(|&r| r == 2));
+    assert!(picks(&f, 0, 10, closed).iter().all(|&r| r == 2));
 }
 
 // nq: an idle real first (list order), else sed.
@@ -373,14 +393,17 @@ fn every_scheduler_drops_when_all_weights_are_zero() {
 fn lbctl_status_reports_the_counts_the_schedulers_use() {
     let f = fixture(Scheduler::Wlc, &[(1, 1), (2, 1)]);
     establish(&f, 0);
-    open(&f, 1);
+    closed(&f, 1);
+    open(&f, 2);
     let s = f.dp.status().unwrap();
     let counts: Vec<(u64, u64)> = s.services[0]
         .reals
         .iter()
         .map(|r| (r.active_conns, r.inactive_conns))
         .collect();
-    assert_eq!(counts, [(1, 0), (0, 1)]);
+    // Real 2: the closed one (inactive), then the half-open one, which
+    // counts as active (IPVS since Linux 4.8).
+    assert_eq!(counts, [(1, 0), (1, 1)]);
     let _ = IpAddr::V4(VIP);
 }
 
@@ -400,7 +423,7 @@ fn an_lblcr_set_unchanged_for_a_day_sheds_its_most_loaded_member() {
     }
     // One member left: every new connection of the destination goes to it
     // (with two or more, the least-connection member would alternate).
-    let rest: HashSet<u8> = (200..220).map(|i| open(&f, i)).collect();
+    let rest: HashSet<u8> = (200..220).map(|i| closed(&f, i)).collect();
     assert_eq!(rest.len(), 1, "{rest:?}");
 }
 
@@ -500,9 +523,9 @@ fn ovf_ties_go_to_the_first_in_list_order() {
 #[test]
 fn ovf_counts_only_active_connections() {
     let f = fixture(Scheduler::Ovf, &[(1, 2), (2, 2)]);
-    // Inactive (SYN-only) connections never fill a real: the first of the
+    // Inactive (closed) connections never fill a real: the first of the
     // tied pair takes them all.
-    assert!(picks(&f, 0, 10, open).iter().all(|&r| r == 1));
+    assert!(picks(&f, 0, 10, closed).iter().all(|&r| r == 1));
     let s = f.dp.status().unwrap();
     let inactive: Vec<u64> = s.services[0]
         .reals
