@@ -394,6 +394,11 @@ pub const fn conn_set_mask(entries: u32) -> u32 {
 pub struct RealConns {
     pub active: u32,
     pub inactive: u32,
+    /// The counts hold the flows whose deadline (last seen + timeout, the
+    /// program's clock in ns) is after this: the sweeper's last recount
+    /// sets it to its time less 1 ns (it counted flows live then); 0
+    /// before any recount. A flow that expired before is not in them.
+    pub counted_after: u64,
 }
 
 /// The real server has a resolved MAC address.

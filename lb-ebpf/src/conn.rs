@@ -186,6 +186,27 @@ fn count_in(slot: u32, state: u8) {
     }
 }
 
+/// Counts out a flow that the table drops or replaces (expired, its tuple
+/// reused, evicted), unless the sweeper's last recount of its real already
+/// left it out: it expired before then.
+#[inline(always)]
+fn count_out_dropped(c: &ConnInfo) {
+    let Some(counts) = REAL_CONNS.get(c.real) else {
+        return;
+    };
+    let deadline = c.last_seen + c.timeout as u64 * 1_000_000_000;
+    if deadline > counts.counted_after {
+        count_out(c.real, c.state);
+    }
+}
+
+/// Marks a dropped flow long expired, so that it is counted out once.
+#[inline(always)]
+fn forget(c: &mut ConnInfo) {
+    c.last_seen = 0;
+    c.timeout = 0;
+}
+
 #[inline(always)]
 fn count_out(slot: u32, state: u8) {
     if let Some(c) = counter(slot, conn_is_active(state)) {
@@ -303,7 +324,11 @@ fn refresh(conn: &mut ConnInfo, proto: u8, tcp_flags: u8, now: u64) -> Option<u3
         && tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
         && (conn.state == CONN_TCP_CLOSE || conn.state == CONN_TCP_FIN_WAIT);
     if reused || expired(conn, now) {
-        count_out(conn.real, conn.state);
+        count_out_dropped(conn);
+        // Nothing may find the old connection alive any more (IPVS expires
+        // a rescheduled one at once): if the new one goes unrecorded (rate
+        // limit), its next packets must not reach the old real.
+        forget(conn);
         return None;
     }
     conn.last_seen = now;
@@ -446,13 +471,16 @@ fn record(index: u32, key: &FlowKey, real: u32, generation: u32, state: u8, flag
     let Some(e) = entry(index) else {
         return;
     };
-    if e.key.family != 0 && !same_flow(&e.key, key) && !expired(&e.info, now) {
-        stats::count(Reason::ConnEvicted);
+    // (The flow's own entry was counted out by `refresh`.)
+    if e.key.family != 0 && !same_flow(&e.key, key) {
+        if !expired(&e.info, now) {
+            stats::count(Reason::ConnEvicted);
+        }
         if REALS
             .get(e.info.real)
             .is_some_and(|r| r.generation == e.info.generation)
         {
-            count_out(e.info.real, e.info.state);
+            count_out_dropped(&e.info);
         }
     }
     e.key = *key;

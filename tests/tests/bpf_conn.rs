@@ -590,3 +590,57 @@ fn a_syn_on_a_closed_tuple_is_a_new_connection() {
     f.run(&flow(1).tcp(SYN));
     assert_eq!(f.dp.status().unwrap().services[0].stats.conns, 2);
 }
+
+/// IPVS expires a connection it schedules anew at once. A SYN that reuses
+/// a closed tuple above the new-connection rate goes unrecorded by the
+/// consistent choice; the handshake's ACK must follow it, not find the
+/// old connection still alive on its real.
+#[test]
+fn a_reused_tuple_in_a_flood_keeps_its_handshake_on_one_real() {
+    let mut f = rr3(Protocol::Tcp, 80);
+    for i in 0..8 {
+        f.run(&flow(i).tcp(SYN));
+        f.run(&flow(i).tcp(ACK));
+        f.run(&flow(i).tcp(FIN_ACK));
+    }
+    f.dp.set_new_conn_rate_limit(1).unwrap();
+    f.run(&flow(100).tcp(SYN)); // this second's one recorded flow
+    for i in 0..8 {
+        let syn = f.real_of(&f.run(&flow(i).tcp(SYN)));
+        assert_eq!(f.real_of(&f.run(&flow(i).tcp(ACK))), syn, "flow {i}");
+    }
+    let total: u64 = conns(&f).iter().map(|c| c.0 + c.1).sum();
+    assert_eq!(total, 1, "the closed connections were counted out once");
+}
+
+/// A flow that expired before the sweeper's recount is not in the counts
+/// any more: when it comes back, it is not counted out a second time.
+#[test]
+fn a_flow_back_after_the_sweeper_dropped_it_is_counted_once() {
+    let mut f = Fixture::new(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    for i in [1, 2] {
+        f.run(&flow(i).tcp(SYN));
+        f.run(&flow(i).tcp(ACK));
+    }
+    f.dp.advance_clock(secs(800)).unwrap();
+    f.run(&flow(2).tcp(ACK));
+    f.dp.advance_clock(secs(200)).unwrap(); // flow 1 idle 1000 s > 900
+    f.dp.sweep().unwrap();
+    assert_eq!(conns(&f), [(1, 0)]);
+    // Flow 1's next segment: a mid-flow packet, recorded again.
+    f.run(&flow(1).tcp(ACK));
+    assert_eq!(conns(&f), [(2, 0)]);
+    // Both expire; until the next recount they are still counted, and
+    // flow 1's return counts it out and in again.
+    f.dp.advance_clock(secs(1000)).unwrap();
+    f.run(&flow(1).tcp(ACK));
+    assert_eq!(conns(&f), [(2, 0)]);
+    f.dp.sweep().unwrap();
+    assert_eq!(conns(&f), [(1, 0)], "flow 2 gone, flow 1 back");
+}

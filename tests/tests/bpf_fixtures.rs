@@ -722,6 +722,28 @@ fn a_reused_slot_does_not_inherit_old_flows() {
 }
 
 #[test]
+fn a_reused_slot_starts_with_no_connections() {
+    let mut f = Fixture::new(vec![]);
+    f.dp.limit_slots(2);
+    let with = |reals: &[(u8, u32)]| vec![service(VIP, 80, Protocol::Tcp, Scheduler::Lc, reals)];
+    f.set(with(&[(1, 1)]));
+    for i in 0..3 {
+        f.run(&client(i).tcp(SYN));
+        f.run(&client(i).tcp(ACK));
+    }
+    // Real 1 leaves; real 2 takes its slot before any sweep.
+    f.set(with(&[]));
+    f.set(with(&[(2, 1)]));
+    let s = f.dp.status().unwrap();
+    let r = &s.services[0].reals[0];
+    assert_eq!(
+        (r.active_conns, r.inactive_conns),
+        (0, 0),
+        "real 1's three connections are not real 2's (lc would read them)"
+    );
+}
+
+#[test]
 fn connection_table_records_new_flows_once() {
     let f = mh_web();
     for i in 0..10 {

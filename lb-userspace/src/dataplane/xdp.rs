@@ -1112,9 +1112,10 @@ impl XdpDataplane {
             .map(|c| (c.active + c.inactive) as u64)
             .sum();
         for slot in live.keys() {
-            self.maps
-                .real_conns
-                .set(*slot, counts.get(slot).copied().unwrap_or_default(), 0)?;
+            let mut c = counts.get(slot).copied().unwrap_or_default();
+            // Live flows were those with a deadline at or after `now`.
+            c.counted_after = now.saturating_sub(1);
+            self.maps.real_conns.set(*slot, c, 0)?;
         }
         self.shrink_lblcr_sets(now, &live, &counts);
         self.update_overload(&counts)?;
@@ -1713,6 +1714,9 @@ impl Dataplane for XdpDataplane {
                     match self.slots.alloc() {
                         None => Err(anyhow!("{key}: more than {} real servers", MAX_REALS - 1)),
                         Some((slot, _)) => Self::zero_counters(&mut self.maps.real_stats, slot)
+                            // A reused slot must not inherit its last
+                            // real's connection counts (lc/wlc read them).
+                            .and_then(|_| Ok(self.maps.real_conns.set(slot, RealConns::default(), 0)?))
                             .and_then(|_| {
                                 self.service_mut(key)?.reals.push(RealSlot {
                                     real: real.clone(),
