@@ -486,7 +486,7 @@ pub struct FragKey {
 pub struct FragTarget {
     pub real: u32,
     pub generation: u32,
-    /// `FwdMethod` as u8, or `FRAG_NAT_REPLY`.
+    /// `FwdMethod` as u8, `FRAG_NAT_REPLY` or `FRAG_PASS`.
     pub method: u8,
     pub _pad: [u8; 7],
     /// For `FRAG_NAT_REPLY`: the VIP that replaces the real as source.
@@ -496,6 +496,10 @@ pub struct FragTarget {
 /// `FragTarget::method` of a NAT reply's datagram (real → client): its
 /// later fragments get the VIP as source, like the first one.
 pub const FRAG_NAT_REPLY: u8 = 0xff;
+/// `FragTarget::method` of a datagram to a VIP address that no service
+/// takes (another port or protocol): its first fragment went to the
+/// director's own stack, and so do the later ones.
+pub const FRAG_PASS: u8 = 0xfe;
 
 /// Per-CPU window of the new-connection rate limit.
 #[repr(C)]

@@ -317,6 +317,10 @@ fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
 /// A packet for no VIP: a NAT real's reply to translate back, or not ours.
 #[inline(never)]
 fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
+    if flow.first_fragment {
+        // (A NAT reply's, translated below, records its own target.)
+        frag::record_pass(flow);
+    }
     if GLOBALS.get(0).is_none_or(|g| g.nat == 0) {
         return pass(Reason::PassNotVip);
     }

@@ -2,11 +2,13 @@
 //! choose a real server, so its choice is remembered by (source,
 //! destination, IP id, protocol) and the later fragments follow it. A later
 //! fragment whose first was not seen (out of order, evicted) cannot be
-//! placed: for a VIP it is dropped and counted (CONTRACT.md).
+//! placed: for a VIP it is dropped and counted (CONTRACT.md). A datagram
+//! to a VIP address that no service takes (another port) is the director's
+//! own: its later fragments pass to the kernel like its first.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, FRAG_NAT_REPLY, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse, Reason, VipInfo,
+    AF_INET, FRAG_NAT_REPLY, FRAG_PASS, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse, Reason, VipInfo,
     csum,
 };
 
@@ -44,6 +46,19 @@ pub fn record_reply(flow: &Flow, rev: &NatReverse) {
     remember(flow, &target);
 }
 
+/// Remembers that a first fragment to a VIP address passed to the kernel
+/// (no service on its port), so that its later fragments pass too.
+#[inline(never)]
+pub fn record_pass(flow: &Flow) {
+    if is_vip_address(&flow.key.dst, flow.key.family) {
+        let target = FragTarget {
+            method: FRAG_PASS,
+            ..FragTarget::default()
+        };
+        remember(flow, &target);
+    }
+}
+
 /// The first fragment's datagram (source, destination, IP id, protocol)
 /// → where its later fragments go.
 #[inline(always)]
@@ -78,6 +93,10 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
     let Some(t) = (unsafe { FRAGS.get(frag.key) }).copied() else {
         return unplaced(frag);
     };
+    if t.method == FRAG_PASS {
+        stats::count(Reason::PassNotVip);
+        return xdp_action::XDP_PASS;
+    }
     let Some(real) = REALS.get(t.real).copied() else {
         return unplaced(frag);
     };

@@ -311,6 +311,11 @@ fn parse_v6(ctx: &XdpContext) -> Parsed {
             next = frag[0];
             off += 8;
             if offset != 0 {
+                if next != IPPROTO_TCP && next != IPPROTO_UDP {
+                    // Not balanced (ICMPv6, ESP, …), as its first
+                    // fragment: the kernel reassembles the datagram.
+                    return Parsed::NotBalanced;
+                }
                 let key = FragKey {
                     src: ip.saddr,
                     dst: ip.daddr,

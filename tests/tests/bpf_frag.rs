@@ -305,3 +305,56 @@ fn ipv6_tun_wraps_later_fragments_to_the_first_fragments_real() {
     }
     assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 2);
 }
+
+/// Later fragments of a datagram lbd does not balance (ICMPv6 here) pass
+/// to the kernel like their first, as for IPv4: dropping them broke large
+/// IPv6 pings to a VIP.
+#[test]
+fn ipv6_later_fragments_of_other_protocols_pass() {
+    let f = Fixture::new(vec![service6(
+        VIP6,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    let src = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+    let mut later6 = frag6(src, 5000, VIP6, 53, 9, false);
+    later6[54] = 58; // the fragment header's next header: ICMPv6
+    let o = f.run(&later6);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(o.frame, later6);
+    assert_eq!(f.dp.reason_count(Reason::DropFragment), 0);
+}
+
+/// A datagram to a VIP address on a port no service takes belongs to the
+/// director's own stack: its first fragment passes, and so must the later
+/// ones, or the kernel can never reassemble it.
+#[test]
+fn later_fragments_to_a_vip_port_without_a_service_pass_like_their_first() {
+    let f = udp_rr(Method::Dr);
+    let mut first4 = Pkt::to(VIP, 54).from(C, 5000).payload(&[1; 24]).udp();
+    first4[18..20].copy_from_slice(&3u16.to_be_bytes());
+    first4[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    fix_ipv4_checksum(&mut first4);
+    assert_eq!(f.run(&first4).action, XDP_PASS);
+    let frag = later(C, VIP, 3);
+    let o = f.run(&frag);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(o.frame, frag);
+
+    let f = Fixture::new(vec![service6(
+        VIP6,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    let src = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
+    assert_eq!(f.run(&frag6(src, 5000, VIP6, 54, 4, true)).action, XDP_PASS);
+    let later6 = frag6(src, 5000, VIP6, 54, 4, false);
+    let o = f.run(&later6);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(o.frame, later6);
+    assert_eq!(f.dp.reason_count(Reason::DropFragment), 0);
+}
