@@ -641,3 +641,54 @@ fn without_forwarding_the_clients_frag_needed_goes_back_to_the_router() {
         assert_eq!(u16::from_be_bytes([o.frame[40], o.frame[41]]), 1380);
     });
 }
+
+/// RFC 6040 §4.2, as the kernel's tunnels decapsulate: a router between
+/// director and real that marks the outer header Congestion Experienced
+/// has its mark carried to an ECN-capable inner packet (IPv4: with its
+/// header checksum), and a packet that is not ECN-capable is dropped.
+#[test]
+fn decap_carries_the_outer_congestion_mark_inward() {
+    const ECT0: u8 = 0x02;
+    const CE: u8 = 0x03;
+    let f = v4();
+    let d = Decap::load(&[IpAddr::V4(VIP)]).unwrap();
+    let wrapped = |inner_tos: u8, outer_tos: u8| {
+        let mut syn = Pkt::to(VIP, 80).payload(b"hello").tcp(SYN);
+        syn[15] = inner_tos;
+        fix_ipv4_checksum(&mut syn);
+        let mut w = f.run(&syn).frame;
+        assert_eq!(w[15], inner_tos, "the director copies the inner ECN");
+        w[15] = outer_tos;
+        fix_ipv4_checksum(&mut w);
+        (syn, w)
+    };
+    let (syn, w) = wrapped(ECT0, CE);
+    let o = run_decap(&d, &w);
+    assert_eq!(o.action, XDP_PASS);
+    assert_eq!(o.frame[15], CE, "marked");
+    assert_eq!(checksum(&o.frame[14..34]), 0, "header checksum");
+    assert_eq!(&o.frame[34..], &syn[34..]);
+    // Not marked on the way: unchanged.
+    let (syn, w) = wrapped(ECT0, ECT0);
+    assert_eq!(&run_decap(&d, &w).frame[12..], &syn[12..]);
+    // Marked, but not ECN-capable inside: dropped.
+    let (_, w) = wrapped(0, CE);
+    assert_eq!(run_decap(&d, &w).action, XDP_DROP);
+
+    let f = v6();
+    let d = Decap::load(&[IpAddr::V6(VIP6)]).unwrap();
+    for (inner_ecn, marked) in [(ECT0, true), (0, false)] {
+        let mut syn = Pkt6::to(VIP6, 80).payload(b"hello").tcp(SYN);
+        syn[15] |= inner_ecn << 4; // the traffic class's low bits
+        let mut w = f.run(&syn).frame;
+        w[15] |= CE << 4;
+        let o = run_decap(&d, &w);
+        if marked {
+            assert_eq!(o.action, XDP_PASS);
+            assert_eq!(o.frame[15] >> 4 & CE, CE, "marked");
+            assert_eq!(&o.frame[16..], &syn[16..]);
+        } else {
+            assert_eq!(o.action, XDP_DROP);
+        }
+    }
+}
