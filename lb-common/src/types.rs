@@ -626,9 +626,13 @@ pub enum Reason {
     /// connection table was full (every way live): the one nearest to its
     /// idle timeout goes. Its next packet counts as conn_miss_mid_flow.
     ConnEvicted = 19,
+    /// A packet whose TTL (hop limit) would reach 0 on the way through the
+    /// director: not forwarded (IPVS's decrement_ttl); a client's packet
+    /// is answered with ICMP time exceeded.
+    TtlExceeded = 20,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 21;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -652,6 +656,7 @@ impl Reason {
         Reason::IcmpErrorToClient,
         Reason::ConnMissMidFlow,
         Reason::ConnEvicted,
+        Reason::TtlExceeded,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -677,6 +682,7 @@ impl Reason {
             Reason::IcmpErrorToClient => "icmp_error_to_client",
             Reason::ConnMissMidFlow => "conn_miss_mid_flow",
             Reason::ConnEvicted => "conn_evicted",
+            Reason::TtlExceeded => "ttl_exceeded",
         }
     }
 }

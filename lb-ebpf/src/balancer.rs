@@ -212,10 +212,12 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     if flow.first_fragment {
         frag::record(flow, vip, slot, real.generation);
     }
-    let action = if vip.method == FwdMethod::Nat as u8 {
-        forward_nat(ctx, flow, real)
-    } else if vip.method == FwdMethod::Tun as u8 {
+    let action = if vip.method == FwdMethod::Tun as u8 {
         forward_tun(ctx, flow, real)
+    } else if !fwd::ttl::decrement(ctx, flow.key.family) {
+        return ttl_exceeded(ctx, flow);
+    } else if vip.method == FwdMethod::Nat as u8 {
+        forward_nat(ctx, flow, real)
     } else if vip.method == FwdMethod::Dr as u8 {
         // SAFETY: reading the context of this packet.
         fwd::out::to_real(ctx, unsafe { (*ctx.ctx).ingress_ifindex }, real)
@@ -226,6 +228,15 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
         stats::forwarded(slot, flow.ip_len as u64, new_conn);
     }
     action
+}
+
+/// A client's packet with no hop left (`fwd::ttl`): its sender gets ICMP
+/// time exceeded, quoting the packet as it came (the TTL is taken before
+/// any rewrite; TUN's MTU check comes first, as in IPVS).
+#[inline(always)]
+fn ttl_exceeded(ctx: &XdpContext, flow: &Flow) -> u32 {
+    stats::count(Reason::TtlExceeded);
+    icmp::time_exceeded(ctx, flow)
 }
 
 /// `new_flow`'s answer for a flow to record in the connection table.
@@ -307,6 +318,10 @@ fn forward_tun(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> u32 {
         stats::count(Reason::TunTooBig);
         return icmp::too_big(ctx, flow, path.mtu - overhead);
     }
+    // The inner packet's hop, then copied to the outer header.
+    if !fwd::ttl::decrement(ctx, flow.key.family) {
+        return ttl_exceeded(ctx, flow);
+    }
     if real.family != flow.key.family || !fwd::tun::encap(ctx, flow.ip_len, real, &path) {
         return drop(Reason::DropUnsupported);
     }
@@ -335,6 +350,11 @@ fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
     let Some(rev) = fwd::nat::reply_flow(&flow.key, flow.tcp_flags, clock::now()) else {
         return pass(Reason::PassNotVip);
     };
+    if !fwd::ttl::has_hop(ctx, flow.key.family) {
+        // Untranslated to the kernel, which forwards replies that lbd does
+        // not: it drops this one and tells the real, from its own address.
+        return pass(Reason::TtlExceeded);
+    }
     if !fwd::nat::to_client(ctx, flow, &rev) {
         return pass(Reason::PassMalformed);
     }

@@ -8,8 +8,8 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, FRAG_NAT_REPLY, FRAG_PASS, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse, Reason, VipInfo,
-    csum,
+    AF_INET, FRAG_NAT_REPLY, FRAG_PASS, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse,
+    Reason, VipInfo, csum,
 };
 
 use crate::balancer::is_vip_address;
@@ -103,11 +103,17 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
     if real.generation != t.generation || real.family != frag.key.family {
         return unplaced(frag);
     }
+    if !fwd::ttl::has_hop(ctx, frag.key.family) {
+        // (A first fragment that ran out was answered already.)
+        stats::count(Reason::TtlExceeded);
+        return xdp_action::XDP_DROP;
+    }
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if t.method == FRAG_NAT_REPLY {
         return reply(ctx, frag, &t, ingress);
     }
+    fwd::ttl::decrement(ctx, frag.key.family);
     if t.method == FwdMethod::Nat as u8 {
         // No ports here (the first fragment's L4 checksum already covers
         // the whole datagram): only the destination address changes.

@@ -3,7 +3,8 @@
 //! fragment, so a packet that would exceed the egress MTU is answered, as
 //! Katran does, with ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet
 //! too big", quoting the start of the packet, so the client lowers its MTU.
-//! The frame is turned into the reply in place and sent back (XDP_TX). A
+//! The frame is turned into the reply in place and sent back (XDP_TX), as
+//! is ICMP "time exceeded" for a client's packet whose TTL runs out. A
 //! router's "too big" about a tunnel packet the director sent is passed on
 //! to the client the same way (`tunnel_too_big`).
 
@@ -58,13 +59,26 @@ fn sum_bytes<const N: usize>(p: *mut [u8; N], seed: u32) -> i64 {
     unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, N as u32, seed) }
 }
 
-// A separate BPF subprogram: its own stack frame, verified on its own.
+/// ICMP "fragmentation needed" / ICMPv6 "packet too big" with `mtu`, back
+/// to the packet's sender. A separate BPF subprogram: its own stack frame,
+/// verified on its own.
 #[inline(never)]
 pub fn too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
     if flow.key.family == AF_INET {
-        too_big_v4(ctx, mtu)
+        error_v4(ctx, 3, 4, mtu & 0xffff)
     } else {
-        too_big_v6(ctx, mtu)
+        error_v6(ctx, 2, 0, mtu)
+    }
+}
+
+/// ICMP "time exceeded in transit" / ICMPv6 "hop limit exceeded", back to
+/// the packet's sender (its TTL ran out at the director).
+#[inline(never)]
+pub fn time_exceeded(ctx: &XdpContext, flow: &Flow) -> u32 {
+    if flow.key.family == AF_INET {
+        error_v4(ctx, 11, 0, 0)
+    } else {
+        error_v6(ctx, 3, 0, 0)
     }
 }
 
@@ -81,7 +95,11 @@ fn set_len(ctx: &XdpContext, len: usize) -> bool {
     unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - now) == 0 }
 }
 
-fn too_big_v4(ctx: &XdpContext, mtu: u32) -> u32 {
+/// Turns the frame into ICMP error `kind`/`code` (`rest`: the header's
+/// last four bytes, host order) from its destination back to its source,
+/// quoting its start.
+#[inline(always)]
+fn error_v4(ctx: &XdpContext, kind: u8, code: u8, rest: u32) -> u32 {
     let (Some(eth), Some(ip)) = (
         ptr_at::<EthHdr>(ctx, 0),
         ptr_at::<[u8; QUOTE4]>(ctx, ETH_HLEN),
@@ -109,17 +127,17 @@ fn too_big_v4(ctx: &XdpContext, mtu: u32) -> u32 {
         write_mac(&raw mut (*eth).dst, &client_mac);
         write_mac(&raw mut (*eth).src, &own_mac);
     }
-    if !write_frag_needed_v4(ctx, vip, client, mtu) {
+    if !write_error_v4(ctx, vip, client, kind, code, rest) {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_TX
 }
 
 /// Writes, behind the Ethernet header, an IPv4 header from `src` to `dst`
-/// and ICMP "fragmentation needed" with `mtu`, whose QUOTE4 bytes of quote
-/// are already in place (the frame ends there).
+/// and an ICMP error header, whose QUOTE4 bytes of quote are already in
+/// place (the frame ends there).
 #[inline(always)]
-fn write_frag_needed_v4(ctx: &XdpContext, src: u32, dst: u32, mtu: u32) -> bool {
+fn write_error_v4(ctx: &XdpContext, src: u32, dst: u32, kind: u8, code: u8, rest: u32) -> bool {
     let (Some(eth), Some(ip), Some(icmp), Some(body)) = (
         ptr_at::<EthHdr>(ctx, 0),
         ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN),
@@ -147,17 +165,19 @@ fn write_frag_needed_v4(ctx: &XdpContext, src: u32, dst: u32, mtu: u32) -> bool 
         h.check = !fold(sum_bytes(hp, 0));
         *ip = h;
         *icmp = IcmpHead {
-            kind: 3,
-            code: 4,
+            kind,
+            code,
             check: 0,
-            rest: (mtu & 0xffff).to_be(),
+            rest: rest.to_be(),
         };
         (*icmp).check = !fold(sum_bytes(body, 0));
     }
     true
 }
 
-fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
+/// `error_v4` for IPv6.
+#[inline(always)]
+fn error_v6(ctx: &XdpContext, kind: u8, code: u8, rest: u32) -> u32 {
     let (Some(eth), Some(ip)) = (
         ptr_at::<EthHdr>(ctx, 0),
         ptr_at::<[u8; QUOTE6]>(ctx, ETH_HLEN),
@@ -184,15 +204,22 @@ fn too_big_v6(ctx: &XdpContext, mtu: u32) -> u32 {
         write_mac(&raw mut (*eth).dst, &client_mac);
         write_mac(&raw mut (*eth).src, &own_mac);
     }
-    if !write_too_big_v6(ctx, &vip, &client, mtu) {
+    if !write_error_v6(ctx, &vip, &client, kind, code, rest) {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_TX
 }
 
-/// `write_frag_needed_v4` for IPv6: ICMPv6 "packet too big".
+/// `write_error_v4` for IPv6.
 #[inline(always)]
-fn write_too_big_v6(ctx: &XdpContext, src: &[u32; 4], dst: &[u32; 4], mtu: u32) -> bool {
+fn write_error_v6(
+    ctx: &XdpContext,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    kind: u8,
+    code: u8,
+    rest: u32,
+) -> bool {
     let (Some(eth), Some(ip), Some(icmp), Some(body)) = (
         ptr_at::<EthHdr>(ctx, 0),
         ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN),
@@ -214,10 +241,10 @@ fn write_too_big_v6(ctx: &XdpContext, src: &[u32; 4], dst: &[u32; 4], mtu: u32) 
             daddr: *dst,
         };
         *icmp = IcmpHead {
-            kind: 2,
-            code: 0,
+            kind,
+            code,
             check: 0,
-            rest: mtu.to_be(),
+            rest: rest.to_be(),
         };
         // Pseudo-header: addresses, upper-layer length, next header.
         let addrs = &raw mut (*ip).saddr as *mut [u8; 32];
@@ -511,9 +538,9 @@ fn tunnel_too_big(ctx: &XdpContext, pkt: &Icmp) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let written = if pkt.family == AF_INET {
-        write_frag_needed_v4(ctx, key.dst[0], key.src[0], mtu)
+        write_error_v4(ctx, key.dst[0], key.src[0], 3, 4, mtu & 0xffff)
     } else {
-        write_too_big_v6(ctx, &key.dst, &key.src, mtu)
+        write_error_v6(ctx, &key.dst, &key.src, 2, 0, mtu)
     };
     if !written {
         return xdp_action::XDP_DROP;

@@ -188,6 +188,21 @@ pub fn with_ip_options(frame: &[u8], words: usize) -> Vec<u8> {
 }
 
 /// Recomputes the IPv4 header checksum of a frame in place.
+/// `frame` (Ethernet, then IPv4 or IPv6) as a router forwards it: TTL or
+/// hop limit one lower, the IPv4 header checksum updated.
+pub fn hop(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0800 => {
+            f[22] -= 1;
+            fix_ipv4_checksum(&mut f);
+        }
+        0x86dd => f[21] -= 1,
+        _ => {}
+    }
+    f
+}
+
 pub fn fix_ipv4_checksum(frame: &mut [u8]) {
     let ihl = (frame[14] & 0x0f) as usize * 4;
     frame[24] = 0;

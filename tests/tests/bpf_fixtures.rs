@@ -24,7 +24,7 @@ fn client(i: u16) -> Pkt {
     Pkt::to(VIP, 80).from(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8), 30000 + i)
 }
 
-/// Forwarded DR frame: only the MACs differ from the input.
+/// Forwarded DR frame: the MACs and the hop (TTL) differ from the input.
 fn assert_dr_rewrite(input: &[u8], o: &Outcome) {
     assert_eq!(o.action, XDP_TX);
     assert_eq!(o.frame.len(), input.len());
@@ -35,8 +35,8 @@ fn assert_dr_rewrite(input: &[u8], o: &Outcome) {
     );
     assert_eq!(
         &o.frame[12..],
-        &input[12..],
-        "IP header and payload must be untouched"
+        &hop(input)[12..],
+        "IP header (but the TTL) and payload must be untouched"
     );
 }
 

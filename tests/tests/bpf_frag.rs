@@ -52,7 +52,11 @@ fn later_fragments_follow_their_first_fragment() {
         let frag = later(C, VIP, 7);
         let o = f.run(&frag);
         assert_eq!(f.real_of(&o), r);
-        assert_eq!(&o.frame[12..], &frag[12..], "DR: only MACs change");
+        assert_eq!(
+            &o.frame[12..],
+            &hop(&frag)[12..],
+            "DR: only MACs and the TTL change"
+        );
     }
     assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 3);
 }
@@ -117,7 +121,7 @@ fn tun_wraps_later_fragments_too() {
     let o = f.run(&frag);
     assert_eq!(f.real_of(&o), r);
     assert_eq!(o.frame[23], 4, "IPIP");
-    assert_eq!(&o.frame[34..], &frag[14..]);
+    assert_eq!(&o.frame[34..], &hop(&frag)[14..]);
 }
 
 #[test]
@@ -301,7 +305,11 @@ fn ipv6_tun_wraps_later_fragments_to_the_first_fragments_real() {
         );
         assert_eq!(&outer[8..24], &director6.octets(), "tunnel source");
         assert_eq!(&outer[24..40], &real_ip6(r).octets(), "to the real");
-        assert_eq!(&o.frame[54..], &frag[14..], "the fragment, untouched");
+        assert_eq!(
+            &o.frame[54..],
+            &hop(&frag)[14..],
+            "the fragment, one hop on"
+        );
     }
     assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 2);
 }

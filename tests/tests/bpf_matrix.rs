@@ -73,7 +73,11 @@ fn check(method: Method, family: Family, protocol: Protocol, scheduler: Schedule
         assert!((1..=3).contains(&r), "real {r}");
         let l3 = 14;
         match method {
-            Method::Dr => assert_eq!(&o.frame[12..], &input[12..], "DR changes only MACs"),
+            Method::Dr => assert_eq!(
+                &o.frame[12..],
+                &hop(&input)[12..],
+                "DR changes only MACs and the TTL"
+            ),
             Method::Nat => {
                 let (dst_at, l4) = match family {
                     Family::V4 => (l3 + 16, l3 + 20),
@@ -103,8 +107,8 @@ fn check(method: Method, family: Family, protocol: Protocol, scheduler: Schedule
                 assert_eq!(o.frame.len(), input.len() + outer);
                 assert_eq!(
                     &o.frame[l3 + outer..],
-                    &input[l3..],
-                    "the inner packet is untouched"
+                    &hop(&input)[l3..],
+                    "the inner packet, one hop on"
                 );
             }
         }

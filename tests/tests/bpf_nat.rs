@@ -580,3 +580,33 @@ fn a_udp_nat_reply_translates_and_refreshes_its_flow() {
         assert_eq!(real_conns(&f), (0, 1));
     });
 }
+
+/// Both directions take the director's hop (IPVS's decrement_ttl; the
+/// kernel's forwarding of replies): the TTL goes down by one with the
+/// header checksum right. A reply with no hop left goes to the kernel
+/// untranslated, which drops it and tells the real.
+#[test]
+fn nat_takes_a_hop_each_way() {
+    let ns = client_route();
+    ns.run(|| {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        let o = f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        assert_eq!(o.frame[22], 63, "to the real");
+        assert_checksums_valid(&o.frame);
+        let o = f.run(&reply(1, 40000, ACK));
+        assert_eq!(o.action, XDP_REDIRECT);
+        assert_eq!(o.frame[22], 63, "to the client");
+        assert_checksums_valid(&o.frame);
+
+        let mut last = Pkt::to(CLIENT, 40000)
+            .from(real_ip(1), 8080)
+            .payload(b"late");
+        last.src_mac = real_mac(1);
+        last.ttl = 1;
+        let frame = last.tcp(ACK);
+        let o = f.run(&frame);
+        assert_eq!((o.action, &o.frame), (XDP_PASS, &frame), "untranslated");
+        assert_eq!(f.dp.reason_count(Reason::TtlExceeded), 1);
+        assert_eq!(f.dp.reason_count(Reason::NatReply), 1);
+    });
+}

@@ -383,6 +383,7 @@ impl Model {
             Seen::Flow(ref fl) => {
                 if let Some(s) = self.find_vip(fl.dst, fl.proto) {
                     allow.push(Allow::Drop);
+                    allow.push(Allow::TimeExceeded);
                     allow.extend(forwarding(s, fl));
                 } else {
                     let vips = self.replies(fl.proto, fl.src, fl.dst);
@@ -822,6 +823,9 @@ enum Allow {
     TooBig {
         ip_len: usize,
     },
+    /// A client's packet with no hop left (TTL 1 or 0): ICMP time
+    /// exceeded back to it.
+    TimeExceeded,
     /// An echo request to a VIP, answered in place.
     EchoReply {
         off: usize,
@@ -938,6 +942,20 @@ fn sums_kept(input: &[u8], out: &[u8], l4: usize, proto: u8) -> Result<(), Strin
     )
 }
 
+/// The TTL (IPv6: hop limit) of the IP header at `ip`.
+fn ttl_off(v6: bool, ip: usize) -> usize {
+    ip + if v6 { 7 } else { 8 }
+}
+
+/// A forwarded packet's hop: its TTL one lower (only while it has hops
+/// left), or unchanged (ICMP errors to reals keep theirs).
+fn hop_taken(input: &[u8], out: &[u8], at: usize) -> Result<(), String> {
+    let (i, o) = (input[at], out[at]);
+    ensure(o == i || (i > 1 && o == i - 1), || {
+        format!("TTL {i} became {o}")
+    })
+}
+
 /// The IPv4 header checksum, or nothing for IPv6.
 fn ip_sum(v6: bool) -> Range<usize> {
     if v6 { 0..0 } else { 24..26 }
@@ -965,8 +983,12 @@ impl Allow {
             Allow::Drop => action_in(o, &[XDP_DROP]).map(|_| "drop"),
             Allow::MacTo(reals) => {
                 action_in(o, &[XDP_TX])?;
-                let macs = 0..12;
-                changes_within(input, out, std::slice::from_ref(&macs))?;
+                let ttl = ttl_off(v6, 14);
+                changes_within(input, out, &[0..12, range(ttl, 1), ip_sum(v6)])?;
+                hop_taken(input, out, ttl)?;
+                ensure(v6 || !ipv4_header_ok(input) || ipv4_header_ok(out), || {
+                    "IPv4 header checksum".into()
+                })?;
                 ensure(
                     reals
                         .iter()
@@ -980,11 +1002,20 @@ impl Allow {
                 action_in(o, &[XDP_TX])?;
                 let (l4, proto) = (*l4, *proto);
                 let dst = range(dst_off(v6), alen);
+                let ttl = ttl_off(v6, 14);
                 changes_within(
                     input,
                     out,
-                    &[0..12, ip_sum(v6), dst, range(l4 + 2, 2), l4_sum(l4, proto)],
+                    &[
+                        0..12,
+                        range(ttl, 1),
+                        ip_sum(v6),
+                        dst,
+                        range(l4 + 2, 2),
+                        l4_sum(l4, proto),
+                    ],
                 )?;
+                hop_taken(input, out, ttl)?;
                 let to = End {
                     addr: addr_at(out, dst_off(v6), v6),
                     port: be16(out, l4 + 2),
@@ -1007,9 +1038,17 @@ impl Allow {
                 ensure(out.len() == input.len() + over, || {
                     format!("length {} → {}", input.len(), out.len())
                 })?;
-                ensure(out[14 + over..] == input[14..], || {
-                    "the inner packet changed".into()
-                })?;
+                // The inner packet: untouched but for its hop.
+                let inner = &out[14 + over..];
+                let ttl = ttl_off(v6, 0);
+                let inner_sum = if v6 { 0..0 } else { 10..12 };
+                changes_within(&input[14..], inner, &[range(ttl, 1), inner_sum])
+                    .map_err(|e| format!("the inner packet: {e}"))?;
+                hop_taken(&input[14..], inner, ttl)?;
+                ensure(
+                    v6 || checksum(&input[14..34]) != 0 || checksum(&inner[..20]) == 0,
+                    || "the inner IPv4 header checksum".into(),
+                )?;
                 let to = addr_at(out, dst_off(v6), v6);
                 if v6 {
                     ensure(out[12..14] == [0x86, 0xdd] && out[14] >> 4 == 6, || {
@@ -1076,6 +1115,40 @@ impl Allow {
                     ensure(out[30..34] == input[to..to + 4], || "to the client".into())?;
                 }
                 Ok("tun too big")
+            }
+            Allow::TimeExceeded => {
+                action_in(o, &[XDP_TX])?;
+                ensure(input[ttl_off(v6, 14)] <= 1, || {
+                    format!("time exceeded for TTL {}", input[ttl_off(v6, 14)])
+                })?;
+                ensure(dst_mac(out) == src_mac(input), || {
+                    "back to the sender".into()
+                })?;
+                let (from, to) = (dst_off(v6), src_off(v6));
+                if v6 {
+                    ensure(out.len() == 14 + 40 + 8 + 48, || "length".into())?;
+                    ensure(out[20] == 58 && out[54] == 3 && out[55] == 0, || {
+                        "ICMPv6 hop limit exceeded".into()
+                    })?;
+                    ensure(out[62..] == input[14..62], || "the quote".into())?;
+                    ensure(sums_ok(out, 54, 96, 58), || "checksum".into())?;
+                    ensure(out[22..38] == input[from..from + 16], || {
+                        "from the VIP".into()
+                    })?;
+                    ensure(out[38..54] == input[to..to + 16], || "to the client".into())?;
+                } else {
+                    ensure(out.len() == 14 + 20 + 8 + 28, || "length".into())?;
+                    ensure(out[23] == 1 && out[34] == 11 && out[35] == 0, || {
+                        "ICMP time exceeded".into()
+                    })?;
+                    ensure(out[42..] == input[14..42], || "the quote".into())?;
+                    ensure(sums_ok(out, 34, 56, 1), || "checksums".into())?;
+                    ensure(out[26..30] == input[from..from + 4], || {
+                        "from the VIP".into()
+                    })?;
+                    ensure(out[30..34] == input[to..to + 4], || "to the client".into())?;
+                }
+                Ok("time exceeded")
             }
             Allow::EchoReply { off } => {
                 action_in(o, &[XDP_TX])?;
@@ -1158,11 +1231,20 @@ impl Allow {
                 let (l4, proto) = (*l4, *proto);
                 let macs = if o.action == XDP_PASS { 0..0 } else { 0..12 };
                 let src = range(src_off(v6), alen);
+                let ttl = ttl_off(v6, 14);
                 changes_within(
                     input,
                     out,
-                    &[macs, ip_sum(v6), src, range(l4, 2), l4_sum(l4, proto)],
+                    &[
+                        macs,
+                        range(ttl, 1),
+                        ip_sum(v6),
+                        src,
+                        range(l4, 2),
+                        l4_sum(l4, proto),
+                    ],
                 )?;
+                hop_taken(input, out, ttl)?;
                 let from = End {
                     addr: addr_at(out, src_off(v6), v6),
                     port: be16(out, l4),
@@ -1213,7 +1295,13 @@ impl Allow {
             }
             Allow::FragToNatReal(reals) => {
                 action_in(o, &[XDP_TX])?;
-                changes_within(input, out, &[0..12, ip_sum(v6), range(dst_off(v6), alen)])?;
+                let ttl = ttl_off(v6, 14);
+                changes_within(
+                    input,
+                    out,
+                    &[0..12, range(ttl, 1), ip_sum(v6), range(dst_off(v6), alen)],
+                )?;
+                hop_taken(input, out, ttl)?;
                 let to = addr_at(out, dst_off(v6), v6);
                 ensure(reals.contains(&to), || format!("to {to}, no real"))?;
                 macs_to_real(out, to)?;
@@ -1225,7 +1313,13 @@ impl Allow {
             Allow::FragReply(vips) => {
                 action_in(o, &[XDP_PASS, XDP_TX, XDP_REDIRECT])?;
                 let macs = if o.action == XDP_PASS { 0..0 } else { 0..12 };
-                changes_within(input, out, &[macs, ip_sum(v6), range(src_off(v6), alen)])?;
+                let ttl = ttl_off(v6, 14);
+                changes_within(
+                    input,
+                    out,
+                    &[macs, range(ttl, 1), ip_sum(v6), range(src_off(v6), alen)],
+                )?;
+                hop_taken(input, out, ttl)?;
                 let from = addr_at(out, src_off(v6), v6);
                 ensure(vips.contains(&from), || format!("from {from}, no VIP"))?;
                 ensure(v6 || !ipv4_header_ok(input) || ipv4_header_ok(out), || {

@@ -102,7 +102,11 @@ fn ipip_wraps_the_untouched_packet_to_the_real() {
     );
     assert_eq!(&outer[16..20], &real_ip(r).octets());
     assert_eq!(checksum(outer), 0, "outer header checksum");
-    assert_eq!(&o.frame[34..], &syn[14..], "the inner packet is untouched");
+    assert_eq!(
+        &o.frame[34..],
+        &hop(&syn)[14..],
+        "the inner packet, one hop on (its TTL and checksum)"
+    );
 }
 
 #[test]
@@ -122,7 +126,7 @@ fn ip6ip6_wraps_the_untouched_packet_to_the_real() {
     );
     assert_eq!(&outer[8..24], &DIRECTOR_IP6.octets());
     assert_eq!(&outer[24..40], &real_ip6(1).octets());
-    assert_eq!(&o.frame[54..], &syn[14..]);
+    assert_eq!(&o.frame[54..], &hop(&syn)[14..]);
 }
 
 #[test]
@@ -212,8 +216,8 @@ fn decap_unwraps_packets_for_its_vips_back_to_the_original() {
     assert_eq!(&o.frame[..12], &wrapped[..12], "the frame's own MACs stay");
     assert_eq!(
         &o.frame[12..],
-        &syn[12..],
-        "the client's packet, byte for byte"
+        &hop(&syn)[12..],
+        "the client's packet, one hop on"
     );
 }
 
@@ -225,7 +229,7 @@ fn decap_unwraps_ip6ip6() {
     let d = Decap::load(&[IpAddr::V6(VIP6)]).unwrap();
     let o = run_decap(&d, &wrapped);
     assert_eq!(o.action, XDP_PASS);
-    assert_eq!(&o.frame[12..], &syn[12..]);
+    assert_eq!(&o.frame[12..], &hop(&syn)[12..]);
 }
 
 #[test]
@@ -368,14 +372,14 @@ fn ipip_copies_tos_ttl_and_df_from_the_inner_header() {
         let outer = &o.frame[14..34];
         assert_eq!(outer[9], 4, "IPIP");
         assert_eq!(outer[1], tos, "DSCP and ECN of the inner packet");
-        assert_eq!(outer[8], ttl, "TTL of the inner packet");
+        assert_eq!(outer[8], ttl - 1, "TTL of the inner packet, one hop on");
         let frag_off = u16::from_be_bytes([outer[6], outer[7]]);
         assert_eq!(frag_off, if df { 0x4000 } else { 0 }, "DF alone");
         let mut fresh = o.frame.clone();
         fix_ipv4_checksum(&mut fresh);
         assert_eq!(&o.frame[24..26], &fresh[24..26], "outer checksum");
         assert_eq!(checksum(outer), 0);
-        assert_eq!(&o.frame[34..], &syn[14..], "the inner packet is untouched");
+        assert_eq!(&o.frame[34..], &hop(&syn)[14..], "the inner packet");
     }
 }
 
@@ -394,8 +398,8 @@ fn ip6ip6_copies_traffic_class_and_hop_limit_from_the_inner_header() {
     assert_eq!(vtc_flow >> 28, 6);
     assert_eq!((vtc_flow >> 20) as u8, 0xb9, "traffic class of the inner");
     assert_eq!(vtc_flow & 0xfffff, 0, "flow label 0, as IPVS");
-    assert_eq!(outer[7], 37, "hop limit of the inner");
-    assert_eq!(&o.frame[54..], &syn[14..]);
+    assert_eq!(outer[7], 36, "hop limit of the inner, one hop on");
+    assert_eq!(&o.frame[54..], &hop(&syn)[14..]);
 }
 
 /// `frame`'s IP packet in IPIP from the director to real 1, as the
@@ -569,8 +573,8 @@ fn a_routers_frag_needed_about_a_tunnel_packet_reaches_the_client() {
         assert_eq!(checksum(&o.frame[34..]), 0, "ICMP checksum");
         assert_eq!(
             &o.frame[42..],
-            &syn[14..14 + 28],
-            "quoting the client's packet"
+            &hop(&syn)[14..14 + 28],
+            "quoting the client's packet (as tunnelled: one hop on)"
         );
         assert_eq!(f.dp.reason_count(Reason::IcmpErrorToClient), 1);
 
@@ -618,7 +622,7 @@ fn a_routers_packet_too_big_about_an_ip6ip6_packet_reaches_the_client() {
         assert_checksums_valid(&o.frame);
         assert_eq!(
             &o.frame[62..],
-            &syn[14..14 + 48],
+            &hop(&syn)[14..14 + 48],
             "quoting the client's packet"
         );
     });
@@ -670,7 +674,7 @@ fn decap_carries_the_outer_congestion_mark_inward() {
     assert_eq!(&o.frame[34..], &syn[34..]);
     // Not marked on the way: unchanged.
     let (syn, w) = wrapped(ECT0, ECT0);
-    assert_eq!(&run_decap(&d, &w).frame[12..], &syn[12..]);
+    assert_eq!(&run_decap(&d, &w).frame[12..], &hop(&syn)[12..]);
     // Marked, but not ECN-capable inside: dropped.
     let (_, w) = wrapped(0, CE);
     assert_eq!(run_decap(&d, &w).action, XDP_DROP);
@@ -686,7 +690,7 @@ fn decap_carries_the_outer_congestion_mark_inward() {
         if marked {
             assert_eq!(o.action, XDP_PASS);
             assert_eq!(o.frame[15] >> 4 & CE, CE, "marked");
-            assert_eq!(&o.frame[16..], &syn[16..]);
+            assert_eq!(&o.frame[16..], &hop(&syn)[16..]);
         } else {
             assert_eq!(o.action, XDP_DROP);
         }

@@ -12,6 +12,7 @@ use aya_ebpf::{
 };
 use lb_common::{AF_INET, FlowKey, IfaceInfo, REAL_F_SRC_MAC, RealInfo, Reason};
 
+use crate::fwd::ttl;
 use crate::maps::IFACES;
 use crate::parse::{EthHdr, ptr_at, write_mac};
 use crate::stats;
@@ -67,13 +68,19 @@ pub fn to_real(ctx: &XdpContext, ingress: u32, real: &RealInfo) -> u32 {
 
 /// To a client (NAT replies): the next hop from the kernel's FIB, which
 /// knows the routes to clients (lbd never learns clients' MACs). `key` is
-/// the rewritten packet's flow (source = VIP).
+/// the rewritten packet's flow (source = VIP). The packet must have a hop
+/// left (`ttl::has_hop`): it takes it when lbd sends it, not when the
+/// kernel gets it to forward (which takes the hop itself).
 #[inline(always)]
 pub fn by_fib(ctx: &XdpContext, ingress: u32, key: &FlowKey, ip_len: u16) -> u32 {
     // SAFETY: an all-zero bpf_fib_lookup is a valid value.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let rc = fib_lookup(ctx, &mut p, ingress, key, ip_len, 0);
-    fib_emit(ctx, ingress, rc, &p)
+    let action = fib_emit(ctx, ingress, rc, &p);
+    if action == xdp_action::XDP_TX || action == xdp_action::XDP_REDIRECT {
+        ttl::decrement(ctx, key.family);
+    }
+    action
 }
 
 /// `by_fib` for a packet the director itself sends (ICMP about a packet

@@ -1716,7 +1716,9 @@ impl Dataplane for XdpDataplane {
                         Some((slot, _)) => Self::zero_counters(&mut self.maps.real_stats, slot)
                             // A reused slot must not inherit its last
                             // real's connection counts (lc/wlc read them).
-                            .and_then(|_| Ok(self.maps.real_conns.set(slot, RealConns::default(), 0)?))
+                            .and_then(|_| {
+                                Ok(self.maps.real_conns.set(slot, RealConns::default(), 0)?)
+                            })
                             .and_then(|_| {
                                 self.service_mut(key)?.reals.push(RealSlot {
                                     real: real.clone(),
