@@ -1395,3 +1395,14 @@ fn connection_thresholds() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn lthreshold_without_uthreshold_is_an_error() {
+    // The kernel returns -ERANGE for l > u also when u is 0 (no limit).
+    let real = "    scheduler: rr\n    method: DR\n    real_servers:\n      - { address: 10.0.0.2, lthreshold: 50 }\n";
+    assert_one_error(&one_vs(real), 9, 42, "lthreshold: 50 without uthreshold");
+    let zero = real.replace("lthreshold: 50", "uthreshold: 0, lthreshold: 50");
+    assert_one_error(&one_vs(&zero), 9, 57, "lthreshold: 50 without uthreshold");
+    // 0 without uthreshold is the default, and fine.
+    parse(&one_vs(&real.replace("lthreshold: 50", "lthreshold: 0")));
+}

@@ -421,6 +421,22 @@ fn sorry_server(
     })
 }
 
+/// `lthreshold` must not exceed `uthreshold`, also when that is 0 (no
+/// limit): the kernel refuses both (ip_vs_ctl.c: -ERANGE).
+fn check_lthreshold(errors: &mut Errors, at: Span, lthreshold: u32, uthreshold: u32) {
+    if lthreshold <= uthreshold {
+        return;
+    }
+    let message = if uthreshold == 0 {
+        format!(
+            "lthreshold: {lthreshold} without uthreshold (it is where an overloaded real takes new connections again; set uthreshold to {lthreshold} or more)"
+        )
+    } else {
+        format!("lthreshold: {lthreshold} is above uthreshold {uthreshold}")
+    };
+    errors.push(at, message);
+}
+
 fn real_server(
     raw: &S<RawRealServer>,
     service: &Service,
@@ -456,15 +472,8 @@ fn real_server(
         u32::MAX as i64,
         0u32,
     );
-    if let Some(l) = &r.lthreshold
-        && uthreshold != 0
-        && lthreshold > uthreshold
-    {
-        // The kernel refuses it too (ip_vs_ctl.c: -ERANGE).
-        errors.push(
-            Span::of(l),
-            format!("lthreshold: {lthreshold} is above uthreshold {uthreshold}"),
-        );
+    if let Some(l) = &r.lthreshold {
+        check_lthreshold(errors, Span::of(l), lthreshold, uthreshold);
     }
 
     let mut raw_checks: Vec<&S<_>> = Vec::new();
