@@ -1406,3 +1406,108 @@ fn lthreshold_without_uthreshold_is_an_error() {
     // 0 without uthreshold is the default, and fine.
     parse(&one_vs(&real.replace("lthreshold: 50", "lthreshold: 0")));
 }
+
+// ---- XDP data-plane limits ---------------------------------------------
+
+/// A file with `reals.len()` virtual servers (DR, port 80) of that many
+/// real servers each, for data plane `dataplane`; also the line of each
+/// virtual server and of each of its reals.
+fn sized(dataplane: &str, reals: &[usize]) -> (String, Vec<(usize, Vec<usize>)>) {
+    let mut yaml =
+        format!("global:\n  interfaces: [eth0]\n  dataplane: {dataplane}\nvirtual_servers:\n");
+    let mut lines = Vec::new();
+    let mut line = 5;
+    for (i, &n) in reals.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - vip: 10.0.{i}.1\n    port: 80\n    scheduler: rr\n    method: DR\n    real_servers:\n"
+        ));
+        let vs_line = line;
+        line += 5;
+        let mut real_lines = Vec::new();
+        for j in 0..n {
+            yaml.push_str(&format!(
+                "      - {{ address: 10.{}.{}.{} }}\n",
+                100 + i,
+                j / 200,
+                j % 200 + 1
+            ));
+            real_lines.push(line);
+            line += 1;
+        }
+        lines.push((vs_line, real_lines));
+    }
+    (yaml, lines)
+}
+
+#[test]
+fn xdp_holds_64_virtual_services() {
+    let (ok, _) = sized("xdp", &[1; 64]);
+    parse(&ok);
+    let (yaml, lines) = sized("auto", &[1; 65]);
+    assert_one_error(
+        &yaml,
+        lines[64].0,
+        5,
+        "virtual server `10.0.64.1:80` is one too many: the XDP data plane holds 64 virtual services (set `global.dataplane: ipvs` for more)",
+    );
+    // Kernel IPVS has no such limit.
+    parse(&sized("ipvs", &[1; 65]).0);
+}
+
+#[test]
+fn xdp_holds_256_reals_per_virtual_service() {
+    parse(&sized("xdp", &[1, 256]).0);
+    let (yaml, lines) = sized("xdp", &[1, 258, 257]);
+    let errs = errors(&yaml);
+    let at: Vec<(usize, usize)> = errs.iter().map(|e| (e.0, e.1)).collect();
+    // The first real over the limit of each virtual server.
+    assert_eq!(
+        at,
+        [(lines[1].1[256], 9), (lines[2].1[256], 9)],
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0]
+            .2
+            .contains("real server of `10.0.1.1:80` is number 257 in it: the XDP data plane holds 256 real servers per virtual service (set `global.dataplane: ipvs` for more)"),
+        "{errs:#?}"
+    );
+    parse(&sized("ipvs", &[257]).0);
+}
+
+#[test]
+fn a_sorry_server_takes_a_real_servers_place() {
+    let (yaml, lines) = sized("xdp", &[256]);
+    // It goes on the line of `real_servers:`, before the reals.
+    let line = lines[0].0 + 4;
+    let yaml = yaml.replacen(
+        "    real_servers:\n",
+        "    sorry_server: { address: 10.0.0.99 }\n    real_servers:\n",
+        1,
+    );
+    assert_one_error(
+        &yaml,
+        line,
+        19,
+        "sorry server of `10.0.0.1:80` is number 257 in it (it takes a real server's place while it stands in)",
+    );
+    // One that is also a real takes no slot of its own.
+    parse(&yaml.replace("10.0.0.99", "10.100.0.1"));
+}
+
+#[test]
+fn xdp_holds_4095_reals_in_all() {
+    // 15 × 256 + 255 = 4095 fit; one more does not.
+    let mut reals = vec![256; 15];
+    reals.push(255);
+    parse(&sized("xdp", &reals).0);
+    reals.push(1);
+    let (yaml, lines) = sized("auto", &reals);
+    assert_one_error(
+        &yaml,
+        lines[16].1[0],
+        9,
+        "real server of `10.0.16.1:80` is number 4096 over all virtual servers: the XDP data plane holds 4095 real servers in all (set `global.dataplane: ipvs` for more)",
+    );
+    parse(&sized("ipvs", &reals).0);
+}

@@ -11,6 +11,7 @@ mod check;
 mod global;
 mod virtual_server;
 mod vrrp;
+mod xdp_limits;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -40,7 +41,8 @@ pub(crate) fn config(raw: RawConfig, errors: &mut Errors) -> Config {
         &instance_names,
         errors,
     );
-    let virtual_servers = virtual_server::virtual_servers(virtual_servers, errors);
+    let virtual_servers =
+        virtual_server::virtual_servers(virtual_servers, global.dataplane, errors);
     Config {
         global,
         vrrp_scripts,

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::xdp_limits::{self, Backend, Footprint};
 use super::{POSITIVE, check, duration_at_least, family, int, int_or, ip, ip_net};
 use crate::config::error::{Errors, Span};
-use crate::config::keyword::{Method, Scheduler, SchedulerFlag};
+use crate::config::keyword::{DataplaneKind, Method, Scheduler, SchedulerFlag};
 use crate::config::raw::{
     Int, Netmask, RawPersistence, RawRealServer, RawSorryServer, RawVirtualServer, S,
 };
@@ -27,10 +28,41 @@ struct Built {
     vip_span: Span,
     /// Set when the name was written, not defaulted.
     name_span: Option<Span>,
+    sorry_span: Option<Span>,
 }
 
+impl Built {
+    /// What the XDP limits count: its reals, then a sorry server that is
+    /// not one of them.
+    fn footprint(&self) -> Footprint<'_> {
+        let vs = &self.vs;
+        let reals = vs.real_servers.iter().map(|r| Backend {
+            span: r.span,
+            sorry: false,
+        });
+        let sorry = vs
+            .sorry_server
+            .filter(|s| {
+                !vs.real_servers
+                    .iter()
+                    .any(|r| r.address == s.address && r.port == s.port)
+            })
+            .map(|_| Backend {
+                span: self.sorry_span.unwrap_or(vs.span),
+                sorry: true,
+            });
+        Footprint {
+            name: &vs.name,
+            span: vs.span,
+            backends: reals.chain(sorry).collect(),
+        }
+    }
+}
+
+/// `dataplane` decides whether the XDP data plane's limits apply.
 pub(super) fn virtual_servers(
     raw: Option<S<Vec<S<RawVirtualServer>>>>,
+    dataplane: DataplaneKind,
     errors: &mut Errors,
 ) -> Vec<VirtualServer> {
     let Some(list) = raw else { return Vec::new() };
@@ -81,6 +113,11 @@ pub(super) fn virtual_servers(
                 ),
             );
         }
+    }
+    // `auto` may well run XDP: a config it cannot hold must not pass.
+    if dataplane != DataplaneKind::Ipvs {
+        let footprints: Vec<Footprint> = built.iter().map(Built::footprint).collect();
+        xdp_limits::check(&footprints, errors);
     }
     built.into_iter().map(|b| b.vs).collect()
 }
@@ -307,6 +344,7 @@ fn virtual_server(raw: S<RawVirtualServer>, errors: &mut Errors) -> Option<Built
 
     let vip_span = r.vip.as_ref().map_or(span, Span::of);
     let name_span = r.name.as_ref().map(Span::of);
+    let sorry_span = r.sorry_server.as_ref().map(Span::of);
     Some(Built {
         vs: VirtualServer {
             name: label,
@@ -329,6 +367,7 @@ fn virtual_server(raw: S<RawVirtualServer>, errors: &mut Errors) -> Option<Built
         },
         vip_span,
         name_span,
+        sorry_span,
     })
 }
 
