@@ -964,8 +964,17 @@ fn global_ranges() {
         "global:\n  conn_table_size: 0\n",
         2,
         20,
-        "conn_table_size: 0 is out of range (expected 1-4294967295)",
+        "conn_table_size: 0 is out of range (expected 1-67108864)",
     );
+    // 64 Mi entries (4 GiB) at most.
+    assert_one_error(
+        "global:\n  conn_table_size: 67108865\n",
+        2,
+        20,
+        "conn_table_size: 67108865 is out of range (expected 1-67108864)",
+    );
+    let max = parse("global:\n  conn_table_size: 67108864\n");
+    assert_eq!(max.global.conn_table_size, 1 << 26);
     assert_one_error(
         "global:\n  api: { metrics: 9469 }\n",
         2,

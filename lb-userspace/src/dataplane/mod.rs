@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conn_table;
 pub mod decap;
 pub mod ipvs;
+pub mod memory;
 pub mod select;
 pub mod slots;
 pub mod xdp;

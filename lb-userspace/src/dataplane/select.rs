@@ -7,6 +7,7 @@ use tracing::{info, warn};
 
 use super::Dataplane;
 use super::ipvs::IpvsDataplane;
+use super::memory::TablesTooBig;
 use super::xdp::{XdpDataplane, XdpOptions};
 use crate::config::{Config, DataplaneKind};
 
@@ -30,6 +31,12 @@ fn start_ipvs(config: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
     Ok(Box::new(IpvsDataplane::start(&config.global.timeouts)?))
 }
 
+/// Whether `auto` may take IPVS after this XDP error: not when the config
+/// caused it (a table too big for the machine), which IPVS would only hide.
+fn may_fall_back(xdp_err: &anyhow::Error) -> bool {
+    xdp_err.downcast_ref::<TablesTooBig>().is_none()
+}
+
 /// Starts the data plane the config asks for.
 pub fn start(config: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
     match config.global.dataplane {
@@ -40,6 +47,7 @@ pub fn start(config: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
         }
         DataplaneKind::Auto => match start_xdp(config) {
             Ok(dp) => Ok(dp),
+            Err(xdp_err) if !may_fall_back(&xdp_err) => Err(xdp_err),
             Err(xdp_err) => {
                 // Logged once, here: the reason XDP is not used.
                 warn!("XDP data plane unavailable, falling back to kernel IPVS: {xdp_err:#}");
@@ -50,5 +58,19 @@ pub fn start(config: &Config) -> anyhow::Result<Box<dyn Dataplane>> {
                 })
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::memory::check_fits;
+
+    #[test]
+    fn a_table_too_big_for_memory_is_not_a_reason_to_fall_back() {
+        let too_big = check_fits(1 << 26, 1 << 30).unwrap_err();
+        assert!(!may_fall_back(&anyhow::Error::new(too_big)));
+        let no_xdp = anyhow::anyhow!("attaching XDP to eth0: not supported");
+        assert!(may_fall_back(&no_xdp));
     }
 }

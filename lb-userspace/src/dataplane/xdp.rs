@@ -469,9 +469,13 @@ impl XdpDataplane {
                 loader.map_pin_path(name, dir.join("maps").join(name));
             }
         }
-        let mut ebpf = loader.load(EBPF_OBJECT).context(
-            "loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN, and kernel BTF)",
-        )?;
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
+            let what = match super::memory::load_hint(&e, conn_table_size) {
+                Some(hint) => format!("loading the eBPF object ({hint})"),
+                None => "loading the eBPF object".to_owned(),
+            };
+            anyhow::Error::new(e).context(what)
+        })?;
         for name in ["balancer", "xdp_pass", "clock_probe"] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
@@ -550,6 +554,8 @@ impl XdpDataplane {
                 info!("not adopting the pinned data plane: {why}; starting afresh");
             }
             remove_pins(&opts.pin_dir)?;
+            // Fresh tables are allocated whole (adopted ones already are).
+            super::memory::check_fits_here(opts.conn_table_size)?;
         }
         std::fs::create_dir_all(opts.pin_dir.join("maps"))
             .with_context(|| format!("creating {} (is bpffs mounted?)", opts.pin_dir.display()))?;

@@ -17,6 +17,9 @@ const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     udp: Duration::from_secs(300),
 };
 const DEFAULT_CONN_TABLE_SIZE: u32 = 4_194_304;
+/// 64 Mi entries of 64 bytes: 4 GiB of connection table. Larger is more
+/// likely a typo than a plan (the table is allocated whole at start).
+const MAX_CONN_TABLE_SIZE: u32 = 1 << 26;
 const DEFAULT_NEW_CONN_RATE_LIMIT: u64 = 125_000;
 const DEFAULT_SCRIPT_USER: &str = "nobody";
 const DEFAULT_BPF_PIN_DIR: &str = "/sys/fs/bpf/lbd";
@@ -63,7 +66,7 @@ pub(super) fn global(raw: Option<S<RawGlobal>>, errors: &mut Errors) -> Global {
         "conn_table_size",
         raw.map_or(&none, |g| &g.conn_table_size),
         1,
-        i64::from(u32::MAX),
+        i64::from(MAX_CONN_TABLE_SIZE),
         DEFAULT_CONN_TABLE_SIZE,
     );
     let new_conn_rate_limit = int_or(
