@@ -60,6 +60,17 @@ fn find<'a>(out: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{out}"))
 }
 
+/// The count of `reason` in the `REASON COUNT` lines after the table.
+fn reason_count(lines: &[&str], reason: &str) -> u64 {
+    lines
+        .iter()
+        .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [r, n] if r == reason => n.parse().ok(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {reason} in {lines:#?}"))
+}
+
 /// A `-Lnc` row split into its six fields.
 fn conn_fields(line: &str) -> Vec<&str> {
     let f: Vec<&str> = line.split_whitespace().collect();
@@ -108,9 +119,20 @@ fn stats_rates_and_conns_read_like_ipvsadm() {
         "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes"
     );
     assert_eq!(lines[2], "  -> RemoteAddress:Port");
-    assert_eq!(lines.len(), 3 + 2 * 4, "{out}");
+    // The table, then a blank line and the data plane's counters by reason.
+    let table_end = lines
+        .iter()
+        .position(|l| l.is_empty())
+        .unwrap_or(lines.len());
+    assert_eq!(table_end, 3 + 2 * 4, "{out}");
+    assert_eq!(
+        lines[table_end + 1],
+        "Data plane packets by reason (totals)"
+    );
     let web = find(&out, "TCP  10.77.0.100:80 ");
     let n = numbers(web, 33);
+    let forwarded = reason_count(&lines[table_end + 2..], "forwarded");
+    assert!(forwarded >= n[1], "every InPkt was forwarded: {out}");
     assert_eq!(n[0], conns, "Conns of the web service:\n{out}");
     assert!(n[1] >= conns * 3, "InPkts: {out}");
     assert_eq!(n[2], 0, "OutPkts in DR: {out}");

@@ -134,6 +134,7 @@ pub fn stats(report: &StatsReport, exact: bool) -> String {
             );
         }
     }
+    reasons(&mut out, report);
     out
 }
 
@@ -171,7 +172,25 @@ pub fn rate(report: &StatsReport, exact: bool) -> String {
             );
         }
     }
+    reasons(&mut out, report);
     out
+}
+
+/// After the ipvsadm table (whose lines scripts parse), a blank line and
+/// the data plane's non-zero counters by reason, one `REASON COUNT` a line:
+/// totals since the data plane started, also under `--rate`. Nothing when
+/// all are zero or the data plane has none (kernel IPVS), so that output
+/// stays ipvsadm's own.
+fn reasons(out: &mut String, report: &StatsReport) {
+    let nonzero: Vec<&(String, u64)> = report.reasons.iter().filter(|(_, n)| *n > 0).collect();
+    if nonzero.is_empty() {
+        return;
+    }
+    out.push_str("\nData plane packets by reason (totals)\n");
+    let width = nonzero.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
+    for (reason, n) in nonzero {
+        let _ = writeln!(out, "{reason:<width$} {n}");
+    }
 }
 
 /// `ipvsadm -Lnc`: "IPVS connection entries", then one line per entry,
@@ -357,6 +376,26 @@ UDP  [2001:db8::1]:53                1234G     123T        0    5000M        0\n
             exact.contains("\nTCP  192.168.10.200:8080               300     2100        0 150000000        0\n"),
             "{exact}"
         );
+    }
+
+    #[test]
+    fn nonzero_reasons_follow_the_table() {
+        let mut with = report();
+        with.reasons = vec![
+            ("pass_not_vip".into(), 7),
+            ("drop_no_real".into(), 0),
+            ("forwarded".into(), 123_456_789_012),
+        ];
+        let reasons = "\nData plane packets by reason (totals)\n\
+pass_not_vip 7\n\
+forwarded    123456789012\n";
+        let table = stats(&report(), false);
+        assert_eq!(stats(&with, false), format!("{table}{reasons}"));
+        let table = rate(&report(), false);
+        assert_eq!(rate(&with, false), format!("{table}{reasons}"));
+        // All zero: nothing after the table.
+        with.reasons = vec![("forwarded".into(), 0)];
+        assert_eq!(stats(&with, false), stats(&report(), false));
     }
 
     #[test]
