@@ -1608,6 +1608,22 @@ fn check_service(_key: &ServiceKey, _attrs: &ServiceAttrs) -> anyhow::Result<()>
     Ok(())
 }
 
+/// ipvsadm's Flags of a service, with the persistence timeout the data
+/// plane holds (whole seconds, rounded up: `500ms` is 1, not 0).
+fn status_flags(key: &ServiceKey, attrs: &ServiceAttrs) -> String {
+    use crate::config::SchedulerFlag as F;
+    let has = |f: &[F]| attrs.scheduler_flags.iter().any(|x| f.contains(x));
+    super::ipvsadm_flags(
+        attrs.scheduler.as_str(),
+        has(&[F::ShFallback, F::MhFallback]),
+        has(&[F::ShPort, F::MhPort]),
+        attrs
+            .persistence
+            .map(|p| (whole_seconds(p.timeout), p.netmask)),
+        key.vip.addr().is_ipv6(),
+    )
+}
+
 /// A single-address VIP lives in the VIP hash; a prefix in the LPM trie.
 fn is_prefix(key: &ServiceKey) -> bool {
     key.vip.prefix_len() != key.vip.max_prefix_len()
@@ -1831,19 +1847,7 @@ impl Dataplane for XdpDataplane {
                 },
                 port: key.port,
                 scheduler: format!("{:?}", s.attrs.scheduler).to_lowercase(),
-                flags: {
-                    use crate::config::SchedulerFlag as F;
-                    let has = |f: &[F]| s.attrs.scheduler_flags.iter().any(|x| f.contains(x));
-                    super::ipvsadm_flags(
-                        s.attrs.scheduler.as_str(),
-                        has(&[F::ShFallback, F::MhFallback]),
-                        has(&[F::ShPort, F::MhPort]),
-                        s.attrs
-                            .persistence
-                            .map(|p| (p.timeout.as_secs() as u32, p.netmask)),
-                        key.vip.addr().is_ipv6(),
-                    )
-                },
+                flags: status_flags(key, &s.attrs),
                 method: format!("{:?}", s.attrs.method).to_uppercase(),
                 reals: s
                     .reals
@@ -2140,9 +2144,12 @@ impl XdpDataplane {
             .services
             .iter()
             .filter_map(|(key, s)| {
-                s.attrs
-                    .persistence
-                    .map(|p| (vip_key(key), p.timeout.as_secs().max(1) * 1_000_000_000))
+                s.attrs.persistence.map(|p| {
+                    (
+                        vip_key(key),
+                        u64::from(whole_seconds(p.timeout)) * 1_000_000_000,
+                    )
+                })
             })
             .collect();
         if timeouts.is_empty() {
@@ -2334,5 +2341,33 @@ mod table_size_tests {
         assert_eq!(s[CONN_TCP_ESTABLISHED as usize], 2);
         assert_eq!(s[CONN_TCP_FIN_WAIT as usize], 1);
         assert_eq!(s[CONN_UDP as usize], 300);
+    }
+}
+
+#[cfg(test)]
+mod status_flags_tests {
+    use super::*;
+
+    #[test]
+    fn a_persistence_timeout_shows_as_the_data_plane_holds_it() {
+        let key = ServiceKey {
+            vip: "10.0.0.1/32".parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+        };
+        let attrs = |timeout| ServiceAttrs {
+            name: "web".into(),
+            scheduler: Scheduler::Rr,
+            scheduler_flags: vec![],
+            method: Method::Dr,
+            persistence: Some(Persistence {
+                timeout,
+                netmask: 32,
+            }),
+        };
+        let flags = |ms| status_flags(&key, &attrs(Duration::from_millis(ms)));
+        assert_eq!(flags(500), "persistent 1");
+        assert_eq!(flags(1500), "persistent 2");
+        assert_eq!(flags(120_000), "persistent 120");
     }
 }
