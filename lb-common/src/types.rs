@@ -20,8 +20,11 @@ pub const MAGLEV_ROW: u32 = 32;
 pub const MAGLEV_ROWS: u32 = MAGLEV_TABLE_SIZE.div_ceil(MAGLEV_ROW);
 /// A row of `LB_MAGLEV`.
 pub type MaglevRow = [u16; MAGLEV_ROW as usize];
-/// Virtual services the data plane holds (the default `max_entries`).
-pub const MAX_VIPS: u32 = 64;
+/// Virtual services the data plane holds (the default `max_entries`):
+/// ipvsadm has no limit, and a director with a few dozen VIPs, each on
+/// several ports, is common. Each takes a Maglev table of 128 KiB (32 MiB
+/// for all) and a round-robin sequence of 16 KiB.
+pub const MAX_VIPS: u32 = 256;
 /// Real-server slots, over all virtual services. Slot 0 means "none".
 pub const MAX_REALS: u32 = 4096;
 // A Maglev row holds slot ids in 16 bits.

@@ -1428,7 +1428,9 @@ fn sized(dataplane: &str, reals: &[usize]) -> (String, Vec<(usize, Vec<usize>)>)
     let mut line = 5;
     for (i, &n) in reals.iter().enumerate() {
         yaml.push_str(&format!(
-            "  - vip: 10.0.{i}.1\n    port: 80\n    scheduler: rr\n    method: DR\n    real_servers:\n"
+            "  - vip: 10.{}.{}.1\n    port: 80\n    scheduler: rr\n    method: DR\n    real_servers:\n",
+            i / 256,
+            i % 256
         ));
         let vs_line = line;
         line += 5;
@@ -1436,7 +1438,7 @@ fn sized(dataplane: &str, reals: &[usize]) -> (String, Vec<(usize, Vec<usize>)>)
         for j in 0..n {
             yaml.push_str(&format!(
                 "      - {{ address: 10.{}.{}.{} }}\n",
-                100 + i,
+                100 + i % 100,
                 j / 200,
                 j % 200 + 1
             ));
@@ -1449,18 +1451,18 @@ fn sized(dataplane: &str, reals: &[usize]) -> (String, Vec<(usize, Vec<usize>)>)
 }
 
 #[test]
-fn xdp_holds_64_virtual_services() {
-    let (ok, _) = sized("xdp", &[1; 64]);
+fn xdp_holds_256_virtual_services() {
+    let (ok, _) = sized("xdp", &[1; 256]);
     parse(&ok);
-    let (yaml, lines) = sized("auto", &[1; 65]);
+    let (yaml, lines) = sized("auto", &[1; 257]);
     assert_one_error(
         &yaml,
-        lines[64].0,
+        lines[256].0,
         5,
-        "virtual server `10.0.64.1:80` is one too many: the XDP data plane holds 64 virtual services (set `global.dataplane: ipvs` for more)",
+        "virtual server `10.1.0.1:80` is one too many: the XDP data plane holds 256 virtual services (set `global.dataplane: ipvs` for more)",
     );
     // Kernel IPVS has no such limit.
-    parse(&sized("ipvs", &[1; 65]).0);
+    parse(&sized("ipvs", &[1; 257]).0);
 }
 
 #[test]
