@@ -633,9 +633,17 @@ pub enum Reason {
     /// director: not forwarded (IPVS's decrement_ttl); a client's packet
     /// is answered with ICMP time exceeded.
     TtlExceeded = 20,
+    /// A NAT reply above the MTU of the link towards the client that may
+    /// not be fragmented (IPv4 DF, IPv6): passed to the kernel
+    /// untranslated, which tells the real the MTU (and drops it). (Later
+    /// fragments of IPv6 replies: dropped.)
+    NatReplyTooBig = 21,
+    /// A client's packet above the MTU of the link towards its real (DR,
+    /// NAT: two interfaces with different MTUs): ICMP "too big" back.
+    TooBigForReal = 22,
 }
 
-pub const REASON_COUNT: u32 = 21;
+pub const REASON_COUNT: u32 = 23;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -660,6 +668,8 @@ impl Reason {
         Reason::ConnMissMidFlow,
         Reason::ConnEvicted,
         Reason::TtlExceeded,
+        Reason::NatReplyTooBig,
+        Reason::TooBigForReal,
     ];
 
     /// Name used in `lbctl stats` and metrics.
@@ -686,6 +696,8 @@ impl Reason {
             Reason::ConnMissMidFlow => "conn_miss_mid_flow",
             Reason::ConnEvicted => "conn_evicted",
             Reason::TtlExceeded => "ttl_exceeded",
+            Reason::NatReplyTooBig => "nat_reply_too_big",
+            Reason::TooBigForReal => "too_big_for_real",
         }
     }
 }

@@ -5,9 +5,9 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    AF_INET, CONN_F_NAT, FlowKey, FwdMethod, IPPROTO_TCP, IPPROTO_UDP, REAL_F_MAC_RESOLVED,
-    RealInfo, Reason, VIP_PREFIX_HEAD_BITS, VipInfo, VipKey, VipPrefix, nat_source_bit,
-    vip_fast_slot_of,
+    AF_INET, CONN_F_NAT, FlowKey, FwdMethod, IPPROTO_TCP, IPPROTO_UDP, NatReverse,
+    REAL_F_MAC_RESOLVED, REAL_F_SRC_MAC, RealInfo, Reason, VIP_PREFIX_HEAD_BITS, VipInfo, VipKey,
+    VipPrefix, nat_source_bit, vip_fast_slot_of,
 };
 
 use crate::{
@@ -214,6 +214,11 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
     }
     let action = if vip.method == FwdMethod::Tun as u8 {
         forward_tun(ctx, flow, real)
+    } else if real.mtu != 0 && flow.ip_len > real.mtu && real.flags & REAL_F_SRC_MAC != 0 {
+        // The real's link is smaller than the client's (two interfaces):
+        // XDP cannot fragment, and a redirect would drop it unseen.
+        stats::count(Reason::TooBigForReal);
+        return icmp::too_big(ctx, flow, real.mtu as u32);
     } else if !fwd::ttl::decrement(ctx, flow.key.family) {
         return ttl_exceeded(ctx, flow);
     } else if vip.method == FwdMethod::Nat as u8 {
@@ -237,6 +242,16 @@ fn for_vip(ctx: &XdpContext, flow: &Flow, vip: &VipInfo) -> u32 {
 fn ttl_exceeded(ctx: &XdpContext, flow: &Flow) -> u32 {
     stats::count(Reason::TtlExceeded);
     icmp::time_exceeded(ctx, flow)
+}
+
+/// A translated NAT reply that cannot go out (above the MTU towards the
+/// client, DF): back to its real's address and port, to the kernel, which
+/// tells the real. A subprogram: the rewrite's locals stay out of the
+/// reply path's frame (6.1's 512 bytes along the call chain).
+#[inline(never)]
+fn untranslated_to_kernel(ctx: &XdpContext, flow: &Flow) -> u32 {
+    fwd::nat::untranslate_reply(ctx, flow);
+    pass(Reason::NatReplyTooBig)
 }
 
 /// `new_flow`'s answer for a flow to record in the connection table.
@@ -355,18 +370,31 @@ fn not_for_a_vip(ctx: &XdpContext, flow: &Flow) -> u32 {
         // not: it drops this one and tells the real, from its own address.
         return pass(Reason::TtlExceeded);
     }
-    if !fwd::nat::to_client(ctx, flow, &rev) {
-        return pass(Reason::PassMalformed);
-    }
     if flow.first_fragment {
         frag::record_reply(flow, &rev);
     }
-    let mut key = flow.key;
-    key.src = rev.vip;
-    key.sport = rev.vport;
-    stats::count(Reason::NatReply);
-    stats::replied(rev.real, flow.ip_len as u64);
+    reply_to_client(ctx, flow, &rev)
+}
+
+/// A NAT reply of a known flow, with a hop left: translated and sent to
+/// the client by the FIB. A subprogram of its own, so that its next hop
+/// (64 bytes) and the rewrite's locals are not on the stack along the
+/// other calls of `not_for_a_vip` (6.1's 512 bytes per call chain).
+#[inline(never)]
+fn reply_to_client(ctx: &XdpContext, flow: &Flow, rev: &NatReverse) -> u32 {
+    if !fwd::nat::to_client(ctx, flow, rev) {
+        return pass(Reason::PassMalformed);
+    }
     // SAFETY: reading the context of this packet.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    fwd::out::by_fib(ctx, ingress, &key, flow.ip_len)
+    let route = fwd::out::reply_route(ctx, ingress, &flow.key, &rev.vip, rev.vport, flow.ip_len);
+    if fwd::out::unfragmentable_too_big(ctx, &route, flow.key.family) {
+        // Above the MTU towards the client (jumbo frames on the servers'
+        // side): back to the real's own address and port, for the kernel
+        // to tell the real, as for the TTL above.
+        return untranslated_to_kernel(ctx, flow);
+    }
+    stats::count(Reason::NatReply);
+    stats::replied(rev.real, flow.ip_len as u64);
+    fwd::out::send(ctx, ingress, &route, flow.key.family)
 }

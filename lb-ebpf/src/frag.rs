@@ -9,7 +9,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     AF_INET, FRAG_NAT_REPLY, FRAG_PASS, FlowKey, FragKey, FragTarget, FwdMethod, NatReverse,
-    Reason, VipInfo, csum,
+    REAL_F_SRC_MAC, Reason, VipInfo, csum,
 };
 
 use crate::balancer::is_vip_address;
@@ -112,6 +112,15 @@ pub fn forward(ctx: &XdpContext, frag: &Fragment) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if t.method == FRAG_NAT_REPLY {
         return reply(ctx, frag, &t, ingress);
+    }
+    if t.method != FwdMethod::Tun as u8
+        && real.mtu != 0
+        && frag.ip_len > real.mtu
+        && real.flags & REAL_F_SRC_MAC != 0
+    {
+        // Above the real's link's MTU (its first fragment got "too big").
+        stats::count(Reason::TooBigForReal);
+        return xdp_action::XDP_DROP;
     }
     fwd::ttl::decrement(ctx, frag.key.family);
     if t.method == FwdMethod::Nat as u8 {

@@ -67,7 +67,8 @@ pub fn too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
     if flow.key.family == AF_INET {
         error_v4(ctx, 3, 4, mtu & 0xffff)
     } else {
-        error_v6(ctx, 2, 0, mtu)
+        // No IPv6 link is smaller (RFC 8200): never tell a client less.
+        error_v6(ctx, 2, 0, mtu.max(1280))
     }
 }
 

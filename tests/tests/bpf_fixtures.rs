@@ -801,3 +801,50 @@ fn vips_that_share_a_fast_slot_are_all_served_across_reloads() {
         assert_eq!(served_by(&f, b), Some(2));
     }
 }
+
+/// A real behind a link with a smaller MTU than the client's (two
+/// interfaces): XDP cannot fragment and a redirect would drop the frame
+/// unseen, so the client is told the MTU, as for TUN.
+#[test]
+fn a_packet_above_the_reals_link_mtu_gets_too_big() {
+    let mut f = Fixture::new(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        Scheduler::Rr,
+        &[(1, 1)],
+    )]);
+    // The real's next hop, learned on an interface of MTU 1000.
+    f.dp.set_next_hop(
+        std::net::IpAddr::V4(real_ip(1)),
+        Some(real_mac(1)),
+        LOOPBACK_IFINDEX,
+    )
+    .unwrap();
+    let info = lb_common::IfaceInfo {
+        mac: DIRECTOR_MAC,
+        mtu: 1000,
+        ..lb_common::IfaceInfo::default()
+    };
+    f.dp.set_interface_info(LOOPBACK_IFINDEX, info).unwrap();
+    let big = Pkt::to(VIP, 53).payload(&[7; 1100]).udp();
+    let o = f.run(&big);
+    assert_eq!(o.action, XDP_TX, "back to the client");
+    assert_eq!((o.frame[34], o.frame[35]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([o.frame[40], o.frame[41]]), 1000);
+    assert_eq!(&o.frame[42..], &big[14..42], "quoting it");
+    assert_eq!(
+        lb_common::csum::checksum(&o.frame[14..34]),
+        0,
+        "IP checksum"
+    );
+    assert_eq!(
+        lb_common::csum::checksum(&o.frame[34..]),
+        0,
+        "ICMP checksum"
+    );
+    assert_eq!(f.dp.reason_count(Reason::TooBigForReal), 1);
+    // What fits is forwarded.
+    let small = Pkt::to(VIP, 53).payload(&[7; 900]).udp();
+    assert_eq!(f.real_of(&f.run(&small)), 1);
+}

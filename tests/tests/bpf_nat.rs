@@ -610,3 +610,44 @@ fn nat_takes_a_hop_each_way() {
         assert_eq!(f.dp.reason_count(Reason::NatReply), 1);
     });
 }
+
+/// A NAT real's reply above the MTU towards the client (jumbo frames on
+/// the servers' side). XDP cannot fragment, and only the kernel can tell
+/// the real (from the director's own address): with DF (and always for
+/// IPv6) the reply goes to it untranslated, which answers "fragmentation
+/// needed" and drops it; without DF it goes translated, and the kernel
+/// fragments it on the way to the client.
+#[test]
+fn a_reply_above_the_mtu_towards_the_client_goes_to_the_kernel() {
+    let ns = client_route();
+    ns.ip(&["link", "set", "v0", "mtu", "1400"]).unwrap();
+    ns.run(|| {
+        let f = Fixture::new(vec![web_nat(&[(1, 1)])]);
+        f.run(&Pkt::to(VIP, 80).from(CLIENT, 40000).tcp(SYN));
+        let big = |df: bool| {
+            let mut p = Pkt::to(CLIENT, 40000)
+                .from(real_ip(1), 8080)
+                .payload(&[b'x'; 1420]);
+            p.src_mac = real_mac(1);
+            let mut frame = p.tcp(ACK);
+            frame[20] = if df { 0x40 } else { 0 };
+            frame[21] = 0;
+            fix_ipv4_checksum(&mut frame);
+            frame
+        };
+        let frame = big(true);
+        let o = f.run(&frame);
+        assert_eq!((o.action, &o.frame), (XDP_PASS, &frame), "untranslated");
+        assert_eq!(f.dp.reason_count(Reason::NatReplyTooBig), 1);
+
+        let o = f.run(&big(false));
+        assert_eq!(o.action, XDP_PASS);
+        assert_eq!(
+            ip_src(&o.frame),
+            VIP,
+            "translated, for the kernel to fragment"
+        );
+        assert_checksums_valid(&o.frame);
+        assert_eq!(f.dp.reason_count(Reason::NatReplyToKernel), 1);
+    });
+}

@@ -1094,7 +1094,10 @@ impl Allow {
                     ensure(out[20] == 58 && out[54] == 2 && out[55] == 0, || {
                         "ICMPv6 packet too big".into()
                     })?;
-                    ensure(be32(out, 58) as usize == TUN_MTU - 40, || "MTU".into())?;
+                    // Never below IPv6's minimum link MTU.
+                    ensure(be32(out, 58) as usize == (TUN_MTU - 40).max(1280), || {
+                        "MTU".into()
+                    })?;
                     ensure(out[62..] == input[14..62], || "the quote".into())?;
                     ensure(sums_ok(out, 54, 96, 58), || "checksum".into())?;
                     ensure(out[22..38] == input[from..from + 16], || {

@@ -208,3 +208,10 @@ fn is_reply_of(e: &ConnEntry, reply: &FlowKey, now: u64) -> bool {
 pub fn to_client(ctx: &XdpContext, flow: &Flow, rev: &NatReverse) -> bool {
     rewrite(ctx, flow, false, &rev.vip, rev.vport)
 }
+
+/// Undoes `to_client`: the reply gets its real's address and port back as
+/// source (`flow` is the reply as it came).
+#[inline(always)]
+pub fn untranslate_reply(ctx: &XdpContext, flow: &Flow) -> bool {
+    rewrite(ctx, flow, false, &flow.key.src, flow.key.sport)
+}
