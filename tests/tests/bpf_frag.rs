@@ -314,18 +314,23 @@ fn ipv6_tun_wraps_later_fragments_to_the_first_fragments_real() {
     assert_eq!(f.dp.reason_count(Reason::FragmentForwarded), 2);
 }
 
-/// Later fragments of a datagram lbd does not balance (ICMPv6 here) pass
-/// to the kernel like their first, as for IPv4: dropping them broke large
-/// IPv6 pings to a VIP.
-#[test]
-fn ipv6_later_fragments_of_other_protocols_pass() {
-    let f = Fixture::new(vec![service6(
+/// A UDP service on VIP6 port 53 with one real.
+fn udp6_one_real() -> Fixture {
+    Fixture::new(vec![service6(
         VIP6,
         53,
         Protocol::Udp,
         Scheduler::Rr,
         &[(1, 1)],
-    )]);
+    )])
+}
+
+/// Later fragments of a datagram lbd does not balance (ICMPv6 here) pass
+/// to the kernel like their first, as for IPv4: dropping them broke large
+/// IPv6 pings to a VIP.
+#[test]
+fn ipv6_later_fragments_of_other_protocols_pass() {
+    let f = udp6_one_real();
     let src = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
     let mut later6 = frag6(src, 5000, VIP6, 53, 9, false);
     later6[54] = 58; // the fragment header's next header: ICMPv6
@@ -351,13 +356,7 @@ fn later_fragments_to_a_vip_port_without_a_service_pass_like_their_first() {
     assert_eq!(o.action, XDP_PASS);
     assert_eq!(o.frame, frag);
 
-    let f = Fixture::new(vec![service6(
-        VIP6,
-        53,
-        Protocol::Udp,
-        Scheduler::Rr,
-        &[(1, 1)],
-    )]);
+    let f = udp6_one_real();
     let src = Ipv6Addr::new(0xfd00, 6, 0, 0, 0, 0, 0, 1);
     assert_eq!(f.run(&frag6(src, 5000, VIP6, 54, 4, true)).action, XDP_PASS);
     let later6 = frag6(src, 5000, VIP6, 54, 4, false);

@@ -956,6 +956,38 @@ fn hop_taken(input: &[u8], out: &[u8], at: usize) -> Result<(), String> {
     })
 }
 
+/// An ICMP error of `kind` (type, code) made of the input: back to its
+/// sender from the VIP, quoting its IP header and 8 bytes (IPv6: 40 + 8),
+/// with right checksums.
+fn error_back(input: &[u8], out: &[u8], kind: (u8, u8)) -> Result<(), String> {
+    let v6 = is_v6(input);
+    ensure(dst_mac(out) == src_mac(input), || {
+        "back to the sender".into()
+    })?;
+    let (from, to) = (dst_off(v6), src_off(v6));
+    let (ip, icmp, quote) = if v6 { (40, 58, 48) } else { (20, 1, 28) };
+    let at = 14 + ip;
+    ensure(out.len() == at + 8 + quote, || "length".into())?;
+    ensure(out[if v6 { 20 } else { 23 }] == icmp, || "ICMP".into())?;
+    ensure((out[at], out[at + 1]) == kind, || {
+        format!("type and code {:?}, not {kind:?}", (out[at], out[at + 1]))
+    })?;
+    ensure(out[at + 8..] == input[14..14 + quote], || {
+        "the quote".into()
+    })?;
+    ensure(sums_ok(out, at, ip + 8 + quote, icmp), || {
+        "checksums".into()
+    })?;
+    let alen = if v6 { 16 } else { 4 };
+    let (src, dst) = if v6 { (22, 38) } else { (26, 30) };
+    ensure(out[src..src + alen] == input[from..from + alen], || {
+        "from the VIP".into()
+    })?;
+    ensure(out[dst..dst + alen] == input[to..to + alen], || {
+        "to the sender".into()
+    })
+}
+
 /// The IPv4 header checksum, or nothing for IPv6.
 fn ip_sum(v6: bool) -> Range<usize> {
     if v6 { 0..0 } else { 24..26 }
@@ -1084,38 +1116,16 @@ impl Allow {
                 ensure(ip_len + over > TUN_MTU, || {
                     format!("too big answered for {ip_len} bytes")
                 })?;
-                ensure(dst_mac(out) == src_mac(input), || {
-                    "back to the sender".into()
-                })?;
                 ensure(src_mac(out) == dst_mac(input), || "from its MAC".into())?;
-                let (from, to) = (dst_off(v6), src_off(v6));
                 if v6 {
-                    ensure(out.len() == 14 + 40 + 8 + 48, || "length".into())?;
-                    ensure(out[20] == 58 && out[54] == 2 && out[55] == 0, || {
-                        "ICMPv6 packet too big".into()
-                    })?;
+                    error_back(input, out, (2, 0))?;
                     // Never below IPv6's minimum link MTU.
                     ensure(be32(out, 58) as usize == (TUN_MTU - 40).max(1280), || {
                         "MTU".into()
                     })?;
-                    ensure(out[62..] == input[14..62], || "the quote".into())?;
-                    ensure(sums_ok(out, 54, 96, 58), || "checksum".into())?;
-                    ensure(out[22..38] == input[from..from + 16], || {
-                        "from the VIP".into()
-                    })?;
-                    ensure(out[38..54] == input[to..to + 16], || "to the client".into())?;
                 } else {
-                    ensure(out.len() == 14 + 20 + 8 + 28, || "length".into())?;
-                    ensure(out[23] == 1 && out[34] == 3 && out[35] == 4, || {
-                        "ICMP fragmentation needed".into()
-                    })?;
+                    error_back(input, out, (3, 4))?;
                     ensure(be16(out, 40) as usize == TUN_MTU - 20, || "MTU".into())?;
-                    ensure(out[42..] == input[14..42], || "the quote".into())?;
-                    ensure(sums_ok(out, 34, 56, 1), || "checksums".into())?;
-                    ensure(out[26..30] == input[from..from + 4], || {
-                        "from the VIP".into()
-                    })?;
-                    ensure(out[30..34] == input[to..to + 4], || "to the client".into())?;
                 }
                 Ok("tun too big")
             }
@@ -1124,33 +1134,7 @@ impl Allow {
                 ensure(input[ttl_off(v6, 14)] <= 1, || {
                     format!("time exceeded for TTL {}", input[ttl_off(v6, 14)])
                 })?;
-                ensure(dst_mac(out) == src_mac(input), || {
-                    "back to the sender".into()
-                })?;
-                let (from, to) = (dst_off(v6), src_off(v6));
-                if v6 {
-                    ensure(out.len() == 14 + 40 + 8 + 48, || "length".into())?;
-                    ensure(out[20] == 58 && out[54] == 3 && out[55] == 0, || {
-                        "ICMPv6 hop limit exceeded".into()
-                    })?;
-                    ensure(out[62..] == input[14..62], || "the quote".into())?;
-                    ensure(sums_ok(out, 54, 96, 58), || "checksum".into())?;
-                    ensure(out[22..38] == input[from..from + 16], || {
-                        "from the VIP".into()
-                    })?;
-                    ensure(out[38..54] == input[to..to + 16], || "to the client".into())?;
-                } else {
-                    ensure(out.len() == 14 + 20 + 8 + 28, || "length".into())?;
-                    ensure(out[23] == 1 && out[34] == 11 && out[35] == 0, || {
-                        "ICMP time exceeded".into()
-                    })?;
-                    ensure(out[42..] == input[14..42], || "the quote".into())?;
-                    ensure(sums_ok(out, 34, 56, 1), || "checksums".into())?;
-                    ensure(out[26..30] == input[from..from + 4], || {
-                        "from the VIP".into()
-                    })?;
-                    ensure(out[30..34] == input[to..to + 4], || "to the client".into())?;
-                }
+                error_back(input, out, if v6 { (3, 0) } else { (11, 0) })?;
                 Ok("time exceeded")
             }
             Allow::EchoReply { off } => {
