@@ -868,7 +868,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<FlowKey>(), 8);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<ConnEntry>(), 64, "one cache line");
-        assert_eq!(size_of::<RealConns>(), 8);
+        assert_eq!(size_of::<RealConns>(), 16);
         assert_eq!(size_of::<RealInfo>(), 64);
         assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);
