@@ -402,6 +402,10 @@ pub struct RealConns {
     /// sets it to its time less 1 ns (it counted flows live then); 0
     /// before any recount. A flow that expired before is not in them.
     pub counted_after: u64,
+    /// The real's `uthreshold` (0: none): the schedulers skip it while its
+    /// connections reach it, as IPVS's overload flag (set by lbd).
+    pub u_threshold: u32,
+    pub _pad: u32,
 }
 
 /// The real server has a resolved MAC address.
@@ -868,7 +872,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<FlowKey>(), 8);
         assert_eq!(size_of::<ConnInfo>(), 24);
         assert_eq!(size_of::<ConnEntry>(), 64, "one cache line");
-        assert_eq!(size_of::<RealConns>(), 16);
+        assert_eq!(size_of::<RealConns>(), 24);
         assert_eq!(size_of::<RealInfo>(), 64);
         assert_eq!(size_of::<NatReverse>(), 28);
         assert_eq!(size_of::<LblcKey>(), 20);

@@ -54,17 +54,67 @@ fn sequence(vip: &VipInfo) -> u32 {
         *pos = p + 1;
         p
     };
-    SCHED_SEQ
-        .get(vip.id * SCHED_SEQ_SIZE + p)
-        .copied()
-        .unwrap_or(0)
+    let base = vip.id * SCHED_SEQ_SIZE;
+    let slot = SCHED_SEQ.get(base + p).copied().unwrap_or(0);
+    if !at_threshold(slot) {
+        return slot;
+    }
+    // At its uthreshold: the next real of the sequence that is not, as
+    // IPVS's rr and wrr skip overloaded reals (none: no real).
+    let mut walk = SequenceWalk {
+        base,
+        len,
+        from: p + 1,
+        found: 0,
+        taken: 0,
+    };
+    for_each(len, sequence_step, &mut walk);
+    // SAFETY: as above.
+    unsafe { *pos = (p + 1 + walk.taken) % len };
+    walk.found
+}
+
+#[repr(C)]
+struct SequenceWalk {
+    base: u32,
+    len: u32,
+    from: u32,
+    found: u32,
+    taken: u32,
+}
+
+extern "C" fn sequence_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `for_each` passes the SequenceWalk it was given.
+    let w = unsafe { &mut *(ctx as *mut SequenceWalk) };
+    let len = w.len.max(1);
+    let p = (w.from + i as u32) % len;
+    let slot = SCHED_SEQ.get(w.base + p).copied().unwrap_or(0);
+    if slot != 0 && !at_threshold(slot) {
+        w.found = slot;
+        w.taken = i as u32 + 1;
+        return 1;
+    }
+    0
 }
 
 /// The weight of a slot; 0 when it holds no real or takes no new flows
-/// (IPVS's `is_unavailable`).
+/// (IPVS's `is_unavailable`): weight 0 (drained, or kept overloaded by
+/// lbd down to its lthreshold) or connections at its uthreshold.
 #[inline(always)]
 fn weight(slot: u32) -> u32 {
-    REALS.get(slot).map_or(0, |r| r.weight)
+    let w = REALS.get(slot).map_or(0, |r| r.weight);
+    if w != 0 && at_threshold(slot) { 0 } else { w }
+}
+
+/// Whether a slot's connections reached its uthreshold. IPVS flags a real
+/// overloaded on the connection that gets there (ip_vs_bind_dest); lbd's
+/// sweeper then keeps its weight 0 until it is below its lthreshold (the
+/// unbind rule), but between sweeps this is what stops a burst.
+#[inline(always)]
+fn at_threshold(slot: u32) -> bool {
+    REAL_CONNS.get(slot).is_some_and(|c| {
+        c.u_threshold != 0 && c.active as u64 + c.inactive as u64 >= c.u_threshold as u64
+    })
 }
 
 #[inline(always)]

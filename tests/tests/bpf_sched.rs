@@ -228,15 +228,17 @@ fn sh_fallback_sends_them_to_an_available_real() {
 fn sh_an_overloaded_real_leaves_the_other_reals_buckets_alone() {
     // IPVS flags an overloaded real (IP_VS_DEST_F_OVERLOAD) and checks the
     // flag when its bucket is chosen; the buckets are dealt by weight only.
-    let mut s = service(VIP, 80, Protocol::Tcp, Scheduler::Sh, &[(1, 2), (2, 2)]);
-    s.reals[0].u_threshold = 1;
-    s.reals[0].l_threshold = 1;
-    let f = Fixture::new(vec![s]);
+    let s = service(VIP, 80, Protocol::Tcp, Scheduler::Sh, &[(1, 2), (2, 2)]);
+    let mut f = Fixture::new(vec![s.clone()]);
     let src = |i: u16| Ipv4Addr::new(10, 3, 0, i as u8);
     let syn = |i: u16, port: u16| Pkt::to(VIP, 80).from(src(i), port).tcp(SYN);
     let owners: Vec<u8> = (0..64).map(|i| f.real_of(&f.run(&syn(i, 1000)))).collect();
     assert!(owners.contains(&1) && owners.contains(&2), "{owners:?}");
-    let mut f = f;
+    // Real 1 gets a threshold it is already above.
+    let mut s = s;
+    s.reals[0].u_threshold = 1;
+    s.reals[0].l_threshold = 1;
+    f.set(vec![s]);
     f.dp.sweep().unwrap();
     for (i, owner) in owners.iter().enumerate() {
         let o = f.run(&syn(i as u16, 2000));
@@ -445,6 +447,51 @@ fn a_real_at_its_uthreshold_takes_no_new_connection_until_below_lthreshold() {
     f.dp.sweep().unwrap();
     let back: HashSet<u8> = (20..26).map(|i| open(&f, i)).collect();
     assert!(back.contains(&1), "{back:?}");
+}
+
+/// IPVS flags a real overloaded on the connection that reaches its
+/// uthreshold, so a burst never takes it further: no sweep between the
+/// connections here (lbd's sweeper runs every 2 s).
+#[test]
+fn uthreshold_caps_a_burst_before_any_sweep() {
+    for sched in [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Sh,
+    ] {
+        let mut s = service(VIP, 80, Protocol::Tcp, sched, &[(1, 1), (2, 1)]);
+        s.reals[0].u_threshold = 2;
+        let f = Fixture::new(vec![s]);
+        let (mut to_1, mut to_2, mut dropped) = (0, 0, 0);
+        for i in 0..12 {
+            let o = f.run(&client(i).tcp(SYN));
+            if o.action == XDP_DROP {
+                dropped += 1;
+            } else if f.real_of(&o) == 1 {
+                to_1 += 1;
+            } else {
+                to_2 += 1;
+            }
+        }
+        assert_eq!(to_1, 2, "{sched:?}: real 1 up to its threshold");
+        if sched == Scheduler::Sh {
+            // Its buckets' clients get no real (no sh-fallback), as IPVS.
+            assert_eq!(to_2 + dropped, 10);
+        } else {
+            assert_eq!((to_2, dropped), (10, 0), "{sched:?}: real 2 takes the rest");
+        }
+    }
+}
+
+#[test]
+fn every_real_at_its_uthreshold_means_no_real() {
+    let mut s = service(VIP, 80, Protocol::Tcp, Scheduler::Rr, &[(1, 1)]);
+    s.reals[0].u_threshold = 1;
+    let f = Fixture::new(vec![s]);
+    assert_eq!(open(&f, 0), 1);
+    assert_eq!(f.run(&client(1).tcp(SYN)).action, XDP_DROP);
 }
 
 /// IPVS's dh table (`ip_vs_dh_reassign`): one bucket per real in list

@@ -1117,10 +1117,16 @@ impl XdpDataplane {
             .values()
             .map(|c| (c.active + c.inactive) as u64)
             .sum();
+        let thresholds: HashMap<u32, u32> = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter().map(|r| (r.slot, r.real.u_threshold)))
+            .collect();
         for slot in live.keys() {
             let mut c = counts.get(slot).copied().unwrap_or_default();
             // Live flows were those with a deadline at or after `now`.
             c.counted_after = now.saturating_sub(1);
+            c.u_threshold = thresholds.get(slot).copied().unwrap_or(0);
             self.maps.real_conns.set(*slot, c, 0)?;
         }
         self.shrink_lblcr_sets(now, &live, &counts);
@@ -1302,6 +1308,23 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// Each real's uthreshold beside its connection counts, where the
+    /// program checks it for every new connection (the counts stay).
+    fn write_thresholds(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        let s = self
+            .services
+            .get(key)
+            .ok_or_else(|| anyhow!("{key}: no such service"))?;
+        for r in &s.reals {
+            let mut c = self.maps.real_conns.get(&r.slot, 0)?;
+            if c.u_threshold != r.real.u_threshold {
+                c.u_threshold = r.real.u_threshold;
+                self.maps.real_conns.set(r.slot, c, 0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The weight new connections see: 0 while the real is overloaded.
     fn weight_for_new(&self, real: &Real, slot: u32) -> u32 {
         if self.overloaded.contains(&slot) {
@@ -1472,6 +1495,7 @@ impl XdpDataplane {
         for (slot, info) in infos {
             self.maps.reals.set(slot, info, 0)?;
         }
+        self.write_thresholds(key)?;
         let s = self.services.get(key).expect("checked above");
         let vip_id = s.vip_id;
         let backends: Vec<maglev::Backend> = s
