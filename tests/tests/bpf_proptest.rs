@@ -1482,40 +1482,19 @@ fn known_clients(v6: bool) -> Vec<IpAddr> {
 /// default route to a gateway never resolved (translated, XDP_PASS). Test
 /// runs' ingress is its `lo`.
 fn lab() -> Netns {
-    let ns = Netns::new("proptest").unwrap();
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
-        .unwrap();
-    ns.link_up("v0").unwrap();
-    ns.link_up("v1").unwrap();
-    ns.add_addr("v0", "172.16.0.254/24").unwrap();
-    ns.ip(&["-6", "addr", "add", "fd00:16::fe/64", "dev", "v0", "nodad"])
-        .unwrap();
-    for (family, addr, gateway) in [
-        ("-4", "172.16.0.2", "172.16.0.1"),
-        ("-6", "fd00:16::2", "fd00:16::1"),
-    ] {
-        ns.ip(&[
-            family,
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            "02:00:00:00:66:01",
-            "dev",
-            "v0",
-        ])
-        .unwrap();
+    let ns = fib_namespace(
+        "proptest",
+        &["172.16.0.254/24", "fd00:16::fe/64"],
+        &[
+            ("172.16.0.2", "02:00:00:00:66:01"),
+            ("fd00:16::2", "02:00:00:00:66:01"),
+        ],
+    );
+    for (family, gateway) in [("-4", "172.16.0.1"), ("-6", "fd00:16::1")] {
         ns.ip(&[
             family, "route", "add", "default", "via", gateway, "dev", "v0",
         ])
         .unwrap();
-    }
-    for key in [
-        "net.ipv4.conf.all.forwarding",
-        "net.ipv4.conf.lo.forwarding",
-        "net.ipv6.conf.all.forwarding",
-    ] {
-        ns.set_sysctl(key, "1").unwrap();
     }
     ns
 }
